@@ -1,0 +1,226 @@
+import { Command, Option } from 'commander';
+import { SealmeshError } from '../errors/index.ts';
+import type { Intention } from '../policy/index.ts';
+import type { ServiceSummary, TokenRecord } from '../server/index.ts';
+import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
+import { runProxy, runServer } from './run.ts';
+import { runDev } from '../dev/index.ts';
+
+function addClientOptions(command: Command): Command {
+  return command
+    .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
+    .option('--token <token>', 'ACL token (default: SEALMESH_TOKEN)')
+    .option('--ca-file <path>', 'PEM trust bundle that the server certificate chains to (default: SEALMESH_CACERT)')
+    .option('--json', 'print the result as JSON');
+}
+
+function collect(value: string, previous: string[]): string[] {
+  return [...previous, value];
+}
+
+/** Builds the `sealmesh` command tree. Each action returns once its work is done. */
+export function buildProgram(): Command {
+  const program = new Command('sealmesh')
+    .description('sealmesh: a service mesh whose keys, configuration and access policies stay safe from whoever can read the disk or the process')
+    .version('0.1.0')
+    .showHelpAfterError('(run with --help for usage)');
+
+  program
+    .command('server')
+    .description('run the control plane: CA, catalog, intentions, ACL and watch streams')
+    .requiredOption('--data-dir <dir>', 'directory for the store and the trust bundle (created with mode 0700)')
+    .option('--addr <host:port>', 'address of the HTTPS API', '127.0.0.1:8501')
+    .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
+    .option('--svid-ttl <duration>', 'default lifetime of issued SVIDs, 5m to 7d', '24h')
+    .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects', '30s')
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info')
+    .action(async (flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string }) => {
+      await runServer(flags);
+    });
+
+  const operator = program.command('operator').description('cluster operations');
+  addClientOptions(
+    operator
+      .command('init')
+      .description('issue the first operator token; succeeds once per cluster')
+      .action(async (flags: ClientFlags) => {
+        const client = clientFromFlags(flags, false);
+        const result = await client.post<{ token: string; accessorId: string; trustDomain: string }>('/v1/operator/init', {});
+        print(flags, result, () =>
+          [
+            `Trust domain:  ${result.trustDomain}`,
+            `Accessor ID:   ${result.accessorId}`,
+            `Token:         ${result.token}`,
+            '',
+            'This token is shown once and cannot be recovered. Store it in a secret manager.',
+          ].join('\n'),
+        );
+      }),
+  );
+
+  const token = program.command('token').description('manage ACL tokens');
+  addClientOptions(
+    token
+      .command('create')
+      .description('create a token: a single-use join token for a service, or an operator or read-only token')
+      .option('--service <name>', 'service a join token enrolls (NAME or NAMESPACE/NAME)')
+      .addOption(new Option('--kind <kind>', 'token kind').choices(['join', 'operator', 'read']))
+      .option('--ttl <duration>', 'lifetime; join tokens default to 1h and allow at most 7d')
+      .option('--description <text>', 'free text shown in token lists')
+      .action(async (flags: ClientFlags & { service?: string; kind?: string; ttl?: string; description?: string }) => {
+        const kind = flags.kind ?? (flags.service !== undefined ? 'join' : undefined);
+        if (kind === undefined) throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'pass --service NAME for a join token, or --kind operator|read');
+        const client = clientFromFlags(flags);
+        const result = await client.post<TokenRecord & { token: string }>('/v1/acl/tokens', {
+          kind,
+          ...(flags.service !== undefined ? { service: flags.service } : {}),
+          ...(flags.ttl !== undefined ? { ttlSeconds: parseDuration(flags.ttl, '--ttl') } : {}),
+          ...(flags.description !== undefined ? { description: flags.description } : {}),
+        });
+        print(flags, result, () =>
+          [
+            `Accessor ID:  ${result.accessorId}`,
+            `Kind:         ${result.kind}${result.service !== undefined ? ` (service ${result.namespace}/${result.service})` : ''}`,
+            `Expires:      ${result.expiresAt ?? 'never'}`,
+            `Token:        ${result.token}`,
+          ].join('\n'),
+        );
+      }),
+  );
+  addClientOptions(
+    token
+      .command('list')
+      .description('list tokens (metadata only; secrets are never stored)')
+      .action(async (flags: ClientFlags) => {
+        const { tokens } = await clientFromFlags(flags).get<{ tokens: TokenRecord[] }>('/v1/acl/tokens');
+        print(flags, { tokens }, () =>
+          table(
+            ['ACCESSOR', 'KIND', 'SERVICE', 'EXPIRES', 'USED'],
+            tokens.map((record) => [
+              record.accessorId,
+              record.kind,
+              record.service !== undefined ? `${record.namespace}/${record.service}` : '-',
+              record.expiresAt ?? 'never',
+              record.usedAt ?? '-',
+            ]),
+          ),
+        );
+      }),
+  );
+  addClientOptions(
+    token
+      .command('delete')
+      .description('revoke a token by accessor ID')
+      .argument('<accessor-id>')
+      .action(async (accessorId: string, flags: ClientFlags) => {
+        const result = await clientFromFlags(flags).delete<{ revoked: string }>(`/v1/acl/tokens/${encodeURIComponent(accessorId)}`);
+        print(flags, result, () => `Revoked token ${result.revoked}`);
+      }),
+  );
+
+  const intention = program.command('intention').description('manage intentions: which service may call which');
+  addClientOptions(
+    intention
+      .command('create')
+      .description('allow or deny SRC calling DST; either may be *')
+      .argument('<src>')
+      .argument('<dst>')
+      .option('--allow', 'allow the connection')
+      .option('--deny', 'deny the connection')
+      .option('--description <text>', 'free text')
+      .option('--replace', 'replace an existing intention for the same pair')
+      .action(async (source: string, destination: string, flags: ClientFlags & { allow?: boolean; deny?: boolean; description?: string; replace?: boolean }) => {
+        if (flags.allow === flags.deny) throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'pass exactly one of --allow and --deny');
+        const result = await clientFromFlags(flags).post<{ intention: Intention }>('/v1/intentions', {
+          source,
+          destination,
+          action: flags.allow === true ? 'allow' : 'deny',
+          ...(flags.description !== undefined ? { description: flags.description } : {}),
+          ...(flags.replace === true ? { replace: true } : {}),
+        });
+        print(flags, result, () => `Created: ${result.intention.source} => ${result.intention.destination} (${result.intention.action})`);
+      }),
+  );
+  addClientOptions(
+    intention
+      .command('list')
+      .description('list intentions in precedence order')
+      .action(async (flags: ClientFlags) => {
+        const { intentions } = await clientFromFlags(flags).get<{ intentions: Intention[] }>('/v1/intentions');
+        const { intentionPrecedence } = await import('../policy/index.ts');
+        const sorted = [...intentions].sort((a, b) => intentionPrecedence(b) - intentionPrecedence(a) || a.source.localeCompare(b.source));
+        print(flags, { intentions: sorted }, () =>
+          table(
+            ['SOURCE', 'DESTINATION', 'ACTION', 'PRECEDENCE', 'CREATED'],
+            sorted.map((entry) => [entry.source, entry.destination, entry.action, String(intentionPrecedence(entry)), entry.createdAt]),
+          ),
+        );
+      }),
+  );
+  addClientOptions(
+    intention
+      .command('delete')
+      .description('delete the intention for SRC calling DST')
+      .argument('<src>')
+      .argument('<dst>')
+      .action(async (source: string, destination: string, flags: ClientFlags) => {
+        const query = new URLSearchParams({ source, destination });
+        const result = await clientFromFlags(flags).delete<{ deleted: { source: string; destination: string } }>(`/v1/intentions?${query.toString()}`);
+        print(flags, result, () => `Deleted: ${result.deleted.source} => ${result.deleted.destination}`);
+      }),
+  );
+
+  const service = program.command('service').description('inspect the service catalog');
+  addClientOptions(
+    service
+      .command('list')
+      .description('list services and their instances')
+      .action(async (flags: ClientFlags) => {
+        const { services } = await clientFromFlags(flags).get<{ services: ServiceSummary[] }>('/v1/catalog/services');
+        print(flags, { services }, () =>
+          table(
+            ['SERVICE', 'INSTANCE', 'ADDRESS', 'HEALTH', 'SPIFFE ID', 'SVID EXPIRES'],
+            services.flatMap((summary) =>
+              summary.instances.map((instance) => [
+                summary.namespace === 'default' ? summary.name : `${summary.namespace}/${summary.name}`,
+                instance.id,
+                `${instance.address}:${instance.port}`,
+                instance.health,
+                instance.spiffeId,
+                instance.svidNotAfter ?? '-',
+              ]),
+            ),
+          ),
+        );
+      }),
+  );
+
+  program
+    .command('proxy')
+    .description('run a sidecar proxy in front of one service instance')
+    .requiredOption('--service <name>', 'service this proxy fronts (NAME or NAMESPACE/NAME)')
+    .option('--join-token <token>', 'single-use join token for the service (default: SEALMESH_JOIN_TOKEN)')
+    .requiredOption('--listen <host:port>', 'inbound mTLS listener')
+    .requiredOption('--app <host:port>', 'the local app that inbound traffic goes to')
+    .option('--upstream <name=host:port>', 'loopback listener for an upstream service; repeatable', collect, [])
+    .option('--advertise <host:port>', 'address other proxies dial (default: the --listen address)')
+    .option('--admin <host:port>', 'loopback endpoint for /metrics, /ready and /status')
+    .option('--svid-ttl <duration>', 'requested SVID lifetime (default: the server\'s)')
+    .option('--drain <duration>', 'how long SIGTERM waits for open connections', '10s')
+    .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
+    .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info')
+    .action(async (flags: Parameters<typeof runProxy>[0]) => {
+      await runProxy(flags);
+    });
+
+  program
+    .command('dev')
+    .description('run a throwaway dev mesh: a server and three demo services behind proxies (not for production)')
+    .option('--port <port>', 'control-plane port (default: 8501, or a free port when it is taken)')
+    .action(async (flags: { port?: string }) => {
+      await runDev(flags);
+    });
+
+  return program;
+}

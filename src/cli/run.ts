@@ -1,0 +1,85 @@
+import { createLogger } from '../log/index.ts';
+import { ControlPlane } from '../server/index.ts';
+import { SidecarProxy, parseHostPort, parseUpstream } from '../proxy/index.ts';
+import { SealmeshError } from '../errors/index.ts';
+import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
+
+/**
+ * Resolves once SIGINT or SIGTERM arrives. With SEALMESH_EXIT_WITH_PARENT=1, as `sealmesh dev` sets
+ * for its children, the end of standard input counts too, so a child never outlives its parent.
+ */
+function untilSignal(): Promise<string> {
+  return new Promise((resolve) => {
+    process.once('SIGINT', () => resolve('SIGINT'));
+    process.once('SIGTERM', () => resolve('SIGTERM'));
+    if (process.env.SEALMESH_EXIT_WITH_PARENT === '1') {
+      process.stdin.once('end', () => resolve('parent exited'));
+      process.stdin.once('close', () => resolve('parent exited'));
+      process.stdin.resume();
+    }
+  });
+}
+
+export async function runServer(flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string }): Promise<void> {
+  const log = createLogger({ component: 'server', level: flags.logLevel });
+  const listen = parseHostPort(flags.addr, '--addr', true);
+  const server = new ControlPlane({
+    dataDir: flags.dataDir,
+    host: listen.host,
+    port: listen.port,
+    svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl'),
+    leaseSeconds: parseDuration(flags.lease, '--lease'),
+    log,
+    ...(flags.trustDomain !== undefined ? { trustDomain: flags.trustDomain } : {}),
+  });
+  await server.start();
+  const signal = await untilSignal();
+  log.info({ signal }, 'stopping');
+  await server.stop();
+  log.flush();
+}
+
+export async function runProxy(flags: {
+  service: string;
+  joinToken?: string;
+  listen: string;
+  app: string;
+  upstream: string[];
+  advertise?: string;
+  admin?: string;
+  svidTtl?: string;
+  drain: string;
+  addr?: string;
+  caFile?: string;
+  logLevel: string;
+}): Promise<void> {
+  const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN;
+  if (joinToken === undefined || joinToken === '') {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no join token given: pass --join-token or set SEALMESH_JOIN_TOKEN (create one with `sealmesh token create --service NAME`)');
+  }
+  const caFile = flags.caFile ?? process.env.SEALMESH_CACERT;
+  if (caFile === undefined) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no CA file given: pass --ca-file or set SEALMESH_CACERT to the server\'s trust-bundle.pem');
+  }
+  const addr = flags.addr ?? process.env.SEALMESH_ADDR ?? DEFAULT_ADDR;
+  const log = createLogger({ component: 'proxy', level: flags.logLevel }).child({ service: flags.service });
+  const proxy = new SidecarProxy({
+    service: flags.service,
+    joinToken,
+    serverUrl: new URL(addr.includes('://') ? addr : `https://${addr}`).origin,
+    serverCa: readCaFile(caFile),
+    listen: parseHostPort(flags.listen, '--listen', true),
+    app: parseHostPort(flags.app, '--app'),
+    upstreams: flags.upstream.map(parseUpstream),
+    drainSeconds: parseDuration(flags.drain, '--drain'),
+    log,
+    ...(flags.advertise !== undefined ? { advertise: parseHostPort(flags.advertise, '--advertise') } : {}),
+    ...(flags.admin !== undefined ? { admin: parseHostPort(flags.admin, '--admin', true) } : {}),
+    ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
+  });
+  await proxy.start();
+  const signal = await untilSignal();
+  log.info({ signal }, 'stopping');
+  await proxy.stop();
+  log.flush();
+}

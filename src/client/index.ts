@@ -1,0 +1,143 @@
+import { request as httpsRequest } from 'node:https';
+import type { IncomingMessage } from 'node:http';
+import type { SecureContext } from 'node:tls';
+import { isErrorCode, SealmeshError } from '../errors/index.ts';
+import { TLS_CLIENT_OPTIONS } from '../tls/index.ts';
+
+export interface ApiClientOptions {
+  /** Base URL of the control plane, such as `https://127.0.0.1:8501`. */
+  url: string;
+  /** PEM certificates that the server's certificate must chain to. */
+  ca?: string | string[];
+  /** ACL token sent as a bearer token. */
+  token?: string;
+  /** A TLS context with the caller's SVID, for the endpoints that proxies call over mTLS. */
+  secureContext?: SecureContext;
+  timeoutMs?: number;
+}
+
+const DEFAULT_TIMEOUT_MS = 10_000;
+const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
+
+/**
+ * The HTTPS JSON client of the control-plane API, used by the CLI and the proxy. Errors returned by
+ * the server are raised as SealmeshError with the server's code; a connection failure is raised as
+ * SEALMESH_ERR_SERVER_UNREACHABLE.
+ */
+export class ApiClient {
+  readonly options: ApiClientOptions;
+
+  constructor(options: ApiClientOptions) {
+    this.options = options;
+  }
+
+  /** Returns a client for the same server with another TLS context or token. */
+  with(change: Partial<ApiClientOptions>): ApiClient {
+    return new ApiClient({ ...this.options, ...change });
+  }
+
+  async get<T>(path: string): Promise<T> {
+    return this.request<T>('GET', path);
+  }
+
+  async post<T>(path: string, body: unknown = {}): Promise<T> {
+    return this.request<T>('POST', path, body);
+  }
+
+  async put<T>(path: string, body: unknown): Promise<T> {
+    return this.request<T>('PUT', path, body);
+  }
+
+  async delete<T>(path: string): Promise<T> {
+    return this.request<T>('DELETE', path);
+  }
+
+  async request<T>(method: string, path: string, body?: unknown): Promise<T> {
+    const response = await this.#send(method, path, body);
+    const text = await readBody(response);
+    let parsed: unknown;
+    try {
+      parsed = text.length === 0 ? undefined : JSON.parse(text);
+    } catch {
+      parsed = undefined;
+    }
+    const status = response.statusCode ?? 0;
+    if (status >= 200 && status < 300) {
+      if (response.headers['content-type']?.startsWith('application/json') === true) return parsed as T;
+      return text as T;
+    }
+    throw errorFromResponse(status, parsed, `${method} ${path}`);
+  }
+
+  /** Opens a streaming GET and resolves with the response once its status is known. */
+  async stream(path: string): Promise<IncomingMessage> {
+    const response = await this.#send('GET', path, undefined, 0);
+    const status = response.statusCode ?? 0;
+    if (status !== 200) {
+      const text = await readBody(response);
+      let parsed: unknown;
+      try {
+        parsed = JSON.parse(text);
+      } catch {
+        parsed = undefined;
+      }
+      throw errorFromResponse(status, parsed, `GET ${path}`);
+    }
+    return response;
+  }
+
+  #send(method: string, path: string, body: unknown, timeoutMs = this.options.timeoutMs ?? DEFAULT_TIMEOUT_MS): Promise<IncomingMessage> {
+    const url = new URL(path, this.options.url);
+    const payload = body === undefined ? undefined : Buffer.from(JSON.stringify(body));
+    const headers: Record<string, string> = { accept: 'application/json' };
+    if (payload !== undefined) {
+      headers['content-type'] = 'application/json';
+      headers['content-length'] = String(payload.length);
+    }
+    if (this.options.token !== undefined) headers.authorization = `Bearer ${this.options.token}`;
+    return new Promise((resolve, reject) => {
+      const req = httpsRequest(url, {
+        method,
+        headers,
+        ...TLS_CLIENT_OPTIONS,
+        ...(this.options.secureContext !== undefined ? { secureContext: this.options.secureContext } : { ca: this.options.ca }),
+        agent: false,
+        timeout: timeoutMs > 0 ? timeoutMs : undefined,
+      });
+      req.once('response', resolve);
+      req.once('timeout', () => req.destroy(new Error(`no response within ${timeoutMs} ms`)));
+      req.once('error', (error: Error & { code?: string }) => {
+        reject(
+          new SealmeshError(
+            'SEALMESH_ERR_SERVER_UNREACHABLE',
+            `cannot reach the sealmesh server at ${this.options.url}: ${error.code ?? error.message}; check --addr/SEALMESH_ADDR and --ca-file/SEALMESH_CACERT`,
+            { cause: error },
+          ),
+        );
+      });
+      req.end(payload);
+    });
+  }
+}
+
+async function readBody(response: IncomingMessage): Promise<string> {
+  const chunks: Buffer[] = [];
+  let size = 0;
+  for await (const chunk of response) {
+    size += (chunk as Buffer).length;
+    if (size > MAX_RESPONSE_BYTES) {
+      response.destroy();
+      throw new SealmeshError('SEALMESH_ERR_INTERNAL', `the server response exceeds ${MAX_RESPONSE_BYTES} bytes`);
+    }
+    chunks.push(chunk as Buffer);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
+function errorFromResponse(status: number, body: unknown, what: string): SealmeshError {
+  const error = (body as { error?: { code?: unknown; message?: unknown } } | undefined)?.error;
+  if (error !== undefined && isErrorCode(error.code) && typeof error.message === 'string') {
+    return new SealmeshError(error.code, error.message);
+  }
+  return new SealmeshError('SEALMESH_ERR_INTERNAL', `${what} failed with HTTP status ${status}`);
+}

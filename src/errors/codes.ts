@@ -1,0 +1,74 @@
+/**
+ * The registry of every stable error code that sealmesh emits.
+ *
+ * Scripts and tests match on these codes, never on message text. A code is never renamed and a
+ * retired code is never reused for another failure. `status` is the HTTP status the control-plane
+ * API returns for the code.
+ */
+export const ERROR_CODES = {
+  // Request and input validation.
+  SEALMESH_ERR_BAD_REQUEST: { status: 400, summary: 'the request body failed schema validation' },
+  SEALMESH_ERR_BODY_TOO_LARGE: { status: 413, summary: 'the request body exceeds the size limit' },
+  SEALMESH_ERR_UNSUPPORTED_MEDIA_TYPE: { status: 415, summary: 'the request body is not JSON' },
+  SEALMESH_ERR_NOT_FOUND: { status: 404, summary: 'the route or object does not exist' },
+  SEALMESH_ERR_CONFLICT: { status: 409, summary: 'the object already exists or changed concurrently' },
+  SEALMESH_ERR_INTERNAL: { status: 500, summary: 'an unexpected internal failure' },
+  SEALMESH_ERR_INVALID_ARGUMENT: { status: 400, summary: 'a value passed to a function or command is invalid' },
+
+  // ACL.
+  SEALMESH_ERR_ACL_TOKEN_MISSING: { status: 401, summary: 'no ACL token was presented' },
+  SEALMESH_ERR_ACL_TOKEN_INVALID: { status: 403, summary: 'the ACL token is unknown' },
+  SEALMESH_ERR_ACL_TOKEN_EXPIRED: { status: 403, summary: 'the ACL token has expired' },
+  SEALMESH_ERR_ACL_TOKEN_USED: { status: 403, summary: 'the single-use join token was already used' },
+  SEALMESH_ERR_ACL_PERMISSION_DENIED: { status: 403, summary: 'the ACL token lacks the permission' },
+  SEALMESH_ERR_ACL_ALREADY_BOOTSTRAPPED: { status: 409, summary: 'the first operator token was already issued' },
+
+  // Certificate signing requests and SVID issuance.
+  SEALMESH_ERR_CSR_MALFORMED: { status: 400, summary: 'the CSR is not valid PKCS#10' },
+  SEALMESH_ERR_CSR_BAD_SIGNATURE: { status: 400, summary: 'the CSR self-signature does not verify' },
+  SEALMESH_ERR_CSR_UNSUPPORTED_KEY: { status: 400, summary: 'the CSR public key type is not accepted' },
+  SEALMESH_ERR_CSR_TOO_LARGE: { status: 413, summary: 'the CSR exceeds the size limit' },
+  SEALMESH_ERR_CSR_SAN_INVALID: { status: 400, summary: 'the CSR requests names other than one SPIFFE ID' },
+  SEALMESH_ERR_CSR_IDENTITY_MISMATCH: { status: 403, summary: 'the CSR requests an identity the caller is not entitled to' },
+  SEALMESH_ERR_CSR_CA_REQUESTED: { status: 400, summary: 'the CSR requests a CA certificate' },
+  SEALMESH_ERR_TTL_OUT_OF_BOUNDS: { status: 400, summary: 'the requested certificate TTL is outside the allowed bounds' },
+
+  // SPIFFE identity.
+  SEALMESH_ERR_SPIFFE_ID_INVALID: { status: 400, summary: 'the value is not a valid sealmesh SPIFFE ID' },
+  SEALMESH_ERR_TRUST_DOMAIN_INVALID: { status: 400, summary: 'the trust domain name is invalid' },
+  SEALMESH_ERR_SERVICE_NAME_INVALID: { status: 400, summary: 'the service or namespace name is invalid' },
+
+  // Peer certificate checks (mTLS).
+  SEALMESH_ERR_PEER_NO_CERTIFICATE: { status: 401, summary: 'the peer presented no client certificate' },
+  SEALMESH_ERR_PEER_CERT_UNTRUSTED: { status: 401, summary: 'the peer certificate does not chain to the trust bundle' },
+  SEALMESH_ERR_PEER_SAN_INVALID: { status: 401, summary: 'the peer certificate does not carry exactly one SPIFFE ID' },
+  SEALMESH_ERR_PEER_FOREIGN_TRUST_DOMAIN: { status: 401, summary: 'the peer SPIFFE ID is in another trust domain' },
+  SEALMESH_ERR_PEER_IDENTITY_MISMATCH: { status: 401, summary: 'the peer is not the expected workload' },
+
+  SEALMESH_ERR_TLS_HANDSHAKE_FAILED: { status: 400, summary: 'a TLS handshake failed or timed out' },
+
+  // Intentions.
+  SEALMESH_ERR_INTENTION_DENIED: { status: 403, summary: 'an intention or the default policy denies the connection' },
+
+  // Attestation.
+  SEALMESH_ERR_ATTESTATION_PROVIDER_UNSUPPORTED: { status: 400, summary: 'the server has no verifier for the evidence provider' },
+
+  // Store.
+  SEALMESH_ERR_STORE_OPEN_FAILED: { status: 500, summary: 'the data store could not be opened' },
+  SEALMESH_ERR_STORE_CLOSED: { status: 503, summary: 'the data store is closed' },
+  SEALMESH_ERR_STORE_OPERATION_FAILED: { status: 500, summary: 'a read or write on the data store failed' },
+  SEALMESH_ERR_STORE_COMPACTED: { status: 410, summary: 'the requested store revision has been compacted away' },
+  SEALMESH_ERR_STORE_KEY_INVALID: { status: 400, summary: 'the store key or prefix is empty, too long or not valid text' },
+  SEALMESH_ERR_STORE_VALUE_INVALID: { status: 400, summary: 'the store value is not a byte array' },
+  SEALMESH_ERR_STORE_VALUE_TOO_LARGE: { status: 413, summary: 'the store value exceeds the size limit' },
+  SEALMESH_ERR_STORE_TXN_INVALID: { status: 400, summary: 'the store transaction is malformed or names a key twice in one branch' },
+
+  // Server and proxy lifecycle.
+  SEALMESH_ERR_SERVER_UNREACHABLE: { status: 503, summary: 'the control plane could not be reached' },
+  SEALMESH_ERR_ENROLLMENT_FAILED: { status: 500, summary: 'the proxy could not obtain an SVID' },
+  SEALMESH_ERR_NO_HEALTHY_ENDPOINT: { status: 503, summary: 'the upstream has no healthy instance' },
+  SEALMESH_ERR_CONFIG_INVALID: { status: 400, summary: 'a command-line option or configuration value is invalid' },
+  SEALMESH_ERR_NOT_INITIALIZED: { status: 503, summary: 'the cluster has not been initialised' },
+} as const satisfies Record<string, { status: number; summary: string }>;
+
+export type ErrorCode = keyof typeof ERROR_CODES;

@@ -1,0 +1,19 @@
+/**
+ * The public surface of the sealmesh PKI: the CA, its key custody, CSR validation, peer identity
+ * checks and the workload key helpers.
+ */
+export {
+  CertificateAuthority,
+  CLOCK_SKEW_SECONDS,
+  DEFAULT_SVID_TTL_SECONDS,
+  MAX_SVID_TTL_SECONDS,
+  MIN_SVID_TTL_SECONDS,
+  type CertificateAuthorityOptions,
+  type IssuedCertificate,
+  type IssuedSvid,
+} from './ca.ts';
+export { MAX_CSR_BYTES, validateCsr, type ValidatedCsr } from './csr.ts';
+export type { CaSigningKey, KeyCustody } from './custody.ts';
+export { spiffeIdFromPeerCertificate } from './peer.ts';
+export { StoreKeyCustody } from './store-custody.ts';
+export { generateCsr, generateKeyPair, privateKeyToPem } from './workload.ts';

@@ -1,0 +1,89 @@
+import { createServer, type Server } from 'node:http';
+import type { Logger } from '../log/index.ts';
+import type { HostPort } from './address.ts';
+import type { SidecarProxy } from './proxy.ts';
+
+export interface AdminOptions {
+  listen: HostPort;
+  proxy: SidecarProxy;
+  log: Logger;
+}
+
+/**
+ * The proxy's admin endpoint: `/metrics` (Prometheus), `/ready` (200 once the proxy has an SVID
+ * and a snapshot) and `/status` (JSON). It binds to loopback unless told otherwise and carries no
+ * secret: no key, token or private certificate part is reachable through it.
+ */
+export class AdminServer {
+  readonly #options: AdminOptions;
+  #server: Server | undefined;
+  #port = 0;
+
+  constructor(options: AdminOptions) {
+    this.#options = options;
+  }
+
+  get port(): number {
+    return this.#port;
+  }
+
+  async start(): Promise<void> {
+    const { proxy } = this.#options;
+    const server = createServer((request, response) => {
+      const path = (request.url ?? '/').split('?')[0];
+      if (request.method !== 'GET') {
+        response.writeHead(405, { allow: 'GET' }).end();
+        return;
+      }
+      if (path === '/metrics') {
+        const svid = proxy.svid;
+        if (svid !== undefined) proxy.metrics.svidExpirySeconds.set((svid.notAfter.getTime() - Date.now()) / 1000);
+        proxy.metrics.registry.metrics().then(
+          (text) => response.writeHead(200, { 'content-type': proxy.metrics.registry.contentType }).end(text),
+          (error: unknown) => {
+            this.#options.log.error({ err: error }, 'failed to render metrics');
+            response.writeHead(500).end();
+          },
+        );
+        return;
+      }
+      if (path === '/ready') {
+        const ready = proxy.svid !== undefined && proxy.snapshotVersion !== undefined;
+        response.writeHead(ready ? 200 : 503, { 'content-type': 'text/plain' }).end(ready ? 'ready\n' : 'not ready\n');
+        return;
+      }
+      if (path === '/status') {
+        const svid = proxy.svid;
+        const body = {
+          service: `${proxy.identity.namespace}/${proxy.identity.service}`,
+          instanceId: proxy.instanceId,
+          spiffeId: svid?.spiffeId,
+          svidSerial: svid?.serial,
+          svidNotAfter: svid?.notAfter.toISOString(),
+          snapshotVersion: proxy.snapshotVersion,
+        };
+        response.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
+        return;
+      }
+      response.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
+    });
+    this.#server = server;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.#options.listen.port, this.#options.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    this.#port = typeof address === 'object' && address !== null ? address.port : this.#options.listen.port;
+    this.#options.log.info({ port: this.#port }, 'admin endpoint started');
+  }
+
+  async stop(): Promise<void> {
+    const server = this.#server;
+    if (server === undefined) return;
+    server.closeAllConnections();
+    await new Promise<void>((resolve) => server.close(() => resolve()));
+  }
+}

@@ -1,0 +1,166 @@
+import { connect as netConnect, type Socket } from 'node:net';
+import { createServer as createTlsServer, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
+import { isSealmeshError, type ErrorCode } from '../errors/index.ts';
+import { RejectionLog, type Logger } from '../log/index.ts';
+import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
+import { formatServiceRef, type SpiffeId } from '../spiffe/index.ts';
+import type { Decision } from '../policy/index.ts';
+import type { ProxyMetrics } from './metrics.ts';
+import type { HostPort } from './address.ts';
+
+/** A TLS client that has not finished its handshake by then is disconnected. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+
+export interface InboundOptions {
+  listen: HostPort;
+  app: HostPort;
+  /** This proxy's own service, the destination of every inbound connection. */
+  self: { namespace: string; service: string };
+  trustDomain: () => string;
+  /** Decides whether a peer may connect; reads the current snapshot's intentions. */
+  authorize: (peer: SpiffeId) => Decision;
+  log: Logger;
+  metrics: ProxyMetrics;
+}
+
+interface InboundConnection {
+  downstream: TLSSocket;
+  app: Socket;
+  peer: SpiffeId;
+}
+
+/**
+ * The inbound mTLS listener in front of the app. A connection reaches the app only after Node has
+ * verified the client's chain against the trust bundle, the client's SVID carries exactly one
+ * SPIFFE ID in this trust domain, and an intention allows that service to call this one.
+ */
+export class InboundListener {
+  readonly #options: InboundOptions;
+  readonly #connections = new Set<InboundConnection>();
+  readonly #rejections: RejectionLog;
+  #server: TlsServer | undefined;
+
+  constructor(options: InboundOptions) {
+    this.#options = options;
+    this.#rejections = new RejectionLog(options.log);
+  }
+
+  get activeConnections(): number {
+    return this.#connections.size;
+  }
+
+  /** Starts listening with the given TLS options and returns the bound port. */
+  async start(tls: SecureContextOptions): Promise<number> {
+    const server = createTlsServer({
+      ...tls,
+      requestCert: true,
+      rejectUnauthorized: true,
+      handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+    });
+    this.#server = server;
+    server.on('secureConnection', (socket) => this.#accept(socket));
+    server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+      this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { reason: error.code ?? error.message, remote: socket.remoteAddress });
+    });
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(this.#options.listen.port, this.#options.listen.host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    return typeof address === 'object' && address !== null ? address.port : this.#options.listen.port;
+  }
+
+  /** Installs a new certificate; new handshakes use it, established connections are untouched. */
+  setSecureContext(tls: SecureContextOptions): void {
+    this.#server?.setSecureContext({ ...tls });
+  }
+
+  /**
+   * Checks every established connection against the current intentions and closes the ones that are
+   * now denied. Returns how many it closed.
+   */
+  reevaluate(): number {
+    let closed = 0;
+    for (const connection of this.#connections) {
+      const decision = this.#options.authorize(connection.peer);
+      if (decision.allowed) continue;
+      closed += 1;
+      this.#options.metrics.closedByPolicy.inc();
+      this.#options.log.info(
+        { source: formatServiceRef(connection.peer), destination: formatServiceRef(this.#options.self), intention: decision.reason },
+        'closing an established connection that an intention now denies',
+      );
+      connection.downstream.destroy();
+      connection.app.destroy();
+    }
+    return closed;
+  }
+
+  /** Stops accepting new connections; established ones continue. */
+  stopAccepting(): void {
+    this.#server?.close();
+  }
+
+  /** Destroys every established connection. */
+  destroyAll(): void {
+    for (const connection of this.#connections) {
+      connection.downstream.destroy();
+      connection.app.destroy();
+    }
+  }
+
+  #accept(downstream: TLSSocket): void {
+    const destination = formatServiceRef(this.#options.self);
+    let peer: SpiffeId;
+    try {
+      // Node verified the chain (rejectUnauthorized); this applies the SPIFFE X509-SVID name rules.
+      peer = spiffeIdFromPeerCertificate(downstream.getPeerX509Certificate()!, this.#options.trustDomain());
+    } catch (error) {
+      const code: ErrorCode = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_PEER_SAN_INVALID';
+      this.#reject(code, { destination, remote: downstream.remoteAddress, reason: (error as Error).message });
+      downstream.destroy();
+      return;
+    }
+    const source = formatServiceRef(peer);
+    const decision = this.#options.authorize(peer);
+    if (!decision.allowed) {
+      this.#options.metrics.inboundConnections.inc({ result: 'denied' });
+      this.#reject('SEALMESH_ERR_INTENTION_DENIED', { source, destination, intention: decision.reason, remote: downstream.remoteAddress }, false);
+      downstream.destroy();
+      return;
+    }
+    this.#options.metrics.inboundConnections.inc({ result: 'allowed' });
+    const app = netConnect({ host: this.#options.app.host, port: this.#options.app.port, noDelay: true });
+    downstream.setNoDelay(true);
+    const connection: InboundConnection = { downstream, app, peer };
+    this.#connections.add(connection);
+    this.#options.metrics.activeConnections.inc({ direction: 'inbound' });
+    let finished = false;
+    const finish = (): void => {
+      if (finished) return;
+      finished = true;
+      this.#connections.delete(connection);
+      this.#options.metrics.activeConnections.dec({ direction: 'inbound' });
+      downstream.destroy();
+      app.destroy();
+    };
+    app.once('error', (error: Error & { code?: string }) => {
+      this.#options.log.warn({ source, destination, app: this.#options.app, reason: error.code ?? error.message }, 'connection to the app failed');
+      finish();
+    });
+    downstream.once('error', finish);
+    downstream.once('close', finish);
+    app.once('close', finish);
+    downstream.pipe(app);
+    app.pipe(downstream);
+  }
+
+  #reject(code: ErrorCode, fields: Record<string, unknown>, countInbound = true): void {
+    if (countInbound) this.#options.metrics.inboundConnections.inc({ result: 'rejected' });
+    this.#options.metrics.rejections.inc({ code });
+    this.#rejections.warn(code, { code, ...fields }, code === 'SEALMESH_ERR_INTENTION_DENIED' ? 'inbound connection denied by intention' : 'inbound connection rejected');
+  }
+}

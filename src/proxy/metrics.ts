@@ -1,0 +1,69 @@
+import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+
+/** The sidecar's Prometheus metrics, in a registry of its own. */
+export class ProxyMetrics {
+  readonly registry = new Registry();
+
+  readonly inboundConnections = new Counter({
+    name: 'sealmesh_proxy_inbound_connections_total',
+    help: 'Inbound mTLS connections by result (allowed, denied, rejected).',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly outboundConnections = new Counter({
+    name: 'sealmesh_proxy_upstream_connections_total',
+    help: 'Connections opened to upstream services by upstream and result.',
+    labelNames: ['upstream', 'result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly rejections = new Counter({
+    name: 'sealmesh_proxy_rejections_total',
+    help: 'Rejected connections by error code.',
+    labelNames: ['code'] as const,
+    registers: [this.registry],
+  });
+
+  readonly activeConnections = new Gauge({
+    name: 'sealmesh_proxy_active_connections',
+    help: 'Open proxied connections by direction.',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+
+  readonly closedByPolicy = new Counter({
+    name: 'sealmesh_proxy_connections_closed_by_policy_total',
+    help: 'Established connections closed because an intention change now denies them.',
+    registers: [this.registry],
+  });
+
+  readonly svidRenewals = new Counter({
+    name: 'sealmesh_proxy_svid_renewals_total',
+    help: 'SVID renewal attempts by result.',
+    labelNames: ['result'] as const,
+    registers: [this.registry],
+  });
+
+  readonly svidExpirySeconds = new Gauge({
+    name: 'sealmesh_proxy_svid_expiry_seconds',
+    help: 'Seconds until the current SVID expires.',
+    registers: [this.registry],
+  });
+
+  readonly snapshotsApplied = new Counter({
+    name: 'sealmesh_proxy_snapshots_applied_total',
+    help: 'Configuration snapshots received from the control plane and applied.',
+    registers: [this.registry],
+  });
+
+  readonly controlPlaneConnected = new Gauge({
+    name: 'sealmesh_proxy_control_plane_connected',
+    help: '1 while the watch stream to the control plane is open, 0 otherwise.',
+    registers: [this.registry],
+  });
+
+  constructor() {
+    collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });
+  }
+}

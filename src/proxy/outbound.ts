@@ -1,0 +1,149 @@
+import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { connect as tlsConnect, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
+import { isSealmeshError, SealmeshError } from '../errors/index.ts';
+import { RejectionLog, type Logger } from '../log/index.ts';
+import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
+import type { Endpoint } from '../server/index.ts';
+import type { ProxyMetrics } from './metrics.ts';
+import type { UpstreamSpec } from './address.ts';
+
+/** A dial to an upstream instance that has not completed its TLS handshake by then fails. */
+const CONNECT_TIMEOUT_MS = 5_000;
+/** Instances tried for one connection before the client's connection is closed. */
+const MAX_CONNECT_ATTEMPTS = 3;
+
+export interface OutboundOptions {
+  upstream: UpstreamSpec;
+  trustDomain: () => string;
+  /** Healthy endpoints of the upstream from the current snapshot. */
+  endpoints: () => readonly Endpoint[];
+  /** TLS context with this proxy's current SVID and the trust bundle. */
+  secureContext: () => SecureContext | undefined;
+  log: Logger;
+  metrics: ProxyMetrics;
+}
+
+/**
+ * A loopback listener for one upstream service. Each plain TCP connection from the app is carried
+ * over mTLS to a healthy instance of the upstream, chosen round robin, and only after the instance
+ * has proven that it holds the upstream's SPIFFE ID.
+ */
+export class OutboundListener {
+  readonly #options: OutboundOptions;
+  readonly #connections = new Set<Socket>();
+  readonly #rejections: RejectionLog;
+  #server: NetServer | undefined;
+  #next = 0;
+
+  constructor(options: OutboundOptions) {
+    this.#options = options;
+    this.#rejections = new RejectionLog(options.log);
+  }
+
+  get activeConnections(): number {
+    return this.#connections.size;
+  }
+
+  async start(): Promise<number> {
+    const server = createNetServer({ noDelay: true, pauseOnConnect: true }, (client) => this.#accept(client));
+    this.#server = server;
+    const { host, port } = this.#options.upstream.listen;
+    await new Promise<void>((resolve, reject) => {
+      server.once('error', reject);
+      server.listen(port, host, () => {
+        server.off('error', reject);
+        resolve();
+      });
+    });
+    const address = server.address();
+    return typeof address === 'object' && address !== null ? address.port : port;
+  }
+
+  stopAccepting(): void {
+    this.#server?.close();
+  }
+
+  destroyAll(): void {
+    for (const socket of this.#connections) socket.destroy();
+  }
+
+  #accept(client: Socket): void {
+    this.#connections.add(client);
+    this.#options.metrics.activeConnections.inc({ direction: 'outbound' });
+    client.once('close', () => {
+      this.#connections.delete(client);
+      this.#options.metrics.activeConnections.dec({ direction: 'outbound' });
+    });
+    client.on('error', () => client.destroy());
+    this.#dial(client, 1);
+  }
+
+  /** Returns the next endpoint in round-robin order, or undefined when the upstream has none. */
+  #pick(): Endpoint | undefined {
+    const endpoints = this.#options.endpoints();
+    if (endpoints.length === 0) return undefined;
+    const endpoint = endpoints[this.#next % endpoints.length];
+    this.#next = (this.#next + 1) % 1_000_000_007;
+    return endpoint;
+  }
+
+  #dial(client: Socket, attempt: number): void {
+    const upstream = this.#options.upstream.service;
+    const endpoint = this.#pick();
+    const secureContext = this.#options.secureContext();
+    if (endpoint === undefined || secureContext === undefined) {
+      const code = endpoint === undefined ? 'SEALMESH_ERR_NO_HEALTHY_ENDPOINT' : 'SEALMESH_ERR_ENROLLMENT_FAILED';
+      this.#options.metrics.outboundConnections.inc({ upstream, result: 'no_endpoint' });
+      this.#options.metrics.rejections.inc({ code });
+      this.#rejections.warn(code, { code, upstream }, endpoint === undefined ? 'upstream has no healthy instance; connection closed' : 'no SVID yet; connection closed');
+      client.destroy();
+      return;
+    }
+    const expected = { namespace: this.#options.upstream.namespace, service: this.#options.upstream.name };
+    const trustDomain = this.#options.trustDomain();
+    const remote: TLSSocket = tlsConnect({
+      host: endpoint.address,
+      port: endpoint.port,
+      secureContext,
+      rejectUnauthorized: true,
+      // Replaces hostname verification: the server must present the upstream's SPIFFE ID, so no
+      // other mesh member can stand in for it even with a valid SVID of its own.
+      checkServerIdentity: (_host: string, certificate: PeerCertificate): Error | undefined => {
+        try {
+          const peer = spiffeIdFromPeerCertificate(certificate, trustDomain);
+          if (peer.namespace === expected.namespace && peer.service === expected.service) return undefined;
+          return new SealmeshError('SEALMESH_ERR_PEER_IDENTITY_MISMATCH', `instance ${endpoint.instanceId} presented an SVID for ${peer.namespace}/${peer.service}, expected ${upstream}`);
+        } catch (error) {
+          return error as Error;
+        }
+      },
+    });
+    remote.setNoDelay(true);
+    remote.setTimeout(CONNECT_TIMEOUT_MS, () => remote.destroy(new Error(`no TLS handshake within ${CONNECT_TIMEOUT_MS} ms`)));
+    const onConnectError = (error: Error & { code?: string }): void => {
+      const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_SERVER_UNREACHABLE';
+      this.#options.metrics.outboundConnections.inc({ upstream, result: 'failed' });
+      if (isSealmeshError(error)) this.#options.metrics.rejections.inc({ code });
+      this.#rejections.warn(`dial:${code}`, { upstream, instance: endpoint.instanceId, attempt, reason: error.code ?? error.message }, 'connection to an upstream instance failed');
+      remote.destroy();
+      if (attempt < MAX_CONNECT_ATTEMPTS && !client.destroyed) this.#dial(client, attempt + 1);
+      else client.destroy();
+    };
+    remote.once('error', onConnectError);
+    remote.once('secureConnect', () => {
+      remote.setTimeout(0);
+      remote.off('error', onConnectError);
+      if (client.destroyed) {
+        remote.destroy();
+        return;
+      }
+      this.#options.metrics.outboundConnections.inc({ upstream, result: 'connected' });
+      remote.once('error', () => client.destroy());
+      remote.once('close', () => client.destroy());
+      client.once('close', () => remote.destroy());
+      client.pipe(remote);
+      remote.pipe(client);
+      client.resume();
+    });
+  }
+}

@@ -1,0 +1,339 @@
+import { connect as netConnect } from 'node:net';
+import { ApiClient } from '../client/index.ts';
+import { SealmeshError } from '../errors/index.ts';
+import { silentLogger, type Logger } from '../log/index.ts';
+import { decide, type Decision } from '../policy/index.ts';
+import { formatServiceRef, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
+import type { Endpoint, ProxySnapshot } from '../server/index.ts';
+import { AdminServer } from './admin.ts';
+import { formatHostPort, type HostPort, type UpstreamSpec } from './address.ts';
+import { enroll, renew, renewalDelayMs, type SvidContexts } from './identity.ts';
+import { InboundListener } from './inbound.ts';
+import { ProxyMetrics } from './metrics.ts';
+import { OutboundListener } from './outbound.ts';
+import { WatchClient } from './watch-client.ts';
+import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
+
+export interface ProxyOptions {
+  /** Service this proxy fronts: `name` or `namespace/name`. */
+  service: string;
+  joinToken: string;
+  /** Control-plane URL, such as `https://127.0.0.1:8501`. */
+  serverUrl: string;
+  /** PEM roots that the control plane's certificate chains to (the trust bundle file). */
+  serverCa: string[];
+  /** Inbound mTLS listener. Port 0 takes any free port. */
+  listen: HostPort;
+  /** Address other proxies dial; the listen address when absent. */
+  advertise?: HostPort;
+  /** The local app that inbound connections are forwarded to. */
+  app: HostPort;
+  upstreams: UpstreamSpec[];
+  /** Loopback HTTP endpoint for metrics and status; none when absent. */
+  admin?: HostPort;
+  /** Requested SVID TTL in seconds; the server's default when absent. */
+  svidTtlSeconds?: number;
+  /** How long SIGTERM waits for established connections to finish. */
+  drainSeconds?: number;
+  /** Interval of the TCP health check of the app. */
+  healthCheckIntervalMs?: number;
+  log?: Logger;
+}
+
+const RENEW_RETRY_MIN_MS = 1_000;
+const RENEW_RETRY_MAX_MS = 30_000;
+const DEFAULT_DRAIN_SECONDS = 10;
+const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 10_000;
+const HEALTH_CHECK_TIMEOUT_MS = 2_000;
+
+/**
+ * The sidecar proxy. It holds its private key only in memory, enrolls with a join token, keeps its
+ * SVID fresh, applies the control plane's snapshots without restarting, and carries traffic:
+ * inbound mTLS to the local app, and plain TCP from the app over mTLS to upstream services.
+ */
+export class SidecarProxy {
+  readonly options: ProxyOptions;
+  readonly log: Logger;
+  readonly metrics = new ProxyMetrics();
+  readonly identity: Omit<SpiffeId, 'trustDomain'>;
+  #trustDomain = '';
+  #instanceId = '';
+  #svid: SvidContexts | undefined;
+  #snapshot: ProxySnapshot | undefined;
+  #client: ApiClient;
+  #inbound: InboundListener | undefined;
+  readonly #outbound = new Map<string, OutboundListener>();
+  #watch: WatchClient | undefined;
+  #admin: AdminServer | undefined;
+  #renewTimer: NodeJS.Timeout | undefined;
+  #healthTimer: NodeJS.Timeout | undefined;
+  #appHealthy = true;
+  #inboundPort = 0;
+  readonly #upstreamPorts = new Map<string, number>();
+  #stopping = false;
+
+  constructor(options: ProxyOptions) {
+    this.options = options;
+    this.log = options.log ?? silentLogger();
+    const ref = parseServiceRef(options.service);
+    this.identity = { namespace: ref.namespace, service: ref.service };
+    this.#client = new ApiClient({ url: options.serverUrl, ca: options.serverCa });
+  }
+
+  get spiffeId(): string | undefined {
+    return this.#svid?.spiffeId;
+  }
+
+  get instanceId(): string {
+    return this.#instanceId;
+  }
+
+  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId'> | undefined {
+    return this.#svid;
+  }
+
+  get snapshotVersion(): string | undefined {
+    return this.#snapshot?.version;
+  }
+
+  get inboundPort(): number {
+    return this.#inboundPort;
+  }
+
+  upstreamPort(service: string): number | undefined {
+    return this.#upstreamPorts.get(formatServiceRef(parseServiceRef(service)));
+  }
+
+  get adminPort(): number | undefined {
+    return this.#admin?.port;
+  }
+
+  /** Enrolls, starts every listener and the watch stream. */
+  async start(): Promise<void> {
+    const self = { ...this.identity };
+    this.#inbound = new InboundListener({
+      listen: this.options.listen,
+      app: this.options.app,
+      self,
+      trustDomain: () => this.#trustDomain,
+      authorize: (peer) => this.authorize(peer),
+      log: this.log.child({ listener: 'inbound' }),
+      metrics: this.metrics,
+    });
+    // The listener binds before enrollment so that the registered address carries the real port when
+    // port 0 is requested. Until the SVID is installed it has no certificate, so every handshake fails.
+    this.#inboundPort = await this.#inbound.start({ ...TLS_SERVER_OPTIONS });
+    const advertise = this.options.advertise ?? { host: this.options.listen.host, port: this.#inboundPort };
+
+    // The CSR names the full SPIFFE ID, so the trust domain is read first from the server, which the
+    // client has authenticated against the CA file.
+    const { trustDomain } = await this.#client.get<{ trustDomain: string }>('/v1/bundle').catch((error: unknown) => {
+      this.#inbound?.stopAccepting();
+      throw error;
+    });
+    const { response, contexts } = await enroll(
+      this.#client,
+      { trustDomain, ...self },
+      {
+        joinToken: this.options.joinToken,
+        address: advertise.host,
+        port: advertise.port === 0 ? this.#inboundPort : advertise.port,
+        upstreams: this.options.upstreams.map((upstream) => upstream.service),
+        ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
+      },
+      this.options.serverCa,
+    ).catch((error: unknown) => {
+      this.#inbound?.stopAccepting();
+      throw error;
+    });
+    this.#trustDomain = response.trustDomain;
+    this.#instanceId = response.instanceId;
+    this.#installSvid(contexts);
+    this.log.info({ spiffeId: contexts.spiffeId, instance: this.#instanceId, serial: contexts.serial, notAfter: contexts.notAfter.toISOString() }, 'enrolled');
+
+    for (const upstream of this.options.upstreams) {
+      const listener = new OutboundListener({
+        upstream,
+        trustDomain: () => this.#trustDomain,
+        endpoints: () => this.endpoints(upstream.service),
+        secureContext: () => this.#svid?.outbound,
+        log: this.log.child({ listener: 'upstream', upstream: upstream.service }),
+        metrics: this.metrics,
+      });
+      const port = await listener.start();
+      this.#outbound.set(upstream.service, listener);
+      this.#upstreamPorts.set(upstream.service, port);
+      this.log.info({ upstream: upstream.service, listen: formatHostPort({ host: upstream.listen.host, port }) }, 'upstream listener started');
+    }
+
+    this.#watch = new WatchClient({
+      client: () => this.#client.with({ secureContext: this.#svid?.control }),
+      instanceId: () => this.#instanceId,
+      onSnapshot: (snapshot) => this.#applySnapshot(snapshot),
+      onConnected: (connected) => this.metrics.controlPlaneConnected.set(connected ? 1 : 0),
+      onUnknownInstance: () => this.#registerAgain(advertise),
+      log: this.log.child({ subsystem: 'watch' }),
+    });
+    this.#watch.start();
+
+    if (this.options.admin !== undefined) {
+      this.#admin = new AdminServer({ listen: this.options.admin, proxy: this, log: this.log.child({ subsystem: 'admin' }) });
+      await this.#admin.start();
+    }
+    const interval = this.options.healthCheckIntervalMs ?? DEFAULT_HEALTH_CHECK_INTERVAL_MS;
+    this.#healthTimer = setInterval(() => void this.#checkApp(), interval);
+    this.#healthTimer.unref();
+    this.log.info(
+      { service: formatServiceRef(self), inbound: formatHostPort({ host: this.options.listen.host, port: this.#inboundPort }), app: formatHostPort(this.options.app) },
+      'sealmesh proxy started',
+    );
+  }
+
+  /** The proxy's authorization decision for an inbound peer, from the current snapshot. */
+  authorize(peer: SpiffeId): Decision {
+    const snapshot = this.#snapshot;
+    // Fail closed until the first snapshot has arrived.
+    if (snapshot === undefined) return { allowed: false, reason: 'no configuration yet' };
+    return decide(snapshot.intentions, peer, this.identity, snapshot.defaultPolicy);
+  }
+
+  endpoints(upstream: string): readonly Endpoint[] {
+    return this.#snapshot?.upstreams[upstream] ?? [];
+  }
+
+  /** Renews the SVID now with a new key pair; established connections keep running. */
+  async renewNow(): Promise<void> {
+    const current = this.#svid;
+    if (current === undefined) throw new SealmeshError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID to renew; it must enroll first');
+    try {
+      const { contexts } = await renew(
+        this.#client,
+        current,
+        { trustDomain: this.#trustDomain, ...this.identity },
+        this.#instanceId,
+        this.options.serverCa,
+        this.options.svidTtlSeconds,
+      );
+      this.#installSvid(contexts);
+      this.metrics.svidRenewals.inc({ result: 'success' });
+      this.log.info({ serial: contexts.serial, notAfter: contexts.notAfter.toISOString() }, 'SVID renewed');
+    } catch (error) {
+      this.metrics.svidRenewals.inc({ result: 'failure' });
+      throw error;
+    }
+  }
+
+  /**
+   * Stops gracefully: stops accepting, deregisters, waits up to the drain period for established
+   * connections to finish, then closes what is left.
+   */
+  async stop(): Promise<void> {
+    if (this.#stopping) return;
+    this.#stopping = true;
+    if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer);
+    this.#inbound?.stopAccepting();
+    for (const listener of this.#outbound.values()) listener.stopAccepting();
+    if (this.#svid !== undefined && this.#instanceId !== '') {
+      try {
+        await this.#client.with({ secureContext: this.#svid.control, timeoutMs: 3_000 }).post('/v1/agent/deregister', { instanceId: this.#instanceId });
+        this.log.info({ instance: this.#instanceId }, 'deregistered');
+      } catch (error) {
+        this.log.warn({ reason: (error as Error).message }, 'failed to deregister; the server removes the instance when its lease lapses');
+      }
+    }
+    this.#watch?.stop();
+    const deadline = Date.now() + (this.options.drainSeconds ?? DEFAULT_DRAIN_SECONDS) * 1000;
+    while (this.#activeConnections() > 0 && Date.now() < deadline) {
+      await new Promise((resolve) => setTimeout(resolve, 100));
+    }
+    const left = this.#activeConnections();
+    if (left > 0) this.log.warn({ connections: left }, 'drain period over; closing the remaining connections');
+    this.#inbound?.destroyAll();
+    for (const listener of this.#outbound.values()) listener.destroyAll();
+    await this.#admin?.stop();
+    this.log.info('sealmesh proxy stopped');
+  }
+
+  #activeConnections(): number {
+    let count = this.#inbound?.activeConnections ?? 0;
+    for (const listener of this.#outbound.values()) count += listener.activeConnections;
+    return count;
+  }
+
+  #installSvid(contexts: SvidContexts): void {
+    const previous = this.#svid;
+    this.#svid = contexts;
+    this.#inbound?.setSecureContext(contexts.inboundOptions);
+    // The listener has built its context; the key copy in the options is no longer needed.
+    (contexts.inboundOptions.key as Buffer).fill(0);
+    contexts.inboundOptions.key = undefined;
+    this.metrics.svidExpirySeconds.set((contexts.notAfter.getTime() - Date.now()) / 1000);
+    this.#scheduleRenewal(renewalDelayMs(contexts));
+    // The watch stream authenticates with the SVID; move it to the new certificate.
+    if (previous !== undefined) this.#watch?.reconnect();
+  }
+
+  #scheduleRenewal(delayMs: number, retryMs = RENEW_RETRY_MIN_MS): void {
+    if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    if (this.#stopping) return;
+    this.#renewTimer = setTimeout(() => {
+      this.renewNow().catch((error: unknown) => {
+        const expiresInMs = (this.#svid?.notAfter.getTime() ?? 0) - Date.now();
+        this.log.warn({ reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
+        this.#scheduleRenewal(retryMs, Math.min(RENEW_RETRY_MAX_MS, retryMs * 2));
+      });
+    }, Math.min(delayMs, 2 ** 31 - 1));
+    this.#renewTimer.unref();
+  }
+
+  #applySnapshot(snapshot: ProxySnapshot): void {
+    if (this.#snapshot?.version === snapshot.version) return;
+    this.#snapshot = snapshot;
+    this.metrics.snapshotsApplied.inc();
+    this.log.info(
+      { version: snapshot.version, intentions: snapshot.intentions.length, upstreams: Object.fromEntries(Object.entries(snapshot.upstreams).map(([name, list]) => [name, list.length])) },
+      'configuration snapshot applied',
+    );
+    const closed = this.#inbound?.reevaluate() ?? 0;
+    if (closed > 0) this.log.info({ closed }, 'closed connections that the new intentions deny');
+  }
+
+  async #registerAgain(advertise: HostPort): Promise<void> {
+    await this.#client.with({ secureContext: this.#svid?.control }).post('/v1/agent/register', {
+      instanceId: this.#instanceId,
+      address: advertise.host,
+      port: advertise.port === 0 ? this.#inboundPort : advertise.port,
+      upstreams: this.options.upstreams.map((upstream) => upstream.service),
+    });
+  }
+
+  /** TCP-connects to the app and reports a change of health to the control plane. */
+  async #checkApp(): Promise<void> {
+    const healthy = await new Promise<boolean>((resolve) => {
+      const socket = netConnect({ host: this.options.app.host, port: this.options.app.port });
+      socket.setTimeout(HEALTH_CHECK_TIMEOUT_MS, () => {
+        socket.destroy();
+        resolve(false);
+      });
+      socket.once('connect', () => {
+        socket.destroy();
+        resolve(true);
+      });
+      socket.once('error', () => resolve(false));
+    });
+    if (healthy === this.#appHealthy || this.#stopping) return;
+    try {
+      await this.#client.with({ secureContext: this.#svid?.control }).put('/v1/agent/health', {
+        instanceId: this.#instanceId,
+        status: healthy ? 'passing' : 'critical',
+        output: healthy ? 'app accepts TCP connections' : `app at ${formatHostPort(this.options.app)} does not accept TCP connections`,
+      });
+      this.#appHealthy = healthy;
+      this.log.info({ healthy }, 'app health changed');
+    } catch (error) {
+      this.log.warn({ reason: (error as Error).message }, 'failed to report app health; retrying at the next check');
+    }
+  }
+
+}

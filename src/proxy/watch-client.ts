@@ -1,0 +1,118 @@
+import type { IncomingMessage } from 'node:http';
+import { createInterface } from 'node:readline';
+import type { ApiClient } from '../client/index.ts';
+import { isSealmeshError } from '../errors/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { ProxySnapshot } from '../server/index.ts';
+
+const INITIAL_BACKOFF_MS = 250;
+const MAX_BACKOFF_MS = 15_000;
+/** The server sends a heartbeat every 15 s; a stream silent for longer than this is dead. */
+const IDLE_TIMEOUT_MS = 45_000;
+/** Largest line accepted on the watch stream. */
+const MAX_LINE_BYTES = 8 * 1024 * 1024;
+
+export interface WatchClientOptions {
+  client: () => ApiClient;
+  instanceId: () => string;
+  onSnapshot: (snapshot: ProxySnapshot) => void;
+  onConnected: (connected: boolean) => void;
+  /** Called when the server no longer knows this instance; returns after re-registering it. */
+  onUnknownInstance: () => Promise<void>;
+  log: Logger;
+}
+
+/**
+ * Keeps one watch stream to the control plane open, reconnecting with jittered exponential backoff.
+ * While the server is unreachable the proxy keeps serving with its last snapshot.
+ */
+export class WatchClient {
+  readonly #options: WatchClientOptions;
+  #stopped = false;
+  #response: IncomingMessage | undefined;
+  #retryTimer: NodeJS.Timeout | undefined;
+  #backoffMs = INITIAL_BACKOFF_MS;
+
+  constructor(options: WatchClientOptions) {
+    this.#options = options;
+  }
+
+  start(): void {
+    void this.#connect();
+  }
+
+  stop(): void {
+    this.#stopped = true;
+    if (this.#retryTimer !== undefined) clearTimeout(this.#retryTimer);
+    this.#response?.destroy();
+  }
+
+  /** Drops the current stream so that the next one uses a new client certificate. */
+  reconnect(): void {
+    this.#response?.destroy();
+  }
+
+  async #connect(): Promise<void> {
+    if (this.#stopped) return;
+    try {
+      const response = await this.#options.client().stream(`/v1/watch?instance=${encodeURIComponent(this.#options.instanceId())}`);
+      if (this.#stopped) {
+        response.destroy();
+        return;
+      }
+      this.#response = response;
+      this.#options.onConnected(true);
+      this.#options.log.info('watch stream to the control plane open');
+      await this.#read(response);
+      this.#options.log.warn('watch stream to the control plane ended; reconnecting');
+    } catch (error) {
+      if (isSealmeshError(error, 'SEALMESH_ERR_NOT_FOUND')) {
+        this.#options.log.warn('the control plane no longer knows this instance; registering it again');
+        try {
+          await this.#options.onUnknownInstance();
+          this.#backoffMs = INITIAL_BACKOFF_MS;
+        } catch (registerError) {
+          this.#options.log.warn({ err: registerError }, 'failed to register the instance again');
+        }
+      } else {
+        this.#options.log.warn({ code: isSealmeshError(error) ? error.code : undefined, reason: (error as Error).message }, 'watch stream to the control plane failed');
+      }
+    } finally {
+      this.#response = undefined;
+      this.#options.onConnected(false);
+    }
+    this.#scheduleReconnect();
+  }
+
+  async #read(response: IncomingMessage): Promise<void> {
+    let idle: NodeJS.Timeout | undefined;
+    const resetIdle = (): void => {
+      if (idle !== undefined) clearTimeout(idle);
+      idle = setTimeout(() => response.destroy(new Error('watch stream idle')), IDLE_TIMEOUT_MS);
+    };
+    resetIdle();
+    const lines = createInterface({ input: response, crlfDelay: Infinity });
+    try {
+      for await (const line of lines) {
+        resetIdle();
+        this.#backoffMs = INITIAL_BACKOFF_MS;
+        if (line.length === 0) continue;
+        if (line.length > MAX_LINE_BYTES) throw new Error('watch stream line too long');
+        const message = JSON.parse(line) as { type: string; snapshot?: ProxySnapshot };
+        if (message.type === 'snapshot' && message.snapshot !== undefined) this.#options.onSnapshot(message.snapshot);
+      }
+    } catch (error) {
+      if (!this.#stopped) this.#options.log.warn({ reason: (error as Error).message }, 'watch stream read failed');
+    } finally {
+      if (idle !== undefined) clearTimeout(idle);
+      lines.close();
+    }
+  }
+
+  #scheduleReconnect(): void {
+    if (this.#stopped) return;
+    const delay = this.#backoffMs * (0.5 + Math.random() * 0.5);
+    this.#backoffMs = Math.min(MAX_BACKOFF_MS, this.#backoffMs * 2);
+    this.#retryTimer = setTimeout(() => void this.#connect(), delay);
+  }
+}

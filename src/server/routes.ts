@@ -1,0 +1,286 @@
+import { randomUUID } from 'node:crypto';
+import type { TLSSocket } from 'node:tls';
+import type { FastifyInstance, FastifyRequest } from 'fastify';
+import type { z } from 'zod';
+import { SealmeshError } from '../errors/index.ts';
+import { spiffeIdFromPeerCertificate, type CertificateAuthority } from '../pki/index.ts';
+import { formatServiceRef, formatSpiffeId, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
+import type { VerifierRegistry } from '../attest/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { AclService } from './acl.ts';
+import type { Catalog, Instance } from './catalog.ts';
+import type { IntentionStore } from './intentions.ts';
+import type { ServerMetrics } from './metrics.ts';
+import type { WatchHub } from './watch.ts';
+import * as schemas from './schemas.ts';
+
+export interface RouteContext {
+  acl: AclService;
+  ca: CertificateAuthority;
+  catalog: Catalog;
+  intentions: IntentionStore;
+  hub: WatchHub;
+  metrics: ServerMetrics;
+  verifiers: VerifierRegistry;
+  log: Logger;
+  trustDomain: string;
+  /** Default TTL of issued SVIDs, in seconds. */
+  svidTtlSeconds: number;
+  storeRevision: () => Promise<number>;
+  version: string;
+}
+
+/** Interval between heartbeat lines on a watch stream, so that both ends notice a dead peer. */
+const WATCH_HEARTBEAT_MS = 15_000;
+
+function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
+  const result = schema.safeParse(value);
+  if (!result.success) {
+    const issue = result.error.issues[0];
+    const path = issue === undefined || issue.path.length === 0 ? what : `${what} field ${issue.path.join('.')}`;
+    throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `${path} is invalid: ${issue?.message ?? 'does not match the schema'}`);
+  }
+  return result.data;
+}
+
+/** Returns the ACL token presented as `Authorization: Bearer` or `X-Sealmesh-Token`. */
+function presentedToken(request: FastifyRequest): string | undefined {
+  const header = request.headers.authorization;
+  if (typeof header === 'string' && header.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
+  const alternative = request.headers['x-sealmesh-token'];
+  return typeof alternative === 'string' ? alternative : undefined;
+}
+
+/**
+ * Returns the SPIFFE ID of the proxy that called over mTLS. Node has already verified the chain
+ * against the trust bundle when `authorized` is set; this adds the SVID name checks.
+ */
+function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
+  const socket = request.raw.socket as TLSSocket;
+  const certificate = socket.getPeerX509Certificate?.();
+  if (certificate === undefined) {
+    throw new SealmeshError('SEALMESH_ERR_PEER_NO_CERTIFICATE', 'this endpoint requires the caller\'s SVID as a TLS client certificate');
+  }
+  if (!socket.authorized) {
+    throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `the client certificate was rejected: ${String(socket.authorizationError)}`);
+  }
+  return spiffeIdFromPeerCertificate(certificate, trustDomain);
+}
+
+export function registerRoutes(app: FastifyInstance, context: RouteContext): void {
+  const { acl, ca, catalog, intentions, hub, metrics, log } = context;
+
+  app.get('/v1/status', async () => ({
+    trustDomain: context.trustDomain,
+    rootFingerprintSha256: ca.rootFingerprintSha256(),
+    initialized: await acl.isBootstrapped(),
+    storeRevision: await context.storeRevision(),
+    watchStreams: hub.streamCount,
+    version: context.version,
+  }));
+
+  app.get('/v1/bundle', async () => ({ trustDomain: context.trustDomain, roots: ca.bundle() }));
+
+  app.post('/v1/operator/init', async (request) => {
+    parse(schemas.emptyBody, request.body, 'request body');
+    const { token, accessorId } = await acl.bootstrap();
+    log.info({ accessorId }, 'cluster initialised; first operator token issued');
+    return { token, accessorId, trustDomain: context.trustDomain };
+  });
+
+  app.post('/v1/acl/tokens', async (request) => {
+    await acl.authorize(presentedToken(request), 'operator');
+    const body = parse(schemas.createTokenBody, request.body, 'request body');
+    const ref = body.service === undefined ? undefined : parseServiceRef(body.service);
+    const { token, record } = await acl.create({
+      kind: body.kind,
+      namespace: ref?.namespace,
+      service: ref?.service,
+      ttlSeconds: body.ttlSeconds,
+      description: body.description,
+    });
+    log.info({ accessorId: record.accessorId, kind: record.kind, service: body.service }, 'ACL token created');
+    return { token, ...record };
+  });
+
+  app.get('/v1/acl/tokens', async (request) => {
+    await acl.authorize(presentedToken(request), 'read');
+    return { tokens: await acl.list() };
+  });
+
+  app.delete('/v1/acl/tokens/:accessorId', async (request) => {
+    await acl.authorize(presentedToken(request), 'operator');
+    const { accessorId } = request.params as { accessorId: string };
+    if (!(await acl.revoke(accessorId))) {
+      throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `no token with accessor id ${JSON.stringify(accessorId)}`);
+    }
+    log.info({ accessorId }, 'ACL token revoked');
+    return { revoked: accessorId };
+  });
+
+  app.get('/v1/catalog/services', async (request) => {
+    await acl.authorize(presentedToken(request), 'read');
+    return { services: await catalog.services() };
+  });
+
+  app.get('/v1/intentions', async (request) => {
+    await acl.authorize(presentedToken(request), 'read');
+    return { intentions: await intentions.list() };
+  });
+
+  app.post('/v1/intentions', async (request) => {
+    await acl.authorize(presentedToken(request), 'operator');
+    const body = parse(schemas.createIntentionBody, request.body, 'request body');
+    const intention = await intentions.upsert(body);
+    log.info({ source: intention.source, destination: intention.destination, action: intention.action }, 'intention written');
+    return { intention };
+  });
+
+  app.delete('/v1/intentions', async (request) => {
+    await acl.authorize(presentedToken(request), 'operator');
+    const query = parse(schemas.deleteIntentionQuery, request.query, 'query');
+    if (!(await intentions.delete(query.source, query.destination))) {
+      throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `no intention ${query.source} -> ${query.destination}`);
+    }
+    log.info({ source: query.source, destination: query.destination }, 'intention deleted');
+    return { deleted: { source: query.source, destination: query.destination } };
+  });
+
+  app.post('/v1/svid/enroll', async (request) => {
+    const token = await acl.authorize(presentedToken(request), 'join');
+    const body = parse(schemas.enrollBody, request.body, 'request body');
+    if (body.evidence !== undefined) {
+      // Fails closed for a provider the server cannot verify.
+      context.verifiers.get(body.evidence.provider);
+    }
+    const entitled: SpiffeId = { trustDomain: context.trustDomain, namespace: token.namespace ?? 'default', service: token.service ?? '' };
+    // The CSR is validated before the token is consumed, so a malformed request does not burn it.
+    const svid = await ca.issueSvid({ csrPem: body.csr, entitled, ttlSeconds: body.ttlSeconds ?? context.svidTtlSeconds });
+    await acl.consumeJoinToken(token);
+    const instance: Instance = {
+      id: randomUUID(),
+      namespace: entitled.namespace,
+      service: entitled.service,
+      spiffeId: svid.spiffeId,
+      address: body.address,
+      port: body.port,
+      upstreams: body.upstreams.map((upstream) => formatServiceRef(parseServiceRef(upstream))),
+      health: 'passing',
+      registeredAt: new Date().toISOString(),
+      svidSerial: svid.serialNumber,
+      svidNotAfter: svid.notAfter.toISOString(),
+    };
+    await catalog.register(instance);
+    metrics.svidsIssued.inc({ kind: 'enroll' });
+    log.info({ spiffeId: svid.spiffeId, instance: instance.id, serial: svid.serialNumber, tokenAccessor: token.accessorId }, 'proxy enrolled');
+    return {
+      instanceId: instance.id,
+      spiffeId: svid.spiffeId,
+      certificatePem: svid.certificatePem,
+      chainPem: svid.chainPem,
+      notAfter: svid.notAfter.toISOString(),
+      bundle: ca.bundle(),
+      trustDomain: context.trustDomain,
+    };
+  });
+
+  app.post('/v1/svid/renew', async (request) => {
+    const peer = peerIdentity(request, context.trustDomain);
+    const body = parse(schemas.renewBody, request.body, 'request body');
+    const svid = await ca.issueSvid({ csrPem: body.csr, entitled: peer, ttlSeconds: body.ttlSeconds ?? context.svidTtlSeconds });
+    await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
+      ...instance,
+      svidSerial: svid.serialNumber,
+      svidNotAfter: svid.notAfter.toISOString(),
+    }));
+    metrics.svidsIssued.inc({ kind: 'renew' });
+    log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber }, 'SVID renewed');
+    return {
+      instanceId: body.instanceId,
+      spiffeId: svid.spiffeId,
+      certificatePem: svid.certificatePem,
+      chainPem: svid.chainPem,
+      notAfter: svid.notAfter.toISOString(),
+      bundle: ca.bundle(),
+      trustDomain: context.trustDomain,
+    };
+  });
+
+  app.put('/v1/agent/health', async (request) => {
+    const peer = peerIdentity(request, context.trustDomain);
+    const body = parse(schemas.healthBody, request.body, 'request body');
+    const updated = await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
+      ...instance,
+      health: body.status,
+      ...(body.output !== undefined ? { healthOutput: body.output } : {}),
+    }));
+    if (!updated) throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${body.instanceId} of ${formatServiceRef(peer)} is not registered`);
+    log.info({ instance: body.instanceId, status: body.status }, 'instance health changed');
+    return { instanceId: body.instanceId, health: body.status };
+  });
+
+  // A proxy whose registration lapsed while the server was unreachable registers again with its
+  // SVID; it can only register an instance of the service its SVID names.
+  app.post('/v1/agent/register', async (request) => {
+    const peer = peerIdentity(request, context.trustDomain);
+    const body = parse(schemas.registerBody, request.body, 'request body');
+    const existing = await catalog.get(peer.namespace, peer.service, body.instanceId);
+    const instance: Instance = {
+      ...existing,
+      id: body.instanceId,
+      namespace: peer.namespace,
+      service: peer.service,
+      spiffeId: formatSpiffeId(peer),
+      address: body.address,
+      port: body.port,
+      upstreams: body.upstreams.map((upstream) => formatServiceRef(parseServiceRef(upstream))),
+      health: existing?.health ?? 'passing',
+      registeredAt: existing?.registeredAt ?? new Date().toISOString(),
+    };
+    await catalog.register(instance);
+    log.info({ instance: instance.id, spiffeId: instance.spiffeId }, 'instance registered again');
+    return { instanceId: instance.id };
+  });
+
+  app.post('/v1/agent/deregister', async (request) => {
+    const peer = peerIdentity(request, context.trustDomain);
+    const body = parse(schemas.deregisterBody, request.body, 'request body');
+    const removed = await catalog.deregister(peer.namespace, peer.service, body.instanceId);
+    hub.forget({ id: body.instanceId, namespace: peer.namespace, service: peer.service });
+    log.info({ instance: body.instanceId, removed }, 'instance deregistered');
+    return { instanceId: body.instanceId, deregistered: removed };
+  });
+
+  app.get('/v1/watch', async (request, reply) => {
+    const peer = peerIdentity(request, context.trustDomain);
+    const query = parse(schemas.watchQuery, request.query, 'query');
+    const instance = await catalog.get(peer.namespace, peer.service, query.instance);
+    if (instance === undefined) {
+      throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${query.instance} of ${formatServiceRef(peer)} is not registered; the proxy must enroll again`);
+    }
+    reply.hijack();
+    const response = reply.raw;
+    response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
+    const stream = await hub.open(
+      instance,
+      (snapshot) => response.write(`${JSON.stringify({ type: 'snapshot', snapshot })}\n`),
+      () => response.end(),
+    );
+    metrics.watchStreams.inc();
+    log.info({ instance: instance.id, spiffeId: instance.spiffeId }, 'watch stream opened');
+    const heartbeat = setInterval(() => response.write('{"type":"heartbeat"}\n'), WATCH_HEARTBEAT_MS);
+    const closed = (): void => {
+      clearInterval(heartbeat);
+      hub.close(stream);
+      metrics.watchStreams.dec();
+      log.info({ instance: instance.id }, 'watch stream closed');
+    };
+    response.once('close', closed);
+  });
+
+  app.get('/v1/metrics', async (request, reply) => {
+    await acl.authorize(presentedToken(request), 'read');
+    reply.header('content-type', metrics.registry.contentType);
+    return metrics.registry.metrics();
+  });
+}

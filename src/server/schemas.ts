@@ -1,0 +1,74 @@
+import { z } from 'zod';
+
+/**
+ * Schemas of every API request body. All objects are strict: an unknown field is an error, so a
+ * misspelt option is reported instead of silently ignored.
+ */
+
+const serviceRef = z.string().min(1).max(128);
+const endpointRef = z.string().min(1).max(128);
+
+export const createTokenBody = z.strictObject({
+  kind: z.enum(['operator', 'read', 'join']),
+  service: serviceRef.optional(),
+  ttlSeconds: z.number().int().positive().max(365 * 24 * 3600).optional(),
+  description: z.string().max(256).optional(),
+});
+
+export const createIntentionBody = z.strictObject({
+  source: endpointRef,
+  destination: endpointRef,
+  action: z.enum(['allow', 'deny']),
+  description: z.string().max(256).optional(),
+  replace: z.boolean().optional(),
+});
+
+export const deleteIntentionQuery = z.strictObject({
+  source: endpointRef,
+  destination: endpointRef,
+});
+
+const csr = z.string().min(1).max(64 * 1024);
+
+const evidence = z.strictObject({
+  provider: z.string().min(1).max(32),
+  data: z.string().max(256 * 1024),
+});
+
+export const enrollBody = z.strictObject({
+  csr,
+  address: z.union([z.ipv4(), z.ipv6(), z.hostname()]),
+  port: z.number().int().min(1).max(65535),
+  upstreams: z.array(serviceRef).max(64).default([]),
+  ttlSeconds: z.number().int().positive().optional(),
+  evidence: evidence.optional(),
+});
+
+export const renewBody = z.strictObject({
+  csr,
+  instanceId: z.uuid(),
+  ttlSeconds: z.number().int().positive().optional(),
+});
+
+export const watchQuery = z.strictObject({
+  instance: z.uuid(),
+});
+
+export const healthBody = z.strictObject({
+  instanceId: z.uuid(),
+  status: z.enum(['passing', 'critical']),
+  output: z.string().max(1024).optional(),
+});
+
+export const registerBody = z.strictObject({
+  instanceId: z.uuid(),
+  address: z.union([z.ipv4(), z.ipv6(), z.hostname()]),
+  port: z.number().int().min(1).max(65535),
+  upstreams: z.array(serviceRef).max(64).default([]),
+});
+
+export const deregisterBody = z.strictObject({
+  instanceId: z.uuid(),
+});
+
+export const emptyBody = z.union([z.strictObject({}), z.null(), z.undefined()]);

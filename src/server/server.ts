@@ -1,0 +1,267 @@
+import { mkdirSync, writeFileSync, chmodSync } from 'node:fs';
+import { hostname } from 'node:os';
+import { isIP } from 'node:net';
+import { join } from 'node:path';
+import type { Server as TlsServer, TLSSocket } from 'node:tls';
+import { fastify, type FastifyError, type FastifyInstance } from 'fastify';
+import { isSealmeshError, SealmeshError } from '../errors/index.ts';
+import { silentLogger, type Logger } from '../log/index.ts';
+import { SqliteStore, type Store } from '../store/index.ts';
+import { CertificateAuthority, StoreKeyCustody, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
+import { VerifierRegistry } from '../attest/index.ts';
+import { assertTrustDomain, generateTrustDomain } from '../spiffe/index.ts';
+import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
+import { AclService } from './acl.ts';
+import { Catalog } from './catalog.ts';
+import { IntentionStore } from './intentions.ts';
+import { ServerMetrics } from './metrics.ts';
+import { encodeJson, getJson, KEYS } from './records.ts';
+import { registerRoutes } from './routes.ts';
+import { WatchHub } from './watch.ts';
+
+export const DEFAULT_SERVER_HOST = '127.0.0.1';
+export const DEFAULT_SERVER_PORT = 8501;
+export const DEFAULT_SVID_TTL_SECONDS = 24 * 3600;
+export const DEFAULT_LEASE_SECONDS = 30;
+/** Largest accepted request body. CSRs and evidence are far smaller; anything larger is an attack or a bug. */
+const BODY_LIMIT_BYTES = 512 * 1024;
+/** A TLS client that has not finished its handshake by then is disconnected. */
+const HANDSHAKE_TIMEOUT_MS = 10_000;
+const SERVER_CERT_TTL_SECONDS = 7 * 24 * 3600;
+const PACKAGE_VERSION = '0.1.0';
+
+export interface ServerOptions {
+  dataDir: string;
+  host?: string;
+  port?: number;
+  /** Trust domain for a new cluster; a generated one when absent. Must match an existing cluster's. */
+  trustDomain?: string;
+  svidTtlSeconds?: number;
+  leaseSeconds?: number;
+  log?: Logger;
+  /** An already open store; the server opens `<dataDir>/sealmesh.db` when absent. */
+  store?: Store;
+}
+
+interface ClusterMeta {
+  trustDomain: string;
+  createdAt: string;
+}
+
+/**
+ * The control plane: the CA, the catalog, intentions, ACL tokens and the watch streams, served
+ * over an HTTPS JSON API whose certificate is issued by the mesh CA itself.
+ */
+export class ControlPlane {
+  readonly options: ServerOptions;
+  readonly log: Logger;
+  readonly metrics = new ServerMetrics();
+  #store: Store | undefined;
+  #app: FastifyInstance | undefined;
+  #hub: WatchHub | undefined;
+  #ca: CertificateAuthority | undefined;
+  #trustDomain = '';
+  #renewTimer: NodeJS.Timeout | undefined;
+
+  constructor(options: ServerOptions) {
+    this.options = options;
+    this.log = options.log ?? silentLogger();
+  }
+
+  get trustDomain(): string {
+    return this.#trustDomain;
+  }
+
+  get ca(): CertificateAuthority {
+    if (this.#ca === undefined) throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the server has not started');
+    return this.#ca;
+  }
+
+  /** Path of the PEM trust bundle that clients pass as `--ca-file`. */
+  get trustBundlePath(): string {
+    return join(this.options.dataDir, 'trust-bundle.pem');
+  }
+
+  /** The bound address, available after `start`. */
+  get address(): { host: string; port: number } {
+    const address = this.#app?.server.address();
+    if (address === null || address === undefined || typeof address === 'string') {
+      throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the server is not listening');
+    }
+    return { host: address.address, port: address.port };
+  }
+
+  get url(): string {
+    const { host, port } = this.address;
+    return `https://${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
+  }
+
+  async start(): Promise<void> {
+    mkdirSync(this.options.dataDir, { recursive: true, mode: 0o700 });
+    const store = this.options.store ?? (await SqliteStore.open(join(this.options.dataDir, 'sealmesh.db')));
+    this.#store = store;
+    this.#trustDomain = await this.#loadTrustDomain(store);
+    const ca = await CertificateAuthority.open({ store, custody: new StoreKeyCustody(store), trustDomain: this.#trustDomain });
+    this.#ca = ca;
+    writeFileSync(this.trustBundlePath, ca.bundlePem(), { mode: 0o644 });
+    chmodSync(this.trustBundlePath, 0o644);
+
+    const acl = new AclService(store);
+    const catalog = new Catalog(store);
+    const intentions = new IntentionStore(store);
+    const hub = new WatchHub({
+      store,
+      catalog,
+      intentions,
+      trustDomain: this.#trustDomain,
+      bundle: () => ca.bundle(),
+      log: this.log.child({ subsystem: 'watch' }),
+      leaseSeconds: this.options.leaseSeconds ?? DEFAULT_LEASE_SECONDS,
+      onPush: (count) => this.metrics.snapshotsPushed.inc(count),
+    });
+    this.#hub = hub;
+
+    const host = this.options.host ?? DEFAULT_SERVER_HOST;
+    const tlsOptions = await this.#serverTlsOptions(host);
+    const app = fastify({
+      logger: false,
+      bodyLimit: BODY_LIMIT_BYTES,
+      https: { ...TLS_SERVER_OPTIONS, ...tlsOptions, requestCert: true, rejectUnauthorized: false, handshakeTimeout: HANDSHAKE_TIMEOUT_MS },
+      forceCloseConnections: true,
+    });
+    // The TLS layer has its own copy of the key now; this buffer is no longer needed.
+    tlsOptions.key.fill(0);
+    this.#app = app;
+    // The API speaks JSON only; without this, fastify would hand text/plain bodies to the handlers.
+    app.removeContentTypeParser('text/plain');
+    this.#installErrorHandling(app);
+    registerRoutes(app, {
+      acl,
+      ca,
+      catalog,
+      intentions,
+      hub,
+      metrics: this.metrics,
+      verifiers: new VerifierRegistry(),
+      log: this.log.child({ subsystem: 'api' }),
+      trustDomain: this.#trustDomain,
+      svidTtlSeconds: this.options.svidTtlSeconds ?? DEFAULT_SVID_TTL_SECONDS,
+      storeRevision: () => store.revision(),
+      version: PACKAGE_VERSION,
+    });
+
+    await hub.start();
+    await app.listen({ host, port: this.options.port ?? DEFAULT_SERVER_PORT });
+    const renewEveryMs = (SERVER_CERT_TTL_SECONDS * 1000) / 2;
+    this.#renewTimer = setInterval(() => void this.#renewServerCertificate(host), renewEveryMs);
+    this.#renewTimer.unref();
+    this.log.info(
+      { url: this.url, trustDomain: this.#trustDomain, rootFingerprintSha256: ca.rootFingerprintSha256(), trustBundle: this.trustBundlePath },
+      'sealmesh server started',
+    );
+  }
+
+  async stop(): Promise<void> {
+    if (this.#renewTimer !== undefined) clearInterval(this.#renewTimer);
+    this.#hub?.stop();
+    await this.#app?.close();
+    await this.#store?.close();
+    this.log.info('sealmesh server stopped');
+  }
+
+  async #loadTrustDomain(store: Store): Promise<string> {
+    const existing = await getJson<ClusterMeta>(store, KEYS.clusterMeta);
+    if (existing !== undefined) {
+      const wanted = this.options.trustDomain;
+      if (wanted !== undefined && wanted !== existing.value.trustDomain) {
+        throw new SealmeshError(
+          'SEALMESH_ERR_CONFIG_INVALID',
+          `--trust-domain ${wanted} does not match the trust domain ${existing.value.trustDomain} of the cluster in ${this.options.dataDir}; the trust domain is fixed at initialisation`,
+        );
+      }
+      return existing.value.trustDomain;
+    }
+    const trustDomain = this.options.trustDomain ?? generateTrustDomain();
+    assertTrustDomain(trustDomain);
+    const meta: ClusterMeta = { trustDomain, createdAt: new Date().toISOString() };
+    await store.txn({ compare: [{ key: KEYS.clusterMeta, modRevision: 0 }], success: [{ type: 'put', key: KEYS.clusterMeta, value: encodeJson(meta) }] });
+    this.log.info({ trustDomain }, 'new cluster created');
+    return trustDomain;
+  }
+
+  /** Issues the server a fresh certificate from the mesh CA for a key that exists only in memory. */
+  async #serverTlsOptions(host: string): Promise<{ key: Buffer; cert: string; ca: string[] }> {
+    const ca = this.ca;
+    const keys = await generateKeyPair();
+    const ipAddresses = ['127.0.0.1', '::1'];
+    const dnsNames = ['localhost', hostname().toLowerCase()];
+    if (isIP(host) !== 0 && !ipAddresses.includes(host) && host !== '0.0.0.0' && host !== '::') ipAddresses.push(host);
+    if (isIP(host) === 0 && !dnsNames.includes(host)) dnsNames.push(host);
+    const issued = await ca.issueServerCertificate({
+      publicKey: keys.publicKey,
+      dnsNames,
+      ipAddresses,
+      uri: `spiffe://${this.#trustDomain}/ns/sealmesh/svc/server`,
+      ttlSeconds: SERVER_CERT_TTL_SECONDS,
+    });
+    return { key: await privateKeyToPem(keys.privateKey), cert: issued.chainPem, ca: ca.bundle() };
+  }
+
+  async #renewServerCertificate(host: string): Promise<void> {
+    try {
+      const options = await this.#serverTlsOptions(host);
+      (this.#app?.server as unknown as TlsServer | undefined)?.setSecureContext({ ...TLS_SERVER_OPTIONS, ...options });
+      options.key.fill(0);
+      this.log.info('server certificate renewed');
+    } catch (error) {
+      this.log.error({ err: error }, 'failed to renew the server certificate; retrying at the next interval');
+    }
+  }
+
+  #installErrorHandling(app: FastifyInstance): void {
+    app.setNotFoundHandler(async (request) => {
+      throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `no route ${request.method} ${request.url.split('?')[0]}`);
+    });
+    app.setErrorHandler(async (error: FastifyError, request, reply) => {
+      const failure = toSealmeshError(error);
+      this.metrics.rejections.inc({ code: failure.code });
+      const context = { code: failure.code, method: request.method, route: request.routeOptions.url ?? request.url.split('?')[0], ip: request.ip };
+      if (failure.status >= 500) this.log.error({ ...context, err: error }, 'request failed');
+      else this.log.warn({ ...context, reason: failure.message }, 'request rejected');
+      await reply.status(failure.status).send(failure.toJSON());
+    });
+    app.addHook('onResponse', async (request, reply) => {
+      const route = request.routeOptions.url ?? 'unmatched';
+      this.metrics.requests.inc({ route, status: String(reply.statusCode) });
+      this.metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
+    });
+    const server = app.server as unknown as TlsServer;
+    server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
+      this.metrics.rejections.inc({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED' });
+      this.log.warn({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED', reason: error.code ?? error.message, ip: socket.remoteAddress }, 'TLS handshake rejected');
+    });
+  }
+}
+
+/** Maps any error raised while handling a request to a SealmeshError with a stable code. */
+function toSealmeshError(error: FastifyError | Error): SealmeshError {
+  if (isSealmeshError(error)) return error;
+  const code = (error as FastifyError).code;
+  switch (code) {
+    case 'FST_ERR_CTP_BODY_TOO_LARGE':
+      return new SealmeshError('SEALMESH_ERR_BODY_TOO_LARGE', `the request body exceeds ${BODY_LIMIT_BYTES} bytes`);
+    case 'FST_ERR_CTP_INVALID_MEDIA_TYPE':
+      return new SealmeshError('SEALMESH_ERR_UNSUPPORTED_MEDIA_TYPE', 'the request body must be JSON with content-type application/json');
+    case 'FST_ERR_CTP_EMPTY_JSON_BODY':
+      return new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'the request body is empty; send a JSON object');
+    case 'FST_ERR_CTP_INVALID_JSON_BODY':
+      return new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'the request body is not valid JSON');
+    default:
+      break;
+  }
+  const status = (error as FastifyError).statusCode;
+  if (error instanceof SyntaxError || (status !== undefined && status >= 400 && status < 500)) {
+    return new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `the request is invalid: ${error.message}`);
+  }
+  return new SealmeshError('SEALMESH_ERR_INTERNAL', 'an internal error occurred; the server log has the details');
+}

@@ -1,0 +1,204 @@
+import { createHash, randomUUID } from 'node:crypto';
+import type { Logger } from '../log/index.ts';
+import type { Store, Watcher } from '../store/index.ts';
+import { DEFAULT_POLICY, type DefaultPolicy, type Intention } from '../policy/index.ts';
+import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
+import type { Catalog, Instance } from './catalog.ts';
+import type { IntentionStore } from './intentions.ts';
+
+/** One reachable instance of an upstream service. */
+export interface Endpoint {
+  instanceId: string;
+  address: string;
+  port: number;
+  spiffeId: string;
+}
+
+/** Everything one proxy needs to serve traffic, pushed over its watch stream. */
+export interface ProxySnapshot {
+  /** Content hash; equal snapshots have equal versions. */
+  version: string;
+  trustDomain: string;
+  /** Root certificates (PEM) that peers' SVIDs must chain to. */
+  bundle: string[];
+  defaultPolicy: DefaultPolicy;
+  /** Intentions whose destination is this proxy's service or `*`. */
+  intentions: Intention[];
+  /** Healthy endpoints of each upstream the proxy declared, by upstream service reference. */
+  upstreams: Record<string, Endpoint[]>;
+}
+
+export interface WatchStream {
+  id: string;
+  instance: Pick<Instance, 'id' | 'namespace' | 'service' | 'upstreams'>;
+  send(snapshot: ProxySnapshot): void;
+  /** Ends the stream from the server side. */
+  end(): void;
+  lastVersion?: string;
+}
+
+interface HubOptions {
+  store: Store;
+  catalog: Catalog;
+  intentions: IntentionStore;
+  trustDomain: string;
+  bundle: () => string[];
+  log: Logger;
+  /** How long an instance stays registered after its watch stream ends. */
+  leaseSeconds: number;
+  /** Delay that batches bursts of store changes into one push. */
+  debounceMs?: number;
+  onPush?: (count: number) => void;
+}
+
+/**
+ * Pushes each connected proxy its snapshot within a second of a change, and keeps the catalog's
+ * leases: an instance whose watch stream has been gone for `leaseSeconds` is deregistered.
+ */
+export class WatchHub {
+  readonly #options: HubOptions;
+  readonly #streams = new Map<string, WatchStream>();
+  /** Deadline (ms since epoch) of each instance that has no open stream. */
+  readonly #leaseDeadlines = new Map<string, number>();
+  #watcher: Watcher | undefined;
+  #pending: NodeJS.Timeout | undefined;
+  #reaper: NodeJS.Timeout | undefined;
+  #pushing: Promise<void> = Promise.resolve();
+
+  constructor(options: HubOptions) {
+    this.#options = options;
+  }
+
+  async start(): Promise<void> {
+    const now = Date.now();
+    for (const instance of await this.#options.catalog.instances()) {
+      this.#leaseDeadlines.set(instanceRef(instance), now + this.#options.leaseSeconds * 1000);
+    }
+    const revision = await this.#options.store.revision();
+    this.#watcher = this.#options.store.watch('', revision, (event) => {
+      if (event.key.startsWith('acl/')) return;
+      this.schedulePush();
+    });
+    const reapEveryMs = Math.max(200, Math.min(5000, (this.#options.leaseSeconds * 1000) / 3));
+    this.#reaper = setInterval(() => void this.#reap(), reapEveryMs);
+    this.#reaper.unref();
+  }
+
+  /** Stops pushing and ends every open stream. */
+  stop(): void {
+    for (const stream of this.#streams.values()) stream.end();
+    this.#streams.clear();
+    this.#watcher?.close();
+    if (this.#pending !== undefined) clearTimeout(this.#pending);
+    if (this.#reaper !== undefined) clearInterval(this.#reaper);
+  }
+
+  get streamCount(): number {
+    return this.#streams.size;
+  }
+
+  /** Adds a stream and sends it its first snapshot at once. */
+  async open(instance: WatchStream['instance'], send: WatchStream['send'], end: WatchStream['end']): Promise<WatchStream> {
+    const stream: WatchStream = { id: randomUUID(), instance, send, end };
+    this.#streams.set(stream.id, stream);
+    this.#leaseDeadlines.delete(instanceRef(instance));
+    const shared = await this.#loadShared();
+    this.#pushTo(stream, shared);
+    return stream;
+  }
+
+  /** Removes a stream; its instance keeps its registration for the lease period. */
+  close(stream: WatchStream): void {
+    if (!this.#streams.delete(stream.id)) return;
+    const ref = instanceRef(stream.instance);
+    const stillConnected = [...this.#streams.values()].some((other) => instanceRef(other.instance) === ref);
+    if (!stillConnected) this.#leaseDeadlines.set(ref, Date.now() + this.#options.leaseSeconds * 1000);
+  }
+
+  /** Forgets the lease of an instance that deregistered itself. */
+  forget(instance: Pick<Instance, 'id' | 'namespace' | 'service'>): void {
+    this.#leaseDeadlines.delete(instanceRef(instance));
+  }
+
+  schedulePush(): void {
+    if (this.#pending !== undefined) return;
+    this.#pending = setTimeout(() => {
+      this.#pending = undefined;
+      this.#pushing = this.#pushing.then(() => this.#pushAll()).catch((error: unknown) => {
+        this.#options.log.error({ err: error }, 'failed to push snapshots to proxies');
+      });
+    }, this.#options.debounceMs ?? 25);
+  }
+
+  async #pushAll(): Promise<void> {
+    if (this.#streams.size === 0) return;
+    const shared = await this.#loadShared();
+    let pushed = 0;
+    for (const stream of this.#streams.values()) {
+      if (this.#pushTo(stream, shared)) pushed += 1;
+    }
+    if (pushed > 0) this.#options.onPush?.(pushed);
+  }
+
+  async #loadShared(): Promise<SharedState> {
+    const [intentions, instances] = await Promise.all([this.#options.intentions.list(), this.#options.catalog.instances()]);
+    const healthyByService = new Map<string, Endpoint[]>();
+    for (const instance of instances) {
+      if (instance.health !== 'passing') continue;
+      const ref = formatServiceRef(instance);
+      const endpoints = healthyByService.get(ref) ?? [];
+      endpoints.push({ instanceId: instance.id, address: instance.address, port: instance.port, spiffeId: instance.spiffeId });
+      healthyByService.set(ref, endpoints);
+    }
+    return { intentions, healthyByService, bundle: this.#options.bundle() };
+  }
+
+  #pushTo(stream: WatchStream, shared: SharedState): boolean {
+    const snapshot = buildSnapshot(stream.instance, shared, this.#options.trustDomain);
+    if (snapshot.version === stream.lastVersion) return false;
+    stream.lastVersion = snapshot.version;
+    stream.send(snapshot);
+    return true;
+  }
+
+  async #reap(): Promise<void> {
+    const now = Date.now();
+    for (const [ref, deadline] of this.#leaseDeadlines) {
+      if (deadline > now) continue;
+      this.#leaseDeadlines.delete(ref);
+      const [namespace, service, id] = ref.split('/') as [string, string, string];
+      try {
+        if (await this.#options.catalog.deregister(namespace, service, id)) {
+          this.#options.log.info({ instance: id, service: `${namespace}/${service}` }, 'instance lease lapsed; deregistered');
+        }
+      } catch (error) {
+        this.#options.log.error({ err: error, instance: id }, 'failed to deregister an instance whose lease lapsed');
+      }
+    }
+  }
+}
+
+interface SharedState {
+  intentions: Intention[];
+  healthyByService: Map<string, Endpoint[]>;
+  bundle: string[];
+}
+
+function instanceRef(instance: Pick<Instance, 'id' | 'namespace' | 'service'>): string {
+  return `${instance.namespace}/${instance.service}/${instance.id}`;
+}
+
+function buildSnapshot(instance: WatchStream['instance'], shared: SharedState, trustDomain: string): ProxySnapshot {
+  const self = formatServiceRef(instance);
+  const intentions = shared.intentions
+    .filter((intention) => intention.destination === self || intention.destination === '*')
+    .sort((a, b) => `${a.source}|${a.destination}`.localeCompare(`${b.source}|${b.destination}`));
+  const upstreams: Record<string, Endpoint[]> = {};
+  for (const upstream of instance.upstreams) {
+    const ref = formatServiceRef(parseServiceRef(upstream));
+    upstreams[upstream] = [...(shared.healthyByService.get(ref) ?? [])].sort((a, b) => a.instanceId.localeCompare(b.instanceId));
+  }
+  const body = { trustDomain, bundle: shared.bundle, defaultPolicy: DEFAULT_POLICY, intentions, upstreams };
+  const version = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
+  return { version, ...body };
+}

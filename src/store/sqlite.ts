@@ -1,0 +1,505 @@
+import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { dirname } from 'node:path';
+import { DatabaseSync, type SQLOutputValue } from 'node:sqlite';
+import { type ErrorCode, SealmeshError, isSealmeshError } from '../errors/index.ts';
+import type { Compare, Operation, Store, StoreRecord, TxnRequest, TxnResult, WatchEvent, Watcher } from './types.ts';
+
+/** Maximum key or prefix length in UTF-8 bytes. */
+export const MAX_KEY_BYTES = 1024;
+/** Maximum value size in bytes (4 MiB). */
+export const MAX_VALUE_BYTES = 4 * 1024 * 1024;
+
+/** Settings of {@link SqliteStore.open}. */
+export interface SqliteStoreOptions {
+  /** Number of most recent revisions whose changes stay in the log for `watch`. Default 10000. */
+  historyRevisions?: number;
+  /** Milliseconds a write waits for another connection's lock before it fails. Default 5000. */
+  busyTimeoutMs?: number;
+  /**
+   * Handler for each exception thrown by a watch callback and each failed read of watch history,
+   * which also closes that watcher. Default: `process.emitWarning`. It must not throw.
+   */
+  onWatchError?: (error: unknown, event: WatchEvent | undefined) => void;
+}
+
+const SCHEMA_VERSION = 1;
+// Log rows a replaying watcher reads per query, so replay keeps at most this many values in memory.
+const HISTORY_PAGE_ROWS = 32;
+const KV_COLUMNS = 'key, value, create_revision, mod_revision, version';
+
+// A txn writes one log row per event, all with the same revision, so `seq` orders them.
+const SCHEMA = `
+  CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL) STRICT;
+  CREATE TABLE kv (key TEXT PRIMARY KEY, value BLOB NOT NULL, create_revision INTEGER NOT NULL,
+    mod_revision INTEGER NOT NULL, version INTEGER NOT NULL) STRICT;
+  CREATE TABLE log (revision INTEGER NOT NULL, seq INTEGER NOT NULL,
+    type TEXT NOT NULL CHECK (type IN ('put', 'delete')), key TEXT NOT NULL, value BLOB NOT NULL,
+    PRIMARY KEY (revision, seq)) STRICT;
+  INSERT INTO meta (name, value) VALUES ('schema_version', ${SCHEMA_VERSION}), ('revision', 0), ('compacted', 0);
+`;
+
+type Statements = ReturnType<typeof prepareStatements>;
+
+interface WatchState {
+  prefix: string;
+  onEvent: (event: WatchEvent) => void;
+  /** Revision at or below which live events are skipped, because replay or `afterRevision` covers them. */
+  liveAfter: number;
+  /** Store revision when the watch started, which is the last revision replay reads from the log. */
+  historyEnd: number;
+  /** Position (revision, seq) after which replay reads the next log rows. It starts at (afterRevision + 1, -1). */
+  cursor: [revision: number, seq: number];
+  replaying: boolean;
+  page: WatchEvent[];
+  live: WatchEvent[];
+  scheduled: boolean;
+  closed: boolean;
+}
+
+/**
+ * The `Store` backed by one SQLite file through `node:sqlite`.
+ *
+ * Each write is one `BEGIN IMMEDIATE` transaction in WAL mode with `synchronous = FULL`, so it is
+ * on disk before its promise resolves. Watchers live in this process and receive events on a
+ * microtask after the write commits.
+ * NOTE: watchers see only writes made through this `SqliteStore` object. Another process writing
+ * to the same file advances the revision without notifying them, which leaves gaps.
+ */
+export class SqliteStore implements Store {
+  private db: DatabaseSync | undefined;
+  private readonly sql: Statements;
+  private readonly historyRevisions: number;
+  private readonly onWatchError: (error: unknown, event: WatchEvent | undefined) => void;
+  private readonly watches = new Set<WatchState>();
+
+  private constructor(db: DatabaseSync, options: SqliteStoreOptions) {
+    this.db = db;
+    this.sql = prepareStatements(db);
+    this.historyRevisions = options.historyRevisions ?? 10_000;
+    this.onWatchError = options.onWatchError ?? reportWatchError;
+  }
+
+  /**
+   * Opens the store at `path`, creating it when missing. A new file gets mode 0600 and a new parent
+   * directory 0700; an existing file, `-wal` or `-shm` readable by group or others is set to 0600.
+   * Throws SEALMESH_ERR_STORE_OPEN_FAILED when the file is not a sealmesh store or cannot be opened.
+   */
+  static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
+    if (options.historyRevisions !== undefined) checkInteger('historyRevisions', options.historyRevisions, 1);
+    if (options.busyTimeoutMs !== undefined) checkInteger('busyTimeoutMs', options.busyTimeoutMs, 0);
+    if (typeof path !== 'string' || path === '' || path === ':memory:') {
+      throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `store path ${JSON.stringify(path)} is invalid: pass a file path`);
+    }
+    let db: DatabaseSync | undefined;
+    try {
+      prepareFile(path);
+      db = new DatabaseSync(path, { timeout: options.busyTimeoutMs ?? 5_000 });
+      const mode = db.prepare('PRAGMA journal_mode = WAL').get()?.journal_mode;
+      if (mode !== 'wal') throw new Error(`SQLite kept journal mode ${String(mode)} instead of switching to WAL`);
+      db.exec('PRAGMA synchronous = FULL');
+      initializeSchema(db);
+      return new SqliteStore(db, options);
+    } catch (error) {
+      if (db?.isOpen) db.close();
+      throw new SealmeshError(
+        'SEALMESH_ERR_STORE_OPEN_FAILED',
+        `opening store ${path} failed: ${errorMessage(error)}. ` +
+          'Pass the path of a sealmesh store file, or of a new file in a writable directory',
+        { cause: error },
+      );
+    }
+  }
+
+  async revision(): Promise<number> {
+    return this.run('revision read', () => this.readMeta('revision'));
+  }
+
+  async get(key: string): Promise<StoreRecord | undefined> {
+    checkKey(key, 'key');
+    return this.run('get', () => {
+      const row = this.sql.get.get(key);
+      return row === undefined ? undefined : toRecord(row);
+    });
+  }
+
+  async list(prefix: string): Promise<StoreRecord[]> {
+    checkKey(prefix, 'prefix');
+    return this.run('list', () => {
+      const end = prefixEnd(prefix);
+      const rows = end === undefined ? this.sql.listFrom.all(prefix) : this.sql.listRange.all(prefix, end);
+      return rows.map(toRecord);
+    });
+  }
+
+  async put(key: string, value: Uint8Array): Promise<number> {
+    checkKey(key, 'key');
+    checkValue(value);
+    return this.write('put', (revision) => [this.apply({ type: 'put', key, value }, revision)]).revision;
+  }
+
+  async delete(key: string): Promise<boolean> {
+    checkKey(key, 'key');
+    const { events } = this.write('delete', (revision) => [this.apply({ type: 'delete', key }, revision)]);
+    return events.length > 0;
+  }
+
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    checkTxn(request);
+    let succeeded = false;
+    const { revision } = this.write('txn', (next) => {
+      succeeded = request.compare.every((compare) => this.compareMatches(compare));
+      const operations = succeeded ? request.success : (request.failure ?? []);
+      return operations.map((operation) => this.apply(operation, next));
+    });
+    return { succeeded, revision };
+  }
+
+  /**
+   * Replays logged changes after `afterRevision` and then delivers live ones, each on a microtask,
+   * never inside this call. Throws SEALMESH_ERR_STORE_COMPACTED when `afterRevision` is below the
+   * compacted revision. An exception from `onEvent` goes to `onWatchError` and delivery continues.
+   */
+  watch(prefix: string, afterRevision: number, onEvent: (event: WatchEvent) => void): Watcher {
+    checkKey(prefix, 'prefix');
+    checkInteger('afterRevision', afterRevision, 0);
+    if (typeof onEvent !== 'function') {
+      throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', 'watch callback is not a function');
+    }
+    const [current, compacted] = this.run('watch', () => [this.readMeta('revision'), this.readMeta('compacted')]);
+    if (afterRevision < compacted) {
+      throw new SealmeshError(
+        'SEALMESH_ERR_STORE_COMPACTED',
+        `watch after revision ${afterRevision} failed: history up to revision ${compacted} is compacted. ` +
+          'Read the current state with list() and watch from revision() instead',
+      );
+    }
+    const state: WatchState = {
+      prefix,
+      onEvent,
+      liveAfter: Math.max(afterRevision, current),
+      historyEnd: current,
+      cursor: [afterRevision + 1, -1],
+      replaying: afterRevision < current,
+      page: [],
+      live: [],
+      scheduled: false,
+      closed: false,
+    };
+    this.watches.add(state);
+    if (state.replaying) this.schedule(state);
+    return { close: () => this.stopWatch(state) };
+  }
+
+  /** Stops all watchers, dropping events they have not received yet, and closes the file. Idempotent. */
+  async close(): Promise<void> {
+    for (const state of this.watches) this.stopWatch(state);
+    const db = this.db;
+    this.db = undefined;
+    if (db?.isOpen) db.close();
+  }
+
+  private run<T>(action: string, body: () => T): T {
+    if (this.db === undefined) {
+      throw new SealmeshError('SEALMESH_ERR_STORE_CLOSED', `store ${action} failed: the store is closed`);
+    }
+    try {
+      return body();
+    } catch (error) {
+      if (isSealmeshError(error)) throw error;
+      const message = `store ${action} failed: ${errorMessage(error)}`;
+      throw new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', message, { cause: error });
+    }
+  }
+
+  /** Runs `change` in one transaction at the next revision. A change that returns no events keeps the revision. */
+  private write(
+    action: string,
+    change: (revision: number) => (WatchEvent | undefined)[],
+  ): { revision: number; events: WatchEvent[] } {
+    const result = this.run(action, () => {
+      const db = this.db as DatabaseSync;
+      db.exec('BEGIN IMMEDIATE');
+      try {
+        const current = this.readMeta('revision');
+        const events = change(current + 1).filter((event) => event !== undefined);
+        const revision = events.length > 0 ? current + 1 : current;
+        events.forEach((event, seq) => this.sql.appendLog.run(revision, seq, event.type, event.key, event.value));
+        if (events.length > 0) {
+          this.sql.writeMeta.run(revision, 'revision');
+          this.compact(revision);
+        }
+        db.exec('COMMIT');
+        return { revision, events };
+      } catch (error) {
+        if (db.isTransaction) db.exec('ROLLBACK');
+        throw error;
+      }
+    });
+    this.notify(result.events);
+    return result;
+  }
+
+  /** Applies one operation at `revision` and returns its event, or undefined when it deletes a missing key. */
+  private apply(operation: Operation, revision: number): WatchEvent | undefined {
+    if (operation.type === 'put') {
+      this.sql.put.run(operation.key, operation.value, revision);
+      return { type: 'put', key: operation.key, value: operation.value, revision };
+    }
+    const { changes } = this.sql.delete.run(operation.key);
+    return changes > 0 ? { type: 'delete', key: operation.key, value: new Uint8Array(0), revision } : undefined;
+  }
+
+  private compareMatches(compare: Compare): boolean {
+    const row = this.sql.get.get(compare.key);
+    if ('modRevision' in compare) return (row === undefined ? 0 : Number(row.mod_revision)) === compare.modRevision;
+    return row !== undefined && Buffer.compare(row.value as Uint8Array, compare.value) === 0;
+  }
+
+  /** Drops log rows older than the retained window, but none that a replaying watcher still needs. */
+  private compact(revision: number): void {
+    let floor = revision - this.historyRevisions;
+    for (const state of this.watches) {
+      if (state.replaying) floor = Math.min(floor, state.cursor[0] - 1);
+    }
+    if (floor <= this.readMeta('compacted')) return;
+    this.sql.compactLog.run(floor);
+    this.sql.writeMeta.run(floor, 'compacted');
+  }
+
+  private readMeta(name: 'revision' | 'compacted'): number {
+    const row = this.sql.readMeta.get(name);
+    if (row === undefined) throw new Error(`meta row ${name} is missing`);
+    return Number(row.value);
+  }
+
+  private notify(events: WatchEvent[]): void {
+    for (const state of this.watches) {
+      for (const event of events) {
+        if (event.revision <= state.liveAfter || !event.key.startsWith(state.prefix)) continue;
+        // Each watcher gets its own copy, so neither the writer nor another watcher can change it.
+        state.live.push({ ...event, value: new Uint8Array(event.value) });
+      }
+      if (state.live.length > 0) this.schedule(state);
+    }
+  }
+
+  private schedule(state: WatchState): void {
+    if (state.scheduled || state.closed) return;
+    state.scheduled = true;
+    queueMicrotask(() => this.drain(state));
+  }
+
+  /** Delivers queued events until none are left. A callback that writes only appends to the queue. */
+  private drain(state: WatchState): void {
+    while (!state.closed) {
+      let event: WatchEvent | undefined;
+      try {
+        event = this.nextEvent(state);
+      } catch (error) {
+        this.stopWatch(state);
+        this.onWatchError(error, undefined);
+        return;
+      }
+      if (event === undefined) break;
+      try {
+        state.onEvent(event);
+      } catch (error) {
+        this.onWatchError(error, event);
+      }
+    }
+    state.scheduled = false;
+  }
+
+  private nextEvent(state: WatchState): WatchEvent | undefined {
+    if (state.replaying && state.page.length === 0) {
+      const end = prefixEnd(state.prefix) ?? null;
+      const rows = this.run('watch history read', () =>
+        this.sql.readLog.all(state.cursor[0], state.cursor[1], state.historyEnd, state.prefix, end, HISTORY_PAGE_ROWS),
+      );
+      const last = rows.at(-1);
+      if (last === undefined) state.replaying = false;
+      else state.cursor = [Number(last.revision), Number(last.seq)];
+      state.page = rows.map((row) => ({
+        type: row.type === 'put' ? 'put' : 'delete',
+        key: String(row.key),
+        value: row.value as Uint8Array,
+        revision: Number(row.revision),
+      }));
+    }
+    return state.page.shift() ?? state.live.shift();
+  }
+
+  private stopWatch(state: WatchState): void {
+    state.closed = true;
+    state.replaying = false;
+    state.page = [];
+    state.live = [];
+    this.watches.delete(state);
+  }
+}
+
+function prepareStatements(db: DatabaseSync) {
+  return {
+    readMeta: db.prepare('SELECT value FROM meta WHERE name = ?'),
+    writeMeta: db.prepare('UPDATE meta SET value = ? WHERE name = ?'),
+    get: db.prepare(`SELECT ${KV_COLUMNS} FROM kv WHERE key = ?`),
+    listFrom: db.prepare(`SELECT ${KV_COLUMNS} FROM kv WHERE key >= ? ORDER BY key`),
+    listRange: db.prepare(`SELECT ${KV_COLUMNS} FROM kv WHERE key >= ? AND key < ? ORDER BY key`),
+    put: db.prepare(`INSERT INTO kv (${KV_COLUMNS}) VALUES (?1, ?2, ?3, ?3, 1) ON CONFLICT (key) DO UPDATE
+      SET value = excluded.value, mod_revision = excluded.mod_revision, version = kv.version + 1`),
+    delete: db.prepare('DELETE FROM kv WHERE key = ?'),
+    appendLog: db.prepare('INSERT INTO log (revision, seq, type, key, value) VALUES (?, ?, ?, ?, ?)'),
+    compactLog: db.prepare('DELETE FROM log WHERE revision <= ?'),
+    readLog: db.prepare(`SELECT revision, seq, type, key, value FROM log WHERE (revision, seq) > (?1, ?2)
+      AND revision <= ?3 AND key >= ?4 AND (?5 IS NULL OR key < ?5) ORDER BY revision, seq LIMIT ?6`),
+  };
+}
+
+/** Creates the parent directory and an empty 0600 file when missing, and tightens loose modes. */
+function prepareFile(path: string): void {
+  const directory = dirname(path);
+  mkdirSync(directory, { recursive: true, mode: 0o700 });
+  try {
+    closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
+    // Sync the directory so that the new file's entry survives a power failure.
+    const fd = openSync(directory, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+  } catch (error) {
+    if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
+  }
+  for (const file of [path, `${path}-wal`, `${path}-shm`]) {
+    const stats = statSync(file, { throwIfNoEntry: false });
+    if (stats?.isFile() && (stats.mode & 0o077) !== 0) chmodSync(file, 0o600);
+  }
+}
+
+/** Creates the tables in an empty database, or checks that an existing one is a sealmesh store. */
+function initializeSchema(db: DatabaseSync): void {
+  db.exec('BEGIN IMMEDIATE');
+  try {
+    const tables = db.prepare("SELECT name FROM sqlite_schema WHERE type = 'table'").all().map((row) => row.name);
+    if (tables.length === 0) {
+      db.exec(SCHEMA);
+    } else {
+      if (!['meta', 'kv', 'log'].every((name) => tables.includes(name))) {
+        throw new Error('the file is a SQLite database without the sealmesh tables');
+      }
+      const rows = db.prepare("SELECT name, value FROM meta WHERE name IN ('schema_version', 'revision', 'compacted')").all();
+      const version = rows.find((row) => row.name === 'schema_version')?.value;
+      if (version !== SCHEMA_VERSION) {
+        throw new Error(`schema version ${String(version)} is not the supported version ${SCHEMA_VERSION}`);
+      }
+      if (rows.length !== 3) throw new Error('the meta table lacks the revision or compacted row');
+    }
+    db.exec('COMMIT');
+  } catch (error) {
+    if (db.isTransaction) db.exec('ROLLBACK');
+    throw error;
+  }
+}
+
+/**
+ * Returns the smallest string above every string that starts with `prefix`, or undefined when no
+ * such string exists. SQLite compares TEXT as UTF-8 bytes, which matches code point order.
+ */
+function prefixEnd(prefix: string): string | undefined {
+  const codePoints = Array.from(prefix, (character) => character.codePointAt(0) as number);
+  while (codePoints.length > 0) {
+    const last = codePoints.pop() as number;
+    if (last < 0x10ffff) {
+      codePoints.push(last + 1 === 0xd800 ? 0xe000 : last + 1);
+      return String.fromCodePoint(...codePoints);
+    }
+  }
+  return undefined;
+}
+
+function toRecord(row: Record<string, SQLOutputValue>): StoreRecord {
+  return {
+    key: String(row.key),
+    value: row.value as Uint8Array,
+    createRevision: Number(row.create_revision),
+    modRevision: Number(row.mod_revision),
+    version: Number(row.version),
+  };
+}
+
+/** Throws SEALMESH_ERR_STORE_KEY_INVALID unless `key` is a valid key, or a valid prefix, which may be empty. */
+function checkKey(key: unknown, kind: 'key' | 'prefix'): asserts key is string {
+  let problem: string | undefined;
+  if (typeof key !== 'string') problem = `has type ${typeof key}, not string`;
+  else if (kind === 'key' && key === '') problem = 'is empty';
+  else if (!key.isWellFormed()) problem = 'contains an unpaired UTF-16 surrogate';
+  else if (key.includes('\0')) problem = 'contains a NUL character';
+  else if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) problem = `is ${Buffer.byteLength(key, 'utf8')} bytes long`;
+  if (problem === undefined) return;
+  const quoted = typeof key === 'string' ? ` ${JSON.stringify(key.slice(0, 64))}` : '';
+  throw new SealmeshError(
+    'SEALMESH_ERR_STORE_KEY_INVALID',
+    `store ${kind}${quoted} is invalid: it ${problem}. Use ${kind === 'key' ? '1' : '0'} to ${MAX_KEY_BYTES} UTF-8 bytes of text without NUL`,
+  );
+}
+
+function checkValue(value: unknown, role = 'value'): asserts value is Uint8Array {
+  if (!(value instanceof Uint8Array)) {
+    throw new SealmeshError('SEALMESH_ERR_STORE_VALUE_INVALID', `store ${role} is invalid: it is not a Uint8Array`);
+  }
+  if (value.byteLength > MAX_VALUE_BYTES) {
+    throw new SealmeshError(
+      'SEALMESH_ERR_STORE_VALUE_TOO_LARGE',
+      `store ${role} is ${value.byteLength} bytes, above the maximum of ${MAX_VALUE_BYTES} bytes`,
+    );
+  }
+}
+
+function checkInteger(name: string, value: unknown, min: number, code: ErrorCode = 'SEALMESH_ERR_INVALID_ARGUMENT'): void {
+  if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
+    const message = `${name} ${String(value)} is invalid: use an integer of at least ${min}`;
+    throw new SealmeshError(code, message);
+  }
+}
+
+function checkTxn(request: TxnRequest): void {
+  const invalid = (problem: string): SealmeshError =>
+    new SealmeshError('SEALMESH_ERR_STORE_TXN_INVALID', `store transaction is invalid: ${problem}`);
+  if (typeof request !== 'object' || request === null) throw invalid('the request is not an object');
+  if (!Array.isArray(request.compare)) throw invalid('compare is not an array');
+  for (const compare of request.compare) {
+    checkKey(compare?.key, 'key');
+    const hasRevision = 'modRevision' in compare;
+    if (hasRevision === 'value' in compare) {
+      throw invalid(`the compare on ${JSON.stringify(compare.key)} needs exactly one of modRevision and value`);
+    }
+    if (hasRevision) checkInteger('compare modRevision', compare.modRevision, 0, 'SEALMESH_ERR_STORE_TXN_INVALID');
+    else checkValue(compare.value, 'compare value');
+  }
+  const branches: [string, Operation[]][] = [['success', request.success], ['failure', request.failure ?? []]];
+  for (const [branch, operations] of branches) {
+    if (!Array.isArray(operations)) throw invalid(`${branch} is not an array`);
+    const keys = new Set<string>();
+    for (const operation of operations) {
+      checkKey(operation?.key, 'key');
+      if (operation.type === 'put') checkValue(operation.value);
+      else if (operation.type !== 'delete') {
+        throw invalid(`operation type ${JSON.stringify((operation as { type: unknown }).type)} is not put or delete`);
+      }
+      if (keys.has(operation.key)) throw invalid(`the ${branch} branch writes ${JSON.stringify(operation.key)} more than once`);
+      keys.add(operation.key);
+    }
+  }
+}
+
+function reportWatchError(error: unknown, event: WatchEvent | undefined): void {
+  const where = event === undefined
+    ? 'watch history read'
+    : `watch callback for ${JSON.stringify(event.key)} at revision ${event.revision}`;
+  process.emitWarning(`store ${where} failed: ${errorMessage(error)}`);
+}
+
+function errorMessage(error: unknown): string {
+  return error instanceof Error ? error.message : String(error);
+}
