@@ -8,16 +8,21 @@ import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
  * Resolves once SIGINT or SIGTERM arrives. With SEALMESH_EXIT_WITH_PARENT=1, as `sealmesh dev` sets
  * for its children, the end of standard input counts too, so a child never outlives its parent.
  */
-function untilSignal(): Promise<string> {
-  return new Promise((resolve) => {
+async function untilSignal(): Promise<string> {
+  const watchParent = process.env.SEALMESH_EXIT_WITH_PARENT === '1';
+  const reason = await new Promise<string>((resolve) => {
     process.once('SIGINT', () => resolve('SIGINT'));
     process.once('SIGTERM', () => resolve('SIGTERM'));
-    if (process.env.SEALMESH_EXIT_WITH_PARENT === '1') {
+    if (watchParent) {
       process.stdin.once('end', () => resolve('parent exited'));
       process.stdin.once('close', () => resolve('parent exited'));
       process.stdin.resume();
     }
   });
+  // A standard input that is still being read keeps the event loop alive, so the process would
+  // not exit after a signal.
+  if (watchParent) process.stdin.destroy();
+  return reason;
 }
 
 export async function runServer(flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string }): Promise<void> {

@@ -61,13 +61,16 @@ export async function runDev(flags: { port?: string }): Promise<void> {
   const dataDir = join(workDir, 'data');
   const logDir = workDir;
   const children: ChildProcess[] = [];
+  let server: ChildProcess | undefined;
   let apps: DemoApp[] = [];
   let stopping: Promise<void> | undefined;
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
       process.stdout.write('\nStopping the dev mesh...\n');
-      await Promise.all(children.map((child) => stopChild(child)));
+      // Proxies stop first, so that they can still deregister from the server.
+      await Promise.all(children.filter((child) => child !== server).map((child) => stopChild(child)));
+      if (server !== undefined) await stopChild(server);
       await Promise.all(apps.map((app) => new Promise<void>((resolve) => app.server.close(() => resolve()))));
       for (const app of apps) app.server.closeAllConnections();
       rmSync(workDir, { recursive: true, force: true });
@@ -96,7 +99,7 @@ export async function runDev(flags: { port?: string }): Promise<void> {
   try {
     const serverPort = flags.port !== undefined ? Number(flags.port) : await freePort(8501);
     const addr = `https://127.0.0.1:${serverPort}`;
-    spawnCli('server', ['server', '--data-dir', dataDir, '--addr', `127.0.0.1:${serverPort}`, '--lease', '10s']);
+    server = spawnCli('server', ['server', '--data-dir', dataDir, '--addr', `127.0.0.1:${serverPort}`, '--lease', '10s']);
     const bundlePath = join(dataDir, 'trust-bundle.pem');
     await waitFor('the server trust bundle', async () => (existsSync(bundlePath) ? true : undefined), children);
     const ca = readCaFile(bundlePath);
@@ -156,8 +159,10 @@ export async function runDev(flags: { port?: string }): Promise<void> {
       '',
       `Allowed call, web -> api -> db (status ${allowed.status}):`,
       `  curl http://127.0.0.1:${webPort}/`,
+      `  ${summarise(allowed.body)}`,
       `Denied call, web -> db (status ${denied.status}):`,
       `  curl http://127.0.0.1:${webPort}/db`,
+      `  ${summarise(denied.body)}`,
       '',
       'Use the CLI against this mesh:',
       `  export SEALMESH_ADDR=${addr}`,
@@ -175,6 +180,12 @@ export async function runDev(flags: { port?: string }): Promise<void> {
   } finally {
     await stop();
   }
+}
+
+/** Returns a response body as one line of at most 160 characters. */
+function summarise(body: unknown): string {
+  const text = typeof body === 'string' ? body.trim() : JSON.stringify(body);
+  return text.length > 160 ? `${text.slice(0, 157)}...` : text;
 }
 
 /** Sends SIGTERM, waits for the child to exit, and kills it when it does not within the timeout. */

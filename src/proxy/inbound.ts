@@ -60,7 +60,12 @@ export class InboundListener {
     this.#server = server;
     server.on('secureConnection', (socket) => this.#accept(socket));
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
-      this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { reason: error.code ?? error.message, remote: socket.remoteAddress });
+      // When the client's chain fails verification (untrusted, expired), Node closes the socket after
+      // the handshake and `error` is only the resulting hang-up. The verification result is a code
+      // string such as CERT_HAS_EXPIRED in `authorizationError`, although @types/node declares an Error.
+      const verifyError: unknown = socket.authorizationError;
+      const reason = typeof verifyError === 'string' ? verifyError : (error.code ?? error.message);
+      this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { reason, remote: socket.remoteAddress });
     });
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);

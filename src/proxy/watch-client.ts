@@ -1,5 +1,4 @@
 import type { IncomingMessage } from 'node:http';
-import { createInterface } from 'node:readline';
 import type { ApiClient } from '../client/index.ts';
 import { isSealmeshError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -91,21 +90,30 @@ export class WatchClient {
       idle = setTimeout(() => response.destroy(new Error('watch stream idle')), IDLE_TIMEOUT_MS);
     };
     resetIdle();
-    const lines = createInterface({ input: response, crlfDelay: Infinity });
+    // The stream is read directly rather than through readline, whose iterator never finishes when
+    // the response is destroyed without an 'end' event, as happens on reconnect.
+    response.setEncoding('utf8');
+    let buffered = '';
     try {
-      for await (const line of lines) {
+      for await (const chunk of response as AsyncIterable<string>) {
         resetIdle();
         this.#backoffMs = INITIAL_BACKOFF_MS;
-        if (line.length === 0) continue;
-        if (line.length > MAX_LINE_BYTES) throw new Error('watch stream line too long');
-        const message = JSON.parse(line) as { type: string; snapshot?: ProxySnapshot };
-        if (message.type === 'snapshot' && message.snapshot !== undefined) this.#options.onSnapshot(message.snapshot);
+        buffered += chunk;
+        if (buffered.length > MAX_LINE_BYTES) throw new Error(`watch stream line longer than ${MAX_LINE_BYTES} bytes`);
+        let newline = buffered.indexOf('\n');
+        while (newline >= 0) {
+          const line = buffered.slice(0, newline);
+          buffered = buffered.slice(newline + 1);
+          newline = buffered.indexOf('\n');
+          if (line.length === 0) continue;
+          const message = JSON.parse(line) as { type: string; snapshot?: ProxySnapshot };
+          if (message.type === 'snapshot' && message.snapshot !== undefined) this.#options.onSnapshot(message.snapshot);
+        }
       }
     } catch (error) {
       if (!this.#stopped) this.#options.log.warn({ reason: (error as Error).message }, 'watch stream read failed');
     } finally {
       if (idle !== undefined) clearTimeout(idle);
-      lines.close();
     }
   }
 

@@ -7,6 +7,13 @@ import { ApiClient } from '../../src/client/index.ts';
 import { ControlPlane, type ServerOptions } from '../../src/server/index.ts';
 import { SidecarProxy, type ProxyOptions } from '../../src/proxy/index.ts';
 import { parseUpstream } from '../../src/proxy/index.ts';
+import { createLogger, silentLogger, type Logger } from '../../src/log/index.ts';
+
+/** Logger for components started by tests: silent unless SEALMESH_TEST_LOG names a level. */
+export function testLogger(component: string): Logger {
+  const level = process.env.SEALMESH_TEST_LOG;
+  return level === undefined || level === '' ? silentLogger() : createLogger({ component, level });
+}
 
 export function tempDir(prefix = 'sealmesh-test-'): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
@@ -29,7 +36,7 @@ export interface TestServer {
 /** Starts a control plane on 127.0.0.1 with a free port and initialises it. */
 export async function startServer(options: Partial<ServerOptions> = {}): Promise<TestServer> {
   const dir = options.dataDir ?? tempDir().path;
-  const server = new ControlPlane({ dataDir: dir, host: '127.0.0.1', port: 0, leaseSeconds: 5, ...options });
+  const server = new ControlPlane({ dataDir: dir, host: '127.0.0.1', port: 0, leaseSeconds: 5, log: testLogger('server'), ...options });
   await server.start();
   const ca = server.ca.bundle();
   const anonymous = new ApiClient({ url: server.url, ca });
@@ -81,6 +88,7 @@ export async function startProxy(
     app: { host: '127.0.0.1', port: appPort },
     upstreams: upstreams.map((name) => parseUpstream(`${name}=127.0.0.1:0`)),
     drainSeconds: 1,
+    log: testLogger(`proxy-${service}`),
     ...extra,
   });
   await proxy.start();
