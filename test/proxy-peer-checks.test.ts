@@ -168,7 +168,7 @@ async function signLeaf(
   return { key: await privateKeyToPem(keys.privateKey), cert: `${leafPem.endsWith('\n') ? leafPem : `${leafPem}\n`}${intermediate.pem}` };
 }
 
-/** Returns the first bytes a TLS 1.3 client sends, captured from a local TCP server that answers nothing. */
+/** Returns the first bytes a TLS 1.3 client sends, captured by a local TCP server that sends nothing back. */
 async function captureClientHello(): Promise<Buffer> {
   const sink = createNetServer();
   const captured = new Promise<Buffer>((resolve) => {
@@ -262,7 +262,7 @@ describe('inbound and upstream peer checks', () => {
     app.server.on('request', () => {
       appRequests += 1;
     });
-    // The periodic TCP health check would also connect to the app; an hour keeps it out of the counts.
+    // The periodic TCP health check also connects to the app, so an hour-long interval keeps it out of the counts.
     const log = pino({ level: 'warn' }, { write: (line: string) => proxyWarnings.push(JSON.parse(line) as (typeof proxyWarnings)[number]) });
     api = await startProxy(mesh, 'api', app.port, [], { healthCheckIntervalMs: 3_600_000, log });
     await allow(mesh, 'web', 'api');
@@ -313,7 +313,7 @@ describe('inbound and upstream peer checks', () => {
   });
 
   test('certificate from another CA rejected', async () => {
-    // Same trust domain and service as a real web SVID; only the root differs.
+    // Same trust domain and service as a real web SVID. Only the root differs.
     otherStore = SqliteStore.open(join(otherCaDir.path, 'other.db'));
     const otherCa = await CertificateAuthority.open({ store: otherStore, custody: new StoreKeyCustody(otherStore), trustDomain: mesh.server.trustDomain });
     const foreign = await issueSvidFrom(otherCa, 'web');
@@ -412,6 +412,7 @@ describe('inbound and upstream peer checks', () => {
 
   test('silent TCP client does not block others', async () => {
     const failedBefore = await rejections('SEALMESH_ERR_TLS_HANDSHAKE_FAILED');
+    const connectionsBefore = appConnections;
     const silent = netConnect({ host: '127.0.0.1', port: api.inboundPort });
     silent.on('error', () => undefined);
     await waitForConnect(silent);
@@ -425,6 +426,7 @@ describe('inbound and upstream peer checks', () => {
 
     // Closing before the handshake completes counts as a failed handshake.
     await expectCounter(api.metrics.registry, rejectionsMetric, handshakeFailed, failedBefore + 1);
+    assert.equal(appConnections, connectionsBefore + 1, 'only the valid web connection reached the app');
   });
 
   test('client stopping mid-handshake does not block others', async () => {
@@ -521,7 +523,7 @@ describe('inbound and upstream peer checks', () => {
     });
   });
 
-  test('plaintext to control plane counted', async () => {
+  test('plaintext to control plane rejected', async () => {
     const registry = mesh.server.metrics.registry;
     const metric = 'sealmesh_server_rejections_total';
     const failedBefore = await counterValue(registry, metric, handshakeFailed);

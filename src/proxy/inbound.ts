@@ -60,9 +60,10 @@ export class InboundListener {
     this.#server = server;
     server.on('secureConnection', (socket) => this.#accept(socket));
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
-      // When the client's chain fails verification (untrusted, expired), Node closes the socket after
-      // the handshake and `error` is only the resulting hang-up. The verification result is a code
-      // string such as CERT_HAS_EXPIRED in `authorizationError`, although @types/node declares an Error.
+      // When the client's chain fails verification (untrusted, expired), Node 24 closes the socket after
+      // the handshake (onServerSocketSecure in lib/internal/tls/wrap.js), so `error` is only the hang-up.
+      // The verification result is a code string such as CERT_HAS_EXPIRED in `authorizationError`,
+      // although @types/node declares it as an Error.
       const verifyError: unknown = socket.authorizationError;
       const reason = typeof verifyError === 'string' ? verifyError : (error.code ?? error.message);
       this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { reason, remote: socket.remoteAddress });
