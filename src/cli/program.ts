@@ -3,8 +3,7 @@ import { SealmeshError } from '../errors/index.ts';
 import type { Intention } from '../policy/index.ts';
 import type { ServiceSummary, TokenRecord } from '../server/index.ts';
 import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
-import { runProxy, runServer } from './run.ts';
-import { runDev } from '../dev/index.ts';
+import type { runProxy } from './run.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -35,6 +34,8 @@ export function buildProgram(): Command {
     .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects', '30s')
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info')
     .action(async (flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string }) => {
+      // The server, proxy and dev modules load on use, so that the client commands start quickly.
+      const { runServer } = await import('./run.ts');
       await runServer(flags);
     });
 
@@ -211,6 +212,7 @@ export function buildProgram(): Command {
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info')
     .action(async (flags: Parameters<typeof runProxy>[0]) => {
+      const { runProxy } = await import('./run.ts');
       await runProxy(flags);
     });
 
@@ -219,6 +221,7 @@ export function buildProgram(): Command {
     .description('run a throwaway dev mesh: a server and three demo services behind proxies (not for production)')
     .option('--port <port>', 'control-plane port (default: 8501, or a free port when it is taken)')
     .action(async (flags: { port?: string }) => {
+      const { runDev } = await import('../dev/index.ts');
       await runDev(flags);
     });
 

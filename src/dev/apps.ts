@@ -3,7 +3,7 @@ import { createServer, request, type Server } from 'node:http';
 /**
  * The three demo apps of dev mode: web calls api, api calls db, and web also tries db directly,
  * which the dev intentions deny. Each calls its upstreams through its own sidecar's loopback
- * listener and knows nothing of TLS or identities.
+ * listener and contains no TLS or identity code.
  */
 export interface DemoApp {
   name: string;

@@ -33,6 +33,14 @@ async function freePort(preferred = 0): Promise<number> {
   return port;
 }
 
+function parsePort(value: string): number {
+  const port = /^\d{1,5}$/.test(value) ? Number(value) : 0;
+  if (port < 1 || port > 65535) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--port ${JSON.stringify(value)} is invalid; use a TCP port from 1 to 65535`);
+  }
+  return port;
+}
+
 async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, children: ChildProcess[]): Promise<T> {
   const deadline = Date.now() + READY_TIMEOUT_MS;
   while (Date.now() < deadline) {
@@ -57,6 +65,7 @@ function cliEntry(): string {
  * denied by the default policy. Ctrl-C stops every process it started and removes the directory.
  */
 export async function runDev(flags: { port?: string }): Promise<void> {
+  const requestedPort = flags.port !== undefined ? parsePort(flags.port) : undefined;
   const workDir = mkdtempSync(join(tmpdir(), 'sealmesh-dev-'));
   const dataDir = join(workDir, 'data');
   const logDir = workDir;
@@ -64,6 +73,7 @@ export async function runDev(flags: { port?: string }): Promise<void> {
   let server: ChildProcess | undefined;
   let apps: DemoApp[] = [];
   let stopping: Promise<void> | undefined;
+  let started = false;
 
   const stop = (): Promise<void> => {
     stopping ??= (async () => {
@@ -71,9 +81,17 @@ export async function runDev(flags: { port?: string }): Promise<void> {
       // Proxies stop first, so that they can still deregister from the server.
       await Promise.all(children.filter((child) => child !== server).map((child) => stopChild(child)));
       if (server !== undefined) await stopChild(server);
-      await Promise.all(apps.map((app) => new Promise<void>((resolve) => app.server.close(() => resolve()))));
+      // close() waits for open connections, so they are closed right after it is called.
+      const closed = apps.map((app) => new Promise<void>((resolve) => app.server.close(() => resolve())));
       for (const app of apps) app.server.closeAllConnections();
-      rmSync(workDir, { recursive: true, force: true });
+      await Promise.all(closed);
+      if (started) {
+        rmSync(workDir, { recursive: true, force: true });
+      } else {
+        // A failed start keeps the directory so that the logs named in the error can be read.
+        rmSync(dataDir, { recursive: true, force: true });
+        process.stdout.write(`The dev mesh failed to start; its logs are kept in ${logDir}\n`);
+      }
       process.stdout.write('Dev mesh stopped; every process it started has exited.\n');
     })();
     return stopping;
@@ -97,7 +115,7 @@ export async function runDev(flags: { port?: string }): Promise<void> {
   };
 
   try {
-    const serverPort = flags.port !== undefined ? Number(flags.port) : await freePort(8501);
+    const serverPort = requestedPort ?? (await freePort(8501));
     const addr = `https://127.0.0.1:${serverPort}`;
     server = spawnCli('server', ['server', '--data-dir', dataDir, '--addr', `127.0.0.1:${serverPort}`, '--lease', '10s']);
     const bundlePath = join(dataDir, 'trust-bundle.pem');
@@ -175,6 +193,7 @@ export async function runDev(flags: { port?: string }): Promise<void> {
       'Press Ctrl-C to stop every process of the dev mesh.',
       '',
     ];
+    started = true;
     process.stdout.write(lines.join('\n'));
     await signalled;
   } finally {

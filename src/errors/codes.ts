@@ -69,6 +69,34 @@ export const ERROR_CODES = {
   SEALMESH_ERR_NO_HEALTHY_ENDPOINT: { status: 503, summary: 'the upstream has no healthy instance' },
   SEALMESH_ERR_CONFIG_INVALID: { status: 400, summary: 'a command-line option or configuration value is invalid' },
   SEALMESH_ERR_NOT_INITIALIZED: { status: 503, summary: 'the cluster has not been initialised' },
+
+  // Seal providers.
+  SEALMESH_ERR_SEAL_KEY_MISSING: { status: 500, summary: 'the passphrase, key file, HSM token, HSM key or HSM counter object was not found' },
+  SEALMESH_ERR_SEAL_KEY_WEAK: { status: 400, summary: 'the passphrase is too short' },
+  SEALMESH_ERR_SEAL_KEY_PERMISSIONS: { status: 500, summary: 'the key file or HSM key is readable or exportable beyond its owner' },
+  SEALMESH_ERR_SEAL_KEY_LOCATION: { status: 500, summary: 'the key file is a symbolic link or lies inside the data directory' },
+  SEALMESH_ERR_SEAL_KEY_CORRUPT: { status: 500, summary: 'the key file, HSM key or HSM counter object does not have the expected format' },
+  SEALMESH_ERR_SEAL_UNWRAP_FAILED: { status: 400, summary: 'the key-encryption key is wrong or the wrapped bytes or their associated data were altered' },
+  SEALMESH_ERR_SEAL_CLOSED: { status: 503, summary: 'the seal provider was closed' },
+  SEALMESH_ERR_SEAL_HSM_UNAVAILABLE: { status: 503, summary: 'the PKCS#11 module could not be loaded or the HSM failed' },
+  SEALMESH_ERR_SEAL_HSM_LOGIN_FAILED: { status: 500, summary: 'the HSM rejected the PIN' },
+  SEALMESH_ERR_SEAL_COUNTER_REGRESSION: { status: 409, summary: 'the monotonic counter is already higher than the requested value' },
+  SEALMESH_ERR_SEAL_SHARE_INVALID: { status: 400, summary: 'a key share is malformed, fails its checksum, repeats another share or belongs to another split' },
+  SEALMESH_ERR_SEAL_SHARES_INSUFFICIENT: { status: 400, summary: 'fewer key shares than the threshold were given' },
+
+  // Sealed store and integrity.
+  SEALMESH_ERR_SEALED_STORE_EXISTS: { status: 409, summary: 'the backend already holds a sealed store or other records' },
+  SEALMESH_ERR_SEALED_FORMAT_UNSUPPORTED: { status: 500, summary: 'the sealed store was written in a format version this build does not read' },
+  SEALMESH_ERR_INTEGRITY_HEAD_INVALID: { status: 500, summary: 'the chain head is missing, fails its MAC or does not match the store revision' },
+  SEALMESH_ERR_INTEGRITY_CHAIN_BROKEN: { status: 500, summary: 'a chain entry is missing, out of order, duplicated or altered' },
+  SEALMESH_ERR_INTEGRITY_RECORD_MISSING: { status: 500, summary: 'a record that the chain lists as live is missing' },
+  SEALMESH_ERR_INTEGRITY_RECORD_UNEXPECTED: { status: 500, summary: 'the store holds a record that the chain does not list' },
+  SEALMESH_ERR_INTEGRITY_RECORD_ALTERED: { status: 500, summary: 'a record differs from the chain or fails authenticated decryption' },
+  SEALMESH_ERR_INTEGRITY_RECORD_REPLAYED: { status: 500, summary: 'a record holds an older version of itself' },
+  SEALMESH_ERR_INTEGRITY_FOREIGN_RECORD: { status: 500, summary: 'a record was sealed by another store' },
+  SEALMESH_ERR_INTEGRITY_STORE_MISMATCH: { status: 500, summary: 'the meta record and the keyring name different stores, or the meta record is missing' },
+  SEALMESH_ERR_INTEGRITY_ROLLBACK: { status: 500, summary: 'the store is older than the monotonic counter allows' },
+  SEALMESH_ERR_INTEGRITY_FILE_CORRUPT: { status: 500, summary: 'the store file is truncated or corrupted' },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -41,7 +41,7 @@ export function createLogger(options: LogOptions): Logger {
   return pino(pinoOptions, destination);
 }
 
-/** A logger that discards everything, for library use and tests that do not inspect logs. */
+/** Creates a logger that discards everything, for library use and tests that do not inspect logs. */
 export function silentLogger(): Logger {
   return pino({ level: 'silent' });
 }

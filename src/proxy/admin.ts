@@ -11,7 +11,7 @@ export interface AdminOptions {
 
 /**
  * The proxy's admin endpoint: `/metrics` (Prometheus), `/ready` (200 once the proxy has an SVID
- * and a snapshot) and `/status` (JSON). It binds to loopback unless told otherwise and carries no
+ * and a snapshot) and `/status` (JSON). It binds to the --admin address (loopback in every documented setup) and serves no
  * secret: no key, token or private certificate part is reachable through it.
  */
 export class AdminServer {

@@ -7,7 +7,7 @@ import { formatSpiffeId, type SpiffeId } from '../spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import type { Evidence } from '../attest/index.ts';
 
-/** What the control plane returns for an enrollment or a renewal. */
+/** The control plane's response to an enrollment or a renewal. */
 export interface SvidResponse {
   instanceId: string;
   spiffeId: string;

@@ -26,7 +26,7 @@ export interface OutboundOptions {
 /**
  * A loopback listener for one upstream service. Each plain TCP connection from the app is carried
  * over mTLS to a healthy instance of the upstream, chosen round robin, and only after the instance
- * has proven that it holds the upstream's SPIFFE ID.
+ * has proven that its SVID carries the upstream's SPIFFE ID.
  */
 export class OutboundListener {
   readonly #options: OutboundOptions;

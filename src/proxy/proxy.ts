@@ -47,7 +47,7 @@ const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 10_000;
 const HEALTH_CHECK_TIMEOUT_MS = 2_000;
 
 /**
- * The sidecar proxy. It holds its private key only in memory, enrolls with a join token, keeps its
+ * The sidecar proxy. It keeps its private key only in memory, enrolls with a join token, keeps its
  * SVID fresh, applies the control plane's snapshots without restarting, and carries traffic:
  * inbound mTLS to the local app, and plain TCP from the app over mTLS to upstream services.
  */
@@ -189,7 +189,7 @@ export class SidecarProxy {
     );
   }
 
-  /** The proxy's authorization decision for an inbound peer, from the current snapshot. */
+  /** Decides whether an inbound peer may connect, from the current snapshot's intentions. */
   authorize(peer: SpiffeId): Decision {
     const snapshot = this.#snapshot;
     // Fail closed until the first snapshot has arrived.

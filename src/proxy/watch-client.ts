@@ -16,7 +16,7 @@ export interface WatchClientOptions {
   instanceId: () => string;
   onSnapshot: (snapshot: ProxySnapshot) => void;
   onConnected: (connected: boolean) => void;
-  /** Called when the server no longer knows this instance; returns after re-registering it. */
+  /** Registers the instance again after the server reports it unknown, for example after its lease lapsed. */
   onUnknownInstance: () => Promise<void>;
   log: Logger;
 }
@@ -99,7 +99,6 @@ export class WatchClient {
         resetIdle();
         this.#backoffMs = INITIAL_BACKOFF_MS;
         buffered += chunk;
-        if (buffered.length > MAX_LINE_BYTES) throw new Error(`watch stream line longer than ${MAX_LINE_BYTES} bytes`);
         let newline = buffered.indexOf('\n');
         while (newline >= 0) {
           const line = buffered.slice(0, newline);
@@ -109,6 +108,8 @@ export class WatchClient {
           const message = JSON.parse(line) as { type: string; snapshot?: ProxySnapshot };
           if (message.type === 'snapshot' && message.snapshot !== undefined) this.#options.onSnapshot(message.snapshot);
         }
+        // What is left is the start of an unfinished line.
+        if (buffered.length > MAX_LINE_BYTES) throw new Error(`watch stream line longer than ${MAX_LINE_BYTES} bytes`);
       }
     } catch (error) {
       if (!this.#stopped) this.#options.log.warn({ reason: (error as Error).message }, 'watch stream read failed');

@@ -172,11 +172,11 @@ export class ControlPlane {
   async #loadTrustDomain(store: Store): Promise<string> {
     const existing = await getJson<ClusterMeta>(store, KEYS.clusterMeta);
     if (existing !== undefined) {
-      const wanted = this.options.trustDomain;
-      if (wanted !== undefined && wanted !== existing.value.trustDomain) {
+      const requested = this.options.trustDomain;
+      if (requested !== undefined && requested !== existing.value.trustDomain) {
         throw new SealmeshError(
           'SEALMESH_ERR_CONFIG_INVALID',
-          `--trust-domain ${wanted} does not match the trust domain ${existing.value.trustDomain} of the cluster in ${this.options.dataDir}; the trust domain is fixed at initialisation`,
+          `--trust-domain ${requested} does not match the trust domain ${existing.value.trustDomain} of the cluster in ${this.options.dataDir}; the trust domain is fixed at initialisation`,
         );
       }
       return existing.value.trustDomain;

@@ -81,7 +81,7 @@ export function waitForExit(child: ChildProcess, timeoutMs: number): Promise<{ c
   });
 }
 
-/** Resolves with the child's standard output once it matches `pattern`; rejects on exit or timeout. */
+/** Resolves with the child's standard output once it matches `pattern`, and rejects when the child exits first or the time runs out. */
 export function waitForOutput(running: CliProcess, pattern: RegExp, timeoutMs: number): Promise<string> {
   return new Promise((resolve, reject) => {
     const finish = (error?: Error): void => {
