@@ -1,9 +1,14 @@
 import { Command, Option } from 'commander';
 import { SealmeshError } from '../errors/index.ts';
 import type { Intention } from '../policy/index.ts';
-import type { ServiceSummary, TokenRecord } from '../server/index.ts';
+import type { Instance, ServiceSummary, TokenRecord } from '../server/index.ts';
 import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
 import type { runProxy } from './run.ts';
+import type { ApplyFlags } from '../perimeter/index.ts';
+import { addOperatorCommands } from './operator-commands.ts';
+import { addManifestCommands } from './manifest-commands.ts';
+import { addAuditCommands } from './audit-commands.ts';
+import { addSealOptions, type SealFlags } from './seal-flags.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -17,6 +22,13 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
+/** Writes an instance's app exposure for `service list`: `no`, `yes (ADDRESSES)`, or `-` when its proxy has not reported it. */
+function exposureCell(instance: Instance): string {
+  const exposure = instance.appExposure;
+  if (exposure === undefined) return '-';
+  return exposure.exposed ? `yes (${exposure.bindings.join(', ')})` : 'no';
+}
+
 /** Builds the `sealmesh` command tree. Each action returns once its work is done. */
 export function buildProgram(): Command {
   const program = new Command('sealmesh')
@@ -24,7 +36,7 @@ export function buildProgram(): Command {
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)');
 
-  program
+  const server = program
     .command('server')
     .description('run the control plane: CA, catalog, intentions, ACL and watch streams')
     .requiredOption('--data-dir <dir>', 'directory for the store and the trust bundle (created with mode 0700)')
@@ -32,32 +44,23 @@ export function buildProgram(): Command {
     .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
     .option('--svid-ttl <duration>', 'default lifetime of issued SVIDs, 5m to 7d', '24h')
     .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects', '30s')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info')
-    .action(async (flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string }) => {
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info');
+  addSealOptions(server).action(
+    async (flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string } & SealFlags) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
       await runServer(flags);
-    });
-
-  const operator = program.command('operator').description('cluster operations');
-  addClientOptions(
-    operator
-      .command('init')
-      .description('issue the first operator token; succeeds once per cluster')
-      .action(async (flags: ClientFlags) => {
-        const client = clientFromFlags(flags, false);
-        const result = await client.post<{ token: string; accessorId: string; trustDomain: string }>('/v1/operator/init', {});
-        print(flags, result, () =>
-          [
-            `Trust domain:  ${result.trustDomain}`,
-            `Accessor ID:   ${result.accessorId}`,
-            `Token:         ${result.token}`,
-            '',
-            'This token is shown once and cannot be recovered. Store it in a secret manager.',
-          ].join('\n'),
-        );
-      }),
+    },
   );
+
+  const operator = program.command('operator').description('cluster operations: initialisation, sealing, verification, snapshots and key rotation');
+  addOperatorCommands(operator, addClientOptions);
+
+  const manifest = program.command('manifest').description('the signed manifest that sets the security posture: operator keys, signing offline, apply, show and history');
+  addManifestCommands(manifest, addClientOptions);
+
+  const audit = program.command('audit').description('read and verify the tamper-evident audit log');
+  addAuditCommands(audit, addClientOptions);
 
   const token = program.command('token').description('manage ACL tokens');
   addClientOptions(
@@ -178,9 +181,11 @@ export function buildProgram(): Command {
       .description('list services and their instances')
       .action(async (flags: ClientFlags) => {
         const { services } = await clientFromFlags(flags).get<{ services: ServiceSummary[] }>('/v1/catalog/services');
+        // The APP EXPOSED column is shown once any instance's proxy has reported how its app is bound.
+        const showExposure = services.some((summary) => summary.instances.some((instance) => instance.appExposure !== undefined));
         print(flags, { services }, () =>
           table(
-            ['SERVICE', 'INSTANCE', 'ADDRESS', 'HEALTH', 'SPIFFE ID', 'SVID EXPIRES'],
+            ['SERVICE', 'INSTANCE', 'ADDRESS', 'HEALTH', 'SPIFFE ID', 'SVID EXPIRES', ...(showExposure ? ['APP EXPOSED'] : [])],
             services.flatMap((summary) =>
               summary.instances.map((instance) => [
                 summary.namespace === 'default' ? summary.name : `${summary.namespace}/${summary.name}`,
@@ -189,6 +194,7 @@ export function buildProgram(): Command {
                 instance.health,
                 instance.spiffeId,
                 instance.svidNotAfter ?? '-',
+                ...(showExposure ? [exposureCell(instance)] : []),
               ]),
             ),
           ),
@@ -202,10 +208,15 @@ export function buildProgram(): Command {
     .requiredOption('--service <name>', 'service this proxy fronts (NAME or NAMESPACE/NAME)')
     .option('--join-token <token>', 'single-use join token for the service (default: SEALMESH_JOIN_TOKEN)')
     .requiredOption('--listen <host:port>', 'inbound mTLS listener')
-    .requiredOption('--app <host:port>', 'the local app that inbound traffic goes to')
-    .option('--upstream <name=host:port>', 'loopback listener for an upstream service; repeatable', collect, [])
+    .requiredOption('--app <host:port|unix:path>', 'the local app that inbound traffic goes to: loopback TCP or a Unix socket')
+    .option('--upstream <name=host:port|name=unix:path>', 'loopback TCP or Unix socket listener for an upstream service; repeatable', collect, [])
     .option('--advertise <host:port>', 'address other proxies dial (default: the --listen address)')
-    .option('--admin <host:port>', 'loopback endpoint for /metrics, /ready and /status')
+    .option('--admin <host:port|unix:path>', 'loopback TCP or Unix socket endpoint for /metrics, /ready and /status')
+    .option('--socket-mode <octal>', 'permission bits of every Unix socket the proxy creates; no bit for other users is accepted', '0600')
+    .option('--socket-owner <user>', 'owner of those sockets, a name or uid (default: the proxy\'s user; changing it needs root)')
+    .option('--socket-group <group>', 'group of those sockets, a name or gid (default: the proxy\'s primary group)')
+    .option('--health <host:port>', 'plain HTTP endpoint serving GET /healthz for the orchestrator\'s prober')
+    .option('--app-health-path <path>', 'HTTP path the app is checked at, such as /healthz (default: a TCP or Unix socket connect)')
     .option('--svid-ttl <duration>', 'requested SVID lifetime (default: the server\'s)')
     .option('--drain <duration>', 'how long SIGTERM waits for open connections', '10s')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
@@ -214,6 +225,44 @@ export function buildProgram(): Command {
     .action(async (flags: Parameters<typeof runProxy>[0]) => {
       const { runProxy } = await import('./run.ts');
       await runProxy(flags);
+    });
+
+  const perimeter = program.command('perimeter').description('nftables rules around an app and its sidecar in the app\'s network namespace (needs root)');
+  perimeter
+    .command('apply')
+    .description('install or replace table inet sealmesh: only the proxy\'s user connects to the app port, and the app\'s user opens TCP connections only to mesh ports')
+    .requiredOption('--netns <name>', 'network namespace of the app, as `ip netns list` shows it')
+    .requiredOption('--app-port <port>', 'TCP port the app listens on')
+    .requiredOption('--proxy-user <user>', 'user the proxy runs as, a name or uid')
+    .requiredOption('--app-user <user>', 'user the app runs as, a name or uid')
+    .option('--upstream-port <port...>', 'port of an upstream listener of the proxy that the app may connect to; repeatable')
+    .option('--proxy-port <port...>', 'other port of the proxy that the app may connect to, such as the admin endpoint; repeatable')
+    .option('--dry-run', 'print the nft script without loading it')
+    .option('--json', 'print the result as JSON')
+    .action(async (flags: ApplyFlags & { json?: boolean }) => {
+      const { runPerimeterApply } = await import('../perimeter/index.ts');
+      const result = await runPerimeterApply(flags);
+      print(flags, result, () => (result.applied ? `Applied the perimeter in network namespace ${result.netns}:\n\n${result.ruleset.trimEnd()}` : result.ruleset.trimEnd()));
+    });
+  perimeter
+    .command('check')
+    .description('read table inet sealmesh back from the namespace and report what it enforces, or that nothing is installed')
+    .requiredOption('--netns <name>', 'network namespace of the app')
+    .option('--json', 'print the result as JSON')
+    .action(async (flags: { netns: string; json?: boolean }) => {
+      const { formatPerimeterStatus, runPerimeterCheck } = await import('../perimeter/index.ts');
+      const status = await runPerimeterCheck(flags);
+      print(flags, status, () => formatPerimeterStatus(status));
+    });
+  perimeter
+    .command('remove')
+    .description('delete table inet sealmesh from the namespace; succeeds when none is installed')
+    .requiredOption('--netns <name>', 'network namespace of the app')
+    .option('--json', 'print the result as JSON')
+    .action(async (flags: { netns: string; json?: boolean }) => {
+      const { runPerimeterRemove } = await import('../perimeter/index.ts');
+      const result = await runPerimeterRemove(flags);
+      print(flags, result, () => `Removed the perimeter from network namespace ${result.netns}`);
     });
 
   program

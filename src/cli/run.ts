@@ -1,7 +1,9 @@
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
-import { SidecarProxy, parseHostPort, parseUpstream } from '../proxy/index.ts';
+import { SidecarProxy, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
+import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
+import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
 
 /**
@@ -25,10 +27,16 @@ async function untilSignal(): Promise<string> {
   return reason;
 }
 
-export async function runServer(flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string }): Promise<void> {
+export async function runServer(
+  flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string } & SealFlags,
+): Promise<void> {
   const log = createLogger({ component: 'server', level: flags.logLevel });
   const listen = parseHostPort(flags.addr, '--addr', true);
+  const counter = counterFromFlags(flags);
   const server = new ControlPlane({
+    seal: sealFromFlags(flags),
+    ...(counter !== undefined ? { counter } : {}),
+    ...(flags.unsealSocket !== undefined ? { unsealSocket: flags.unsealSocket } : {}),
     dataDir: flags.dataDir,
     host: listen.host,
     port: listen.port,
@@ -52,6 +60,11 @@ export async function runProxy(flags: {
   upstream: string[];
   advertise?: string;
   admin?: string;
+  socketMode: string;
+  socketOwner?: string;
+  socketGroup?: string;
+  health?: string;
+  appHealthPath?: string;
   svidTtl?: string;
   drain: string;
   addr?: string;
@@ -74,12 +87,19 @@ export async function runProxy(flags: {
     serverUrl: new URL(addr.includes('://') ? addr : `https://${addr}`).origin,
     serverCa: readCaFile(caFile),
     listen: parseHostPort(flags.listen, '--listen', true),
-    app: parseHostPort(flags.app, '--app'),
+    app: parseSocketAddress(flags.app, '--app'),
     upstreams: flags.upstream.map(parseUpstream),
     drainSeconds: parseDuration(flags.drain, '--drain'),
     log,
+    socketPermissions: {
+      mode: parseSocketMode(flags.socketMode),
+      ...(flags.socketOwner !== undefined ? { uid: await resolveUserId(flags.socketOwner, '--socket-owner') } : {}),
+      ...(flags.socketGroup !== undefined ? { gid: await resolveGroupId(flags.socketGroup, '--socket-group') } : {}),
+    },
     ...(flags.advertise !== undefined ? { advertise: parseHostPort(flags.advertise, '--advertise') } : {}),
-    ...(flags.admin !== undefined ? { admin: parseHostPort(flags.admin, '--admin', true) } : {}),
+    ...(flags.admin !== undefined ? { admin: parseSocketAddress(flags.admin, '--admin', true) } : {}),
+    ...(flags.health !== undefined ? { health: parseHostPort(flags.health, '--health', true) } : {}),
+    ...(flags.appHealthPath !== undefined ? { appHealthPath: parseHealthPath(flags.appHealthPath) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
   });
   await proxy.start();

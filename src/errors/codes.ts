@@ -49,6 +49,7 @@ export const ERROR_CODES = {
 
   // Intentions.
   SEALMESH_ERR_INTENTION_DENIED: { status: 403, summary: 'an intention or the default policy denies the connection' },
+  SEALMESH_ERR_INTENTIONS_MANAGED_BY_MANIFEST: { status: 409, summary: 'the manifest manages intentions, so the API does not accept intention writes' },
 
   // Attestation.
   SEALMESH_ERR_ATTESTATION_PROVIDER_UNSUPPORTED: { status: 400, summary: 'the server has no verifier for the evidence provider' },
@@ -85,18 +86,55 @@ export const ERROR_CODES = {
   SEALMESH_ERR_SEAL_SHARES_INSUFFICIENT: { status: 400, summary: 'fewer key shares than the threshold were given' },
 
   // Sealed store and integrity.
-  SEALMESH_ERR_SEALED_STORE_EXISTS: { status: 409, summary: 'the backend already holds a sealed store or other records' },
+  SEALMESH_ERR_SEALED_STORE_EXISTS: { status: 409, summary: 'the backend already contains a sealed store or other records' },
   SEALMESH_ERR_SEALED_FORMAT_UNSUPPORTED: { status: 500, summary: 'the sealed store was written in a format version this build does not read' },
   SEALMESH_ERR_INTEGRITY_HEAD_INVALID: { status: 500, summary: 'the chain head is missing, fails its MAC or does not match the store revision' },
   SEALMESH_ERR_INTEGRITY_CHAIN_BROKEN: { status: 500, summary: 'a chain entry is missing, out of order, duplicated or altered' },
   SEALMESH_ERR_INTEGRITY_RECORD_MISSING: { status: 500, summary: 'a record that the chain lists as live is missing' },
-  SEALMESH_ERR_INTEGRITY_RECORD_UNEXPECTED: { status: 500, summary: 'the store holds a record that the chain does not list' },
+  SEALMESH_ERR_INTEGRITY_RECORD_UNEXPECTED: { status: 500, summary: 'the store contains a record that the chain does not list' },
   SEALMESH_ERR_INTEGRITY_RECORD_ALTERED: { status: 500, summary: 'a record differs from the chain or fails authenticated decryption' },
-  SEALMESH_ERR_INTEGRITY_RECORD_REPLAYED: { status: 500, summary: 'a record holds an older version of itself' },
+  SEALMESH_ERR_INTEGRITY_RECORD_REPLAYED: { status: 500, summary: 'a record contains an older version of itself' },
   SEALMESH_ERR_INTEGRITY_FOREIGN_RECORD: { status: 500, summary: 'a record was sealed by another store' },
   SEALMESH_ERR_INTEGRITY_STORE_MISMATCH: { status: 500, summary: 'the meta record and the keyring name different stores, or the meta record is missing' },
   SEALMESH_ERR_INTEGRITY_ROLLBACK: { status: 500, summary: 'the store is older than the monotonic counter allows' },
   SEALMESH_ERR_INTEGRITY_FILE_CORRUPT: { status: 500, summary: 'the store file is truncated or corrupted' },
+
+  // Manifest.
+  SEALMESH_ERR_MANIFEST_INVALID: { status: 400, summary: 'the manifest document cannot be parsed or fails schema validation' },
+  SEALMESH_ERR_MANIFEST_SIGNATURE_INVALID: { status: 403, summary: 'a manifest signature does not verify against its operator key' },
+  SEALMESH_ERR_MANIFEST_SIGNATURE_UNKNOWN_KEY: { status: 403, summary: 'a manifest signature names a key outside the operator set' },
+  SEALMESH_ERR_MANIFEST_THRESHOLD_NOT_MET: { status: 403, summary: 'the manifest carries fewer valid operator signatures than the threshold' },
+  SEALMESH_ERR_MANIFEST_VERSION_NOT_NEWER: { status: 409, summary: 'the manifest version is older than the current manifest' },
+  SEALMESH_ERR_MANIFEST_FORK: { status: 409, summary: 'the manifest has the version of the current manifest but different content' },
+  SEALMESH_ERR_MANIFEST_REPLAY: { status: 409, summary: 'the manifest is the current manifest' },
+  SEALMESH_ERR_MANIFEST_PREDECESSOR_MISMATCH: { status: 409, summary: 'the manifest does not name the current manifest as its predecessor' },
+  SEALMESH_ERR_MANIFEST_CHAIN_BROKEN: { status: 409, summary: 'a manifest chain does not start at the pinned genesis or has a link that is not accepted' },
+  SEALMESH_ERR_MANIFEST_SIGNING_KEY_INVALID: { status: 400, summary: 'the operator signing key cannot be read, has the wrong type or is readable by other users' },
+
+  // Local configuration.
+  SEALMESH_ERR_CONFIG_SECURITY_SETTING: { status: 400, summary: 'a local file, flag or environment variable tries to set a security setting that only the signed manifest may set' },
+  SEALMESH_ERR_CONFIG_UNKNOWN_KEY: { status: 400, summary: 'a local configuration key or SEALMESH_ environment variable is not recognised' },
+
+  // Audit log.
+  SEALMESH_ERR_AUDIT_ENTRY_ALTERED: { status: 500, summary: 'an audit entry is malformed or its hash does not match its content' },
+  SEALMESH_ERR_AUDIT_ENTRY_MISSING: { status: 500, summary: 'an audit entry was removed, leaving a gap in the sequence or chain' },
+  SEALMESH_ERR_AUDIT_ENTRY_REORDERED: { status: 500, summary: 'an audit entry is stored at another position than the one it was written at' },
+  SEALMESH_ERR_AUDIT_HEAD_MISMATCH: { status: 500, summary: 'the audit head is missing or does not match the last entry' },
+
+  // Local perimeter.
+  SEALMESH_ERR_SOCKET_DIR_MISSING: { status: 500, summary: 'the directory of a Unix socket does not exist' },
+  SEALMESH_ERR_SOCKET_DIR_WORLD_WRITABLE: { status: 500, summary: 'the directory of a Unix socket, or one above it, is writable by other users' },
+  SEALMESH_ERR_SOCKET_DIR_GROUP_WRITABLE: { status: 500, summary: 'the directory of a Unix socket, or one above it, is writable by a group other than the socket group' },
+  SEALMESH_ERR_SOCKET_DIR_OWNER: { status: 500, summary: 'the directory of a Unix socket, or one above it, is owned by a user other than the proxy\'s user or root' },
+  SEALMESH_ERR_SOCKET_MODE_TOO_OPEN: { status: 400, summary: 'the Unix socket mode gives other users permission bits' },
+  SEALMESH_ERR_SOCKET_PATH_EXISTS: { status: 500, summary: 'the Unix socket path exists and is not a stale socket of this proxy\'s user' },
+  SEALMESH_ERR_SOCKET_IN_USE: { status: 409, summary: 'another process is listening on the Unix socket path' },
+  SEALMESH_ERR_SOCKET_SETUP_FAILED: { status: 500, summary: 'binding the Unix socket or setting its owner, group or mode failed' },
+  SEALMESH_ERR_APP_EXPOSED: { status: 503, summary: 'the app listens on a wildcard or non-loopback address that other hosts can reach around the proxy' },
+  SEALMESH_ERR_PERIMETER_TOOL_MISSING: { status: 500, summary: 'nft (package nftables) or ip (package iproute2) is not installed' },
+  SEALMESH_ERR_NETNS_NOT_FOUND: { status: 404, summary: 'the named network namespace does not exist' },
+  SEALMESH_ERR_NFT_APPLY_FAILED: { status: 500, summary: 'nft rejected or failed to load the perimeter ruleset' },
+  SEALMESH_ERR_NFT_LIST_FAILED: { status: 500, summary: 'nft failed to list the perimeter table' },
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

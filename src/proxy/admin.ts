@@ -1,29 +1,34 @@
 import { createServer, type Server } from 'node:http';
 import type { Logger } from '../log/index.ts';
-import type { HostPort } from './address.ts';
+import { listenUnix, type SocketPermissions, type UnixSocketListener } from '../perimeter/unix-socket.ts';
+import { isUnixAddress, type SocketAddress } from './address.ts';
 import type { SidecarProxy } from './proxy.ts';
 
 export interface AdminOptions {
-  listen: HostPort;
+  listen: SocketAddress;
+  /** Owner, group and mode of the socket file when the endpoint listens on a Unix socket. */
+  socketPermissions: SocketPermissions;
   proxy: SidecarProxy;
   log: Logger;
 }
 
 /**
  * The proxy's admin endpoint: `/metrics` (Prometheus), `/ready` (200 once the proxy has an SVID
- * and a snapshot) and `/status` (JSON). It binds to the --admin address (loopback in every documented setup) and serves no
+ * and a snapshot) and `/status` (JSON). It binds to the --admin address (loopback or a Unix socket in every documented setup) and serves no
  * secret: no key, token or private certificate part is reachable through it.
  */
 export class AdminServer {
   readonly #options: AdminOptions;
   #server: Server | undefined;
-  #port = 0;
+  #unixSocket: UnixSocketListener | undefined;
+  #port: number | undefined;
 
   constructor(options: AdminOptions) {
     this.#options = options;
   }
 
-  get port(): number {
+  /** The bound TCP port; undefined for a Unix socket. */
+  get port(): number | undefined {
     return this.#port;
   }
 
@@ -61,6 +66,7 @@ export class AdminServer {
           svidSerial: svid?.serial,
           svidNotAfter: svid?.notAfter.toISOString(),
           snapshotVersion: proxy.snapshotVersion,
+          appHealth: proxy.appHealth,
         };
         response.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);
         return;
@@ -68,15 +74,21 @@ export class AdminServer {
       response.writeHead(404, { 'content-type': 'text/plain' }).end('not found\n');
     });
     this.#server = server;
+    const listen = this.#options.listen;
+    if (isUnixAddress(listen)) {
+      this.#unixSocket = await listenUnix(server, listen.path, this.#options.socketPermissions);
+      this.#options.log.info({ path: this.#unixSocket.path }, 'admin endpoint started');
+      return;
+    }
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
-      server.listen(this.#options.listen.port, this.#options.listen.host, () => {
+      server.listen(listen.port, listen.host, () => {
         server.off('error', reject);
         resolve();
       });
     });
     const address = server.address();
-    this.#port = typeof address === 'object' && address !== null ? address.port : this.#options.listen.port;
+    this.#port = typeof address === 'object' && address !== null ? address.port : listen.port;
     this.#options.log.info({ port: this.#port }, 'admin endpoint started');
   }
 
@@ -85,5 +97,6 @@ export class AdminServer {
     if (server === undefined) return;
     server.closeAllConnections();
     await new Promise<void>((resolve) => server.close(() => resolve()));
+    await this.#unixSocket?.remove();
   }
 }

@@ -6,14 +6,14 @@ import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
 import { formatServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
-import type { HostPort } from './address.ts';
+import { isUnixAddress, type HostPort, type SocketAddress } from './address.ts';
 
 /** A TLS client that has not finished its handshake by then is disconnected. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
 
 export interface InboundOptions {
   listen: HostPort;
-  app: HostPort;
+  app: SocketAddress;
   /** This proxy's own service, the destination of every inbound connection. */
   self: { namespace: string; service: string };
   trustDomain: () => string;
@@ -39,6 +39,8 @@ export class InboundListener {
   readonly #connections = new Set<InboundConnection>();
   readonly #rejections: RejectionLog;
   #server: TlsServer | undefined;
+  /** Set while inbound traffic is stopped, with the code and reason every new connection is rejected with. */
+  #suspended: { code: ErrorCode; reason: string } | undefined;
 
   constructor(options: InboundOptions) {
     this.#options = options;
@@ -105,6 +107,19 @@ export class InboundListener {
     return closed;
   }
 
+  /**
+   * Closes every established connection and rejects new ones after their handshake with `code`,
+   * until `resume`. The listener stays bound, so its registered port remains valid.
+   */
+  suspend(code: ErrorCode, reason: string): void {
+    this.#suspended = { code, reason };
+    this.destroyAll();
+  }
+
+  resume(): void {
+    this.#suspended = undefined;
+  }
+
   /** Stops accepting new connections; established ones continue. */
   stopAccepting(): void {
     this.#server?.close();
@@ -120,6 +135,11 @@ export class InboundListener {
 
   #accept(downstream: TLSSocket): void {
     const destination = formatServiceRef(this.#options.self);
+    if (this.#suspended !== undefined) {
+      this.#reject(this.#suspended.code, { destination, remote: downstream.remoteAddress, reason: this.#suspended.reason });
+      downstream.destroy();
+      return;
+    }
     let peer: SpiffeId;
     try {
       // Node verified the chain (rejectUnauthorized); this applies the SPIFFE X509-SVID name rules.
@@ -139,7 +159,8 @@ export class InboundListener {
       return;
     }
     this.#options.metrics.inboundConnections.inc({ result: 'allowed' });
-    const app = netConnect({ host: this.#options.app.host, port: this.#options.app.port, noDelay: true });
+    const target = this.#options.app;
+    const app = isUnixAddress(target) ? netConnect({ path: target.path }) : netConnect({ host: target.host, port: target.port, noDelay: true });
     downstream.setNoDelay(true);
     const connection: InboundConnection = { downstream, app, peer };
     this.#connections.add(connection);

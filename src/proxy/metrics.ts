@@ -63,6 +63,18 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  readonly appExposed = new Gauge({
+    name: 'sealmesh_proxy_app_exposed',
+    help: '1 while the last check found the app listening on a wildcard or non-loopback address, 0 otherwise.',
+    registers: [this.registry],
+  });
+
+  readonly appExposureDetections = new Counter({
+    name: 'sealmesh_proxy_app_exposure_detections_total',
+    help: 'Checks of the socket tables that found the app reachable around the proxy.',
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });
   }

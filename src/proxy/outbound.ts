@@ -5,7 +5,8 @@ import { RejectionLog, type Logger } from '../log/index.ts';
 import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
 import type { Endpoint } from '../server/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
-import type { UpstreamSpec } from './address.ts';
+import { DEFAULT_SOCKET_MODE, listenUnix, type SocketPermissions, type UnixSocketListener } from '../perimeter/unix-socket.ts';
+import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.ts';
 
 /** A dial to an upstream instance that has not completed its TLS handshake by then fails. */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -19,20 +20,23 @@ export interface OutboundOptions {
   endpoints: () => readonly Endpoint[];
   /** TLS context with this proxy's current SVID and the trust bundle. */
   secureContext: () => SecureContext | undefined;
+  /** Owner, group and mode of the listener's socket file when it listens on a Unix socket; mode 0600 when absent. */
+  socketPermissions?: SocketPermissions;
   log: Logger;
   metrics: ProxyMetrics;
 }
 
 /**
- * A loopback listener for one upstream service. Each plain TCP connection from the app is carried
- * over mTLS to a healthy instance of the upstream, chosen round robin, and only after the instance
- * has proven that its SVID carries the upstream's SPIFFE ID.
+ * A loopback TCP or Unix socket listener for one upstream service. Each plaintext connection from
+ * the app is carried over mTLS to a healthy instance of the upstream, chosen round robin, and only
+ * after the instance has proven that its SVID carries the upstream's SPIFFE ID.
  */
 export class OutboundListener {
   readonly #options: OutboundOptions;
   readonly #connections = new Set<Socket>();
   readonly #rejections: RejectionLog;
   #server: NetServer | undefined;
+  #unixSocket: UnixSocketListener | undefined;
   #next = 0;
 
   constructor(options: OutboundOptions) {
@@ -44,10 +48,23 @@ export class OutboundListener {
     return this.#connections.size;
   }
 
+  /** Starts a TCP listener and returns its port; `listen` also takes a Unix socket. */
   async start(): Promise<number> {
+    const address = await this.listen();
+    if (isUnixAddress(address)) throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `upstream ${this.#options.upstream.service} listens on a Unix socket, which has no port`);
+    return address.port;
+  }
+
+  /** Starts listening and returns the bound address: the real port for TCP port 0, the resolved path for a Unix socket. */
+  async listen(): Promise<SocketAddress> {
     const server = createNetServer({ noDelay: true, pauseOnConnect: true }, (client) => this.#accept(client));
     this.#server = server;
-    const { host, port } = this.#options.upstream.listen;
+    const listen = this.#options.upstream.listen;
+    if (isUnixAddress(listen)) {
+      this.#unixSocket = await listenUnix(server, listen.path, this.#options.socketPermissions ?? { mode: DEFAULT_SOCKET_MODE });
+      return { path: this.#unixSocket.path };
+    }
+    const { host, port } = listen;
     await new Promise<void>((resolve, reject) => {
       server.once('error', reject);
       server.listen(port, host, () => {
@@ -56,11 +73,20 @@ export class OutboundListener {
       });
     });
     const address = server.address();
-    return typeof address === 'object' && address !== null ? address.port : port;
+    return { host, port: typeof address === 'object' && address !== null ? address.port : port };
   }
 
+  /** Stops accepting new connections; established ones continue. */
   stopAccepting(): void {
     this.#server?.close();
+  }
+
+  /**
+   * Removes the Unix socket file after `stopAccepting`. Closing the server already unlinks it
+   * (libuv does so for a listening pipe), so this covers a server that failed before closing.
+   */
+  async removeSocket(): Promise<void> {
+    await this.#unixSocket?.remove();
   }
 
   destroyAll(): void {

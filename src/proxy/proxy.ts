@@ -1,12 +1,15 @@
-import { connect as netConnect } from 'node:net';
 import { ApiClient } from '../client/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { silentLogger, type Logger } from '../log/index.ts';
 import { decide, type Decision } from '../policy/index.ts';
 import { formatServiceRef, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Endpoint, ProxySnapshot } from '../server/index.ts';
+import { checkTcpAppExposure, describeExposure, type ExposureReport, type PerimeterMode } from '../perimeter/exposure.ts';
+import { DEFAULT_SOCKET_MODE, type SocketPermissions } from '../perimeter/unix-socket.ts';
 import { AdminServer } from './admin.ts';
-import { formatHostPort, type HostPort, type UpstreamSpec } from './address.ts';
+import { formatHostPort, formatSocketAddress, isUnixAddress, type HostPort, type SocketAddress, type UpstreamSpec } from './address.ts';
+import { AppMonitor, type HealthReport } from './app-monitor.ts';
+import { HealthEndpoint } from './health-endpoint.ts';
 import { enroll, renew, renewalDelayMs, type SvidContexts } from './identity.ts';
 import { InboundListener } from './inbound.ts';
 import { ProxyMetrics } from './metrics.ts';
@@ -26,16 +29,31 @@ export interface ProxyOptions {
   listen: HostPort;
   /** Address other proxies dial; the listen address when absent. */
   advertise?: HostPort;
-  /** The local app that inbound connections are forwarded to. */
-  app: HostPort;
+  /** The local app that inbound connections are forwarded to: loopback TCP or a Unix socket. */
+  app: SocketAddress;
   upstreams: UpstreamSpec[];
-  /** Loopback HTTP endpoint for metrics and status; none when absent. */
-  admin?: HostPort;
+  /** Loopback or Unix socket HTTP endpoint for metrics and status; none when absent. */
+  admin?: SocketAddress;
+  /** Owner, group and mode of every Unix socket the proxy creates; mode 0600 and the proxy's user when absent. */
+  socketPermissions?: Partial<SocketPermissions>;
+  /** Plain HTTP endpoint serving `GET /healthz` for the orchestrator's prober; none when absent. */
+  health?: HostPort;
+  /** HTTP path the app is checked at, such as `/healthz`; a plain connect when absent. */
+  appHealthPath?: string;
+  /**
+   * Reaction to an app that listens on a wildcard or non-loopback address: `strict` rejects the
+   * start and later stops inbound traffic, `warn` (the default) logs, counts and reports it.
+   * NOTE: this belongs in the signed security manifest. It is deliberately not a command-line flag,
+   * because a local flag must never be able to weaken the posture.
+   */
+  perimeter?: PerimeterMode;
+  /** Interval of the socket-table check of the app's binding. */
+  exposureCheckIntervalMs?: number;
   /** Requested SVID TTL in seconds; the server's default when absent. */
   svidTtlSeconds?: number;
   /** How long SIGTERM waits for established connections to finish. */
   drainSeconds?: number;
-  /** Interval of the TCP health check of the app. */
+  /** Interval of the health check of the app. */
   healthCheckIntervalMs?: number;
   log?: Logger;
 }
@@ -44,6 +62,7 @@ const RENEW_RETRY_MIN_MS = 1_000;
 const RENEW_RETRY_MAX_MS = 30_000;
 const DEFAULT_DRAIN_SECONDS = 10;
 const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 10_000;
+const DEFAULT_EXPOSURE_CHECK_INTERVAL_MS = 30_000;
 const HEALTH_CHECK_TIMEOUT_MS = 2_000;
 
 /**
@@ -65,11 +84,11 @@ export class SidecarProxy {
   readonly #outbound = new Map<string, OutboundListener>();
   #watch: WatchClient | undefined;
   #admin: AdminServer | undefined;
+  #healthEndpoint: HealthEndpoint | undefined;
+  readonly #monitor: AppMonitor;
   #renewTimer: NodeJS.Timeout | undefined;
-  #healthTimer: NodeJS.Timeout | undefined;
-  #appHealthy = true;
   #inboundPort = 0;
-  readonly #upstreamPorts = new Map<string, number>();
+  readonly #upstreamAddresses = new Map<string, SocketAddress>();
   #stopping = false;
 
   constructor(options: ProxyOptions) {
@@ -78,6 +97,19 @@ export class SidecarProxy {
     const ref = parseServiceRef(options.service);
     this.identity = { namespace: ref.namespace, service: ref.service };
     this.#client = new ApiClient({ url: options.serverUrl, ca: options.serverCa });
+    this.#monitor = new AppMonitor({
+      app: options.app,
+      perimeter: options.perimeter ?? 'warn',
+      timeoutMs: HEALTH_CHECK_TIMEOUT_MS,
+      metrics: this.metrics,
+      log: this.log.child({ subsystem: 'app-monitor' }),
+      report: (report) => this.#reportHealth(report),
+      setServing: (serving, reason) => {
+        if (serving) this.#inbound?.resume();
+        else this.#inbound?.suspend('SEALMESH_ERR_APP_EXPOSED', reason);
+      },
+      ...(options.appHealthPath !== undefined ? { httpPath: options.appHealthPath } : {}),
+    });
   }
 
   get spiffeId(): string | undefined {
@@ -100,17 +132,46 @@ export class SidecarProxy {
     return this.#inboundPort;
   }
 
+  /** Returns the TCP port of an upstream listener; undefined for an unknown upstream or one on a Unix socket. */
   upstreamPort(service: string): number | undefined {
-    return this.#upstreamPorts.get(formatServiceRef(parseServiceRef(service)));
+    const address = this.upstreamAddress(service);
+    return address === undefined || isUnixAddress(address) ? undefined : address.port;
+  }
+
+  /** Returns the bound address of an upstream listener: TCP with its real port, or the resolved Unix socket path. */
+  upstreamAddress(service: string): SocketAddress | undefined {
+    return this.#upstreamAddresses.get(formatServiceRef(parseServiceRef(service)));
   }
 
   get adminPort(): number | undefined {
     return this.#admin?.port;
   }
 
-  /** Enrolls, starts every listener and the watch stream. */
+  get healthPort(): number | undefined {
+    return this.#healthEndpoint?.port;
+  }
+
+  /** The app's health and exposure as last checked, which the control plane has received or is about to. */
+  get appHealth(): HealthReport {
+    return this.#monitor.current();
+  }
+
+  get appExposure(): ExposureReport | undefined {
+    return this.#monitor.exposure;
+  }
+
+  #socketPermissions(): SocketPermissions {
+    const configured = this.options.socketPermissions ?? {};
+    return { ...configured, mode: configured.mode ?? DEFAULT_SOCKET_MODE };
+  }
+
+  /**
+   * Enrolls, starts every listener and the watch stream. Under the strict perimeter setting an app
+   * reachable around the proxy stops the start before the join token is spent.
+   */
   async start(): Promise<void> {
     const self = { ...this.identity };
+    await this.#refuseExposedApp();
     this.#inbound = new InboundListener({
       listen: this.options.listen,
       app: this.options.app,
@@ -125,10 +186,20 @@ export class SidecarProxy {
     this.#inboundPort = await this.#inbound.start({ ...TLS_SERVER_OPTIONS });
     const advertise = this.options.advertise ?? { host: this.options.listen.host, port: this.#inboundPort };
 
+    // Every local listener binds before enrollment too, so that a refused Unix socket path or a
+    // taken port fails the start before the single-use join token is spent. Without an SVID the
+    // upstream listeners close each connection.
+    try {
+      await this.#startLocalListeners();
+    } catch (error) {
+      await this.#abortStart();
+      throw error;
+    }
+
     // The CSR names the full SPIFFE ID, so the trust domain is read first from the server, which the
     // client has authenticated against the CA file.
-    const { trustDomain } = await this.#client.get<{ trustDomain: string }>('/v1/bundle').catch((error: unknown) => {
-      this.#inbound?.stopAccepting();
+    const { trustDomain } = await this.#client.get<{ trustDomain: string }>('/v1/bundle').catch(async (error: unknown) => {
+      await this.#abortStart();
       throw error;
     });
     const { response, contexts } = await enroll(
@@ -142,29 +213,14 @@ export class SidecarProxy {
         ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
       },
       this.options.serverCa,
-    ).catch((error: unknown) => {
-      this.#inbound?.stopAccepting();
+    ).catch(async (error: unknown) => {
+      await this.#abortStart();
       throw error;
     });
     this.#trustDomain = response.trustDomain;
     this.#instanceId = response.instanceId;
     this.#installSvid(contexts);
     this.log.info({ spiffeId: contexts.spiffeId, instance: this.#instanceId, serial: contexts.serial, notAfter: contexts.notAfter.toISOString() }, 'enrolled');
-
-    for (const upstream of this.options.upstreams) {
-      const listener = new OutboundListener({
-        upstream,
-        trustDomain: () => this.#trustDomain,
-        endpoints: () => this.endpoints(upstream.service),
-        secureContext: () => this.#svid?.outbound,
-        log: this.log.child({ listener: 'upstream', upstream: upstream.service }),
-        metrics: this.metrics,
-      });
-      const port = await listener.start();
-      this.#outbound.set(upstream.service, listener);
-      this.#upstreamPorts.set(upstream.service, port);
-      this.log.info({ upstream: upstream.service, listen: formatHostPort({ host: upstream.listen.host, port }) }, 'upstream listener started');
-    }
 
     this.#watch = new WatchClient({
       client: () => this.#client.with({ secureContext: this.#svid?.control }),
@@ -176,17 +232,71 @@ export class SidecarProxy {
     });
     this.#watch.start();
 
-    if (this.options.admin !== undefined) {
-      this.#admin = new AdminServer({ listen: this.options.admin, proxy: this, log: this.log.child({ subsystem: 'admin' }) });
-      await this.#admin.start();
-    }
-    const interval = this.options.healthCheckIntervalMs ?? DEFAULT_HEALTH_CHECK_INTERVAL_MS;
-    this.#healthTimer = setInterval(() => void this.#checkApp(), interval);
-    this.#healthTimer.unref();
+    // The first checks run at once, so the control plane learns about a down or exposed app now.
+    await this.#monitor.start(
+      this.options.healthCheckIntervalMs ?? DEFAULT_HEALTH_CHECK_INTERVAL_MS,
+      this.options.exposureCheckIntervalMs ?? DEFAULT_EXPOSURE_CHECK_INTERVAL_MS,
+    );
     this.log.info(
-      { service: formatServiceRef(self), inbound: formatHostPort({ host: this.options.listen.host, port: this.#inboundPort }), app: formatHostPort(this.options.app) },
+      { service: formatServiceRef(self), inbound: formatHostPort({ host: this.options.listen.host, port: this.#inboundPort }), app: formatSocketAddress(this.options.app) },
       'sealmesh proxy started',
     );
+  }
+
+  /** Starts the upstream listeners, the admin endpoint and the prober's health endpoint. */
+  async #startLocalListeners(): Promise<void> {
+    for (const upstream of this.options.upstreams) {
+      const listener = new OutboundListener({
+        upstream,
+        trustDomain: () => this.#trustDomain,
+        endpoints: () => this.endpoints(upstream.service),
+        secureContext: () => this.#svid?.outbound,
+        socketPermissions: this.#socketPermissions(),
+        log: this.log.child({ listener: 'upstream', upstream: upstream.service }),
+        metrics: this.metrics,
+      });
+      // Registered before it binds, so that a failed start still closes the listeners bound so far.
+      this.#outbound.set(upstream.service, listener);
+      const address = await listener.listen();
+      this.#upstreamAddresses.set(upstream.service, address);
+      this.log.info({ upstream: upstream.service, listen: formatSocketAddress(address) }, 'upstream listener started');
+    }
+    if (this.options.admin !== undefined) {
+      this.#admin = new AdminServer({ listen: this.options.admin, socketPermissions: this.#socketPermissions(), proxy: this, log: this.log.child({ subsystem: 'admin' }) });
+      await this.#admin.start();
+    }
+    if (this.options.health !== undefined) {
+      this.#healthEndpoint = new HealthEndpoint({ listen: this.options.health, check: () => this.#monitor.checkHealth(), log: this.log.child({ subsystem: 'health' }) });
+      await this.#healthEndpoint.start();
+    }
+  }
+
+  /** Under the strict setting, rejects an app that other hosts can reach without the proxy. */
+  async #refuseExposedApp(): Promise<void> {
+    const app = this.options.app;
+    if ((this.options.perimeter ?? 'warn') !== 'strict' || isUnixAddress(app)) return;
+    const exposure = await checkTcpAppExposure(app);
+    if (!exposure.exposed) return;
+    this.metrics.appExposed.set(1);
+    this.metrics.appExposureDetections.inc();
+    throw new SealmeshError('SEALMESH_ERR_APP_EXPOSED', `proxy start rejected: ${describeExposure(exposure, app.port)}`);
+  }
+
+  /** Closes what a failed start has opened, so that no listener or socket file is left behind. */
+  async #abortStart(): Promise<void> {
+    this.#stopping = true;
+    this.#monitor.stop();
+    this.#watch?.stop();
+    if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    this.#inbound?.stopAccepting();
+    this.#inbound?.destroyAll();
+    for (const listener of this.#outbound.values()) {
+      listener.stopAccepting();
+      listener.destroyAll();
+      await listener.removeSocket();
+    }
+    await this.#admin?.stop();
+    await this.#healthEndpoint?.stop();
   }
 
   /** Decides whether an inbound peer may connect, from the current snapshot's intentions. */
@@ -231,9 +341,12 @@ export class SidecarProxy {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
-    if (this.#healthTimer !== undefined) clearInterval(this.#healthTimer);
+    this.#monitor.stop();
     this.#inbound?.stopAccepting();
-    for (const listener of this.#outbound.values()) listener.stopAccepting();
+    for (const listener of this.#outbound.values()) {
+      listener.stopAccepting();
+      await listener.removeSocket();
+    }
     if (this.#svid !== undefined && this.#instanceId !== '') {
       try {
         await this.#client.with({ secureContext: this.#svid.control, timeoutMs: 3_000 }).post('/v1/agent/deregister', { instanceId: this.#instanceId });
@@ -252,6 +365,7 @@ export class SidecarProxy {
     this.#inbound?.destroyAll();
     for (const listener of this.#outbound.values()) listener.destroyAll();
     await this.#admin?.stop();
+    await this.#healthEndpoint?.stop();
     this.log.info('sealmesh proxy stopped');
   }
 
@@ -306,34 +420,13 @@ export class SidecarProxy {
       port: advertise.port === 0 ? this.#inboundPort : advertise.port,
       upstreams: this.options.upstreams.map((upstream) => upstream.service),
     });
+    // A new registration starts as passing; send the real state again.
+    this.#monitor.forgetReported();
+    void this.#monitor.sync();
   }
 
-  /** TCP-connects to the app and reports a change of health to the control plane. */
-  async #checkApp(): Promise<void> {
-    const healthy = await new Promise<boolean>((resolve) => {
-      const socket = netConnect({ host: this.options.app.host, port: this.options.app.port });
-      socket.setTimeout(HEALTH_CHECK_TIMEOUT_MS, () => {
-        socket.destroy();
-        resolve(false);
-      });
-      socket.once('connect', () => {
-        socket.destroy();
-        resolve(true);
-      });
-      socket.once('error', () => resolve(false));
-    });
-    if (healthy === this.#appHealthy || this.#stopping) return;
-    try {
-      await this.#client.with({ secureContext: this.#svid?.control }).put('/v1/agent/health', {
-        instanceId: this.#instanceId,
-        status: healthy ? 'passing' : 'critical',
-        output: healthy ? 'app accepts TCP connections' : `app at ${formatHostPort(this.options.app)} does not accept TCP connections`,
-      });
-      this.#appHealthy = healthy;
-      this.log.info({ healthy }, 'app health changed');
-    } catch (error) {
-      this.log.warn({ reason: (error as Error).message }, 'failed to report app health; retrying at the next check');
-    }
+  async #reportHealth(report: HealthReport): Promise<void> {
+    await this.#client.with({ secureContext: this.#svid?.control }).put('/v1/agent/health', { instanceId: this.#instanceId, ...report });
   }
 
 }

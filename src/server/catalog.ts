@@ -5,6 +5,14 @@ import { encodeJson, getJson, instanceKey, KEYS, listJson } from './records.ts';
 
 export type HealthStatus = 'passing' | 'critical';
 
+/** Binding of the app behind a proxy, as the proxy read it from the host's socket tables. */
+export interface AppExposure {
+  /** True when the app listens on a wildcard or non-loopback address. */
+  exposed: boolean;
+  /** The exposed addresses, such as `0.0.0.0:8080` or `[::]:8080`. */
+  bindings: string[];
+}
+
 /** One running proxy and the app behind it. */
 export interface Instance {
   id: string;
@@ -18,6 +26,8 @@ export interface Instance {
   upstreams: string[];
   health: HealthStatus;
   healthOutput?: string;
+  /** The app's binding as of the proxy's last health report; absent when the proxy never reported it. */
+  appExposure?: AppExposure;
   registeredAt: string;
   svidSerial?: string;
   svidNotAfter?: string;

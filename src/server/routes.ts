@@ -1,7 +1,6 @@
 import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
-import type { z } from 'zod';
 import { SealmeshError } from '../errors/index.ts';
 import { spiffeIdFromPeerCertificate, type CertificateAuthority } from '../pki/index.ts';
 import { formatServiceRef, formatSpiffeId, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
@@ -13,6 +12,13 @@ import type { IntentionStore } from './intentions.ts';
 import type { ServerMetrics } from './metrics.ts';
 import type { WatchHub } from './watch.ts';
 import * as schemas from './schemas.ts';
+import { parseBody, presentedToken } from './request.ts';
+import { registerOperatorRoutes } from './routes-operator.ts';
+import type { SealLifecycle } from './seal-lifecycle.ts';
+import type { AuditActor, AuditLog } from '../audit/index.ts';
+import type { ManifestService } from './manifest-service.ts';
+import { registerManifestRoutes } from './manifest-routes.ts';
+import { registerAuditRoutes } from './audit-routes.ts';
 
 export interface RouteContext {
   acl: AclService;
@@ -24,32 +30,47 @@ export interface RouteContext {
   verifiers: VerifierRegistry;
   log: Logger;
   trustDomain: string;
-  /** Default TTL of issued SVIDs, in seconds. */
-  svidTtlSeconds: number;
+  manifests: ManifestService;
+  audit: AuditLog;
   storeRevision: () => Promise<number>;
   version: string;
+  seal: SealLifecycle;
+}
+
+/** The audit actor of a request made with an ACL token. */
+function tokenActor(token: { accessorId: string }): AuditActor {
+  return { kind: 'token', accessorId: token.accessorId };
+}
+
+/**
+ * Returns the TTL to issue an SVID with under the enforced bounds. A requested TTL outside them is
+ * rejected at enrollment, so the caller sees the mistake. At renewal it is clamped into them,
+ * because bounds that a newer manifest narrowed must not cost a running proxy its identity.
+ */
+async function svidTtlFor(manifests: ManifestService, requested: number | undefined, mode: 'reject' | 'clamp'): Promise<number> {
+  const { svidTtl } = await manifests.settings();
+  if (requested === undefined) return svidTtl.defaultSeconds;
+  if (requested >= svidTtl.minSeconds && requested <= svidTtl.maxSeconds) return requested;
+  if (mode === 'clamp') return Math.min(svidTtl.maxSeconds, Math.max(svidTtl.minSeconds, requested));
+  throw new SealmeshError(
+    'SEALMESH_ERR_TTL_OUT_OF_BOUNDS',
+    `requested SVID TTL ${requested}s is outside the bounds of the cluster's posture: request ${svidTtl.minSeconds}s to ${svidTtl.maxSeconds}s, or omit it for the default of ${svidTtl.defaultSeconds}s`,
+  );
+}
+
+/** Throws when the applied manifest manages intentions, so the API may not write them. */
+async function assertIntentionsWritable(manifests: ManifestService): Promise<void> {
+  const settings = await manifests.settings();
+  if (settings.intentionsManagement === 'manifest') {
+    throw new SealmeshError(
+      'SEALMESH_ERR_INTENTIONS_MANAGED_BY_MANIFEST',
+      'the applied manifest sets intentions.management to manifest, so intentions change only through a signed manifest; edit intentions.rules in a new manifest version',
+    );
+  }
 }
 
 /** Interval between heartbeat lines on a watch stream, so that both ends notice a dead peer. */
 const WATCH_HEARTBEAT_MS = 15_000;
-
-function parse<T extends z.ZodType>(schema: T, value: unknown, what: string): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    const path = issue === undefined || issue.path.length === 0 ? what : `${what} field ${issue.path.join('.')}`;
-    throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `${path} is invalid: ${issue?.message ?? 'does not match the schema'}`);
-  }
-  return result.data;
-}
-
-/** Returns the ACL token presented as `Authorization: Bearer` or `X-Sealmesh-Token`. */
-function presentedToken(request: FastifyRequest): string | undefined {
-  const header = request.headers.authorization;
-  if (typeof header === 'string' && header.startsWith('Bearer ')) return header.slice('Bearer '.length).trim();
-  const alternative = request.headers['x-sealmesh-token'];
-  return typeof alternative === 'string' ? alternative : undefined;
-}
 
 /**
  * Returns the SPIFFE ID of the proxy that called over mTLS. Node has already verified the chain
@@ -68,29 +89,36 @@ function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
 }
 
 export function registerRoutes(app: FastifyInstance, context: RouteContext): void {
-  const { acl, ca, catalog, intentions, hub, metrics, log } = context;
+  const { acl, ca, catalog, intentions, hub, metrics, log, manifests, audit } = context;
 
-  app.get('/v1/status', async () => ({
-    trustDomain: context.trustDomain,
-    rootFingerprintSha256: ca.rootFingerprintSha256(),
-    initialized: await acl.isBootstrapped(),
-    storeRevision: await context.storeRevision(),
-    watchStreams: hub.streamCount,
-    version: context.version,
-  }));
+  app.get('/v1/status', async () => {
+    const posture = (await manifests.posture()) ?? null;
+    return {
+      trustDomain: context.trustDomain,
+      rootFingerprintSha256: ca.rootFingerprintSha256(),
+      initialized: await acl.isBootstrapped(),
+      storeRevision: await context.storeRevision(),
+      watchStreams: hub.streamCount,
+      version: context.version,
+      seal: context.seal.describe(),
+      manifest: posture === null ? null : { version: posture.version, digest: posture.digest },
+      posture,
+    };
+  });
 
   app.get('/v1/bundle', async () => ({ trustDomain: context.trustDomain, roots: ca.bundle() }));
 
   app.post('/v1/operator/init', async (request) => {
-    parse(schemas.emptyBody, request.body, 'request body');
+    parseBody(schemas.emptyBody, request.body, 'request body');
     const { token, accessorId } = await acl.bootstrap();
+    await audit.append({ action: 'operator.init', actor: { kind: 'system', accessorId: 'server' }, subject: accessorId });
     log.info({ accessorId }, 'cluster initialised; first operator token issued');
     return { token, accessorId, trustDomain: context.trustDomain };
   });
 
   app.post('/v1/acl/tokens', async (request) => {
-    await acl.authorize(presentedToken(request), 'operator');
-    const body = parse(schemas.createTokenBody, request.body, 'request body');
+    const caller = await acl.authorize(presentedToken(request), 'operator');
+    const body = parseBody(schemas.createTokenBody, request.body, 'request body');
     const ref = body.service === undefined ? undefined : parseServiceRef(body.service);
     const { token, record } = await acl.create({
       kind: body.kind,
@@ -98,6 +126,12 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       service: ref?.service,
       ttlSeconds: body.ttlSeconds,
       description: body.description,
+    });
+    await audit.append({
+      action: 'token.create',
+      actor: tokenActor(caller),
+      subject: record.accessorId,
+      details: { kind: record.kind, ...(body.service !== undefined ? { service: body.service } : {}), ...(record.expiresAt !== undefined ? { expiresAt: record.expiresAt } : {}) },
     });
     log.info({ accessorId: record.accessorId, kind: record.kind, service: body.service }, 'ACL token created');
     return { token, ...record };
@@ -109,11 +143,12 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.delete('/v1/acl/tokens/:accessorId', async (request) => {
-    await acl.authorize(presentedToken(request), 'operator');
+    const caller = await acl.authorize(presentedToken(request), 'operator');
     const { accessorId } = request.params as { accessorId: string };
     if (!(await acl.revoke(accessorId))) {
       throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `no token with accessor id ${JSON.stringify(accessorId)}`);
     }
+    await audit.append({ action: 'token.revoke', actor: tokenActor(caller), subject: accessorId });
     log.info({ accessorId }, 'ACL token revoked');
     return { revoked: accessorId };
   });
@@ -125,37 +160,48 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   app.get('/v1/intentions', async (request) => {
     await acl.authorize(presentedToken(request), 'read');
-    return { intentions: await intentions.list() };
+    const managed = (await manifests.settings()).manifestIntentions;
+    return { intentions: managed ?? (await intentions.list()) };
   });
 
   app.post('/v1/intentions', async (request) => {
-    await acl.authorize(presentedToken(request), 'operator');
-    const body = parse(schemas.createIntentionBody, request.body, 'request body');
+    const caller = await acl.authorize(presentedToken(request), 'operator');
+    const body = parseBody(schemas.createIntentionBody, request.body, 'request body');
+    await assertIntentionsWritable(manifests);
     const intention = await intentions.upsert(body);
+    await audit.append({
+      action: 'intention.create',
+      actor: tokenActor(caller),
+      subject: `${intention.source} -> ${intention.destination}`,
+      details: { action: intention.action, replace: body.replace === true },
+    });
     log.info({ source: intention.source, destination: intention.destination, action: intention.action }, 'intention written');
     return { intention };
   });
 
   app.delete('/v1/intentions', async (request) => {
-    await acl.authorize(presentedToken(request), 'operator');
-    const query = parse(schemas.deleteIntentionQuery, request.query, 'query');
+    const caller = await acl.authorize(presentedToken(request), 'operator');
+    const query = parseBody(schemas.deleteIntentionQuery, request.query, 'query');
+    await assertIntentionsWritable(manifests);
     if (!(await intentions.delete(query.source, query.destination))) {
       throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `no intention ${query.source} -> ${query.destination}`);
     }
+    await audit.append({ action: 'intention.delete', actor: tokenActor(caller), subject: `${query.source} -> ${query.destination}` });
     log.info({ source: query.source, destination: query.destination }, 'intention deleted');
     return { deleted: { source: query.source, destination: query.destination } };
   });
 
   app.post('/v1/svid/enroll', async (request) => {
     const token = await acl.authorize(presentedToken(request), 'join');
-    const body = parse(schemas.enrollBody, request.body, 'request body');
+    const body = parseBody(schemas.enrollBody, request.body, 'request body');
     if (body.evidence !== undefined) {
       // Fails closed for a provider the server cannot verify.
       context.verifiers.get(body.evidence.provider);
     }
     const entitled: SpiffeId = { trustDomain: context.trustDomain, namespace: token.namespace ?? 'default', service: token.service ?? '' };
     // The CSR is validated before the token is consumed, so a malformed request does not burn it.
-    const svid = await ca.issueSvid({ csrPem: body.csr, entitled, ttlSeconds: body.ttlSeconds ?? context.svidTtlSeconds });
+    const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'reject');
+    const svid = await ca.issueSvid({ csrPem: body.csr, entitled, ttlSeconds });
     await acl.consumeJoinToken(token);
     const instance: Instance = {
       id: randomUUID(),
@@ -186,8 +232,9 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   app.post('/v1/svid/renew', async (request) => {
     const peer = peerIdentity(request, context.trustDomain);
-    const body = parse(schemas.renewBody, request.body, 'request body');
-    const svid = await ca.issueSvid({ csrPem: body.csr, entitled: peer, ttlSeconds: body.ttlSeconds ?? context.svidTtlSeconds });
+    const body = parseBody(schemas.renewBody, request.body, 'request body');
+    const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'clamp');
+    const svid = await ca.issueSvid({ csrPem: body.csr, entitled: peer, ttlSeconds });
     await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
       ...instance,
       svidSerial: svid.serialNumber,
@@ -208,14 +255,15 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   app.put('/v1/agent/health', async (request) => {
     const peer = peerIdentity(request, context.trustDomain);
-    const body = parse(schemas.healthBody, request.body, 'request body');
+    const body = parseBody(schemas.healthBody, request.body, 'request body');
     const updated = await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
       ...instance,
       health: body.status,
       ...(body.output !== undefined ? { healthOutput: body.output } : {}),
+      ...(body.appExposure !== undefined ? { appExposure: body.appExposure } : {}),
     }));
     if (!updated) throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${body.instanceId} of ${formatServiceRef(peer)} is not registered`);
-    log.info({ instance: body.instanceId, status: body.status }, 'instance health changed');
+    log.info({ instance: body.instanceId, status: body.status, appExposed: body.appExposure?.exposed }, 'instance health changed');
     return { instanceId: body.instanceId, health: body.status };
   });
 
@@ -223,7 +271,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   // SVID; it can only register an instance of the service its SVID names.
   app.post('/v1/agent/register', async (request) => {
     const peer = peerIdentity(request, context.trustDomain);
-    const body = parse(schemas.registerBody, request.body, 'request body');
+    const body = parseBody(schemas.registerBody, request.body, 'request body');
     const existing = await catalog.get(peer.namespace, peer.service, body.instanceId);
     const instance: Instance = {
       ...existing,
@@ -244,7 +292,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   app.post('/v1/agent/deregister', async (request) => {
     const peer = peerIdentity(request, context.trustDomain);
-    const body = parse(schemas.deregisterBody, request.body, 'request body');
+    const body = parseBody(schemas.deregisterBody, request.body, 'request body');
     const removed = await catalog.deregister(peer.namespace, peer.service, body.instanceId);
     hub.forget({ id: body.instanceId, namespace: peer.namespace, service: peer.service });
     log.info({ instance: body.instanceId, removed }, 'instance deregistered');
@@ -253,7 +301,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   app.get('/v1/watch', async (request, reply) => {
     const peer = peerIdentity(request, context.trustDomain);
-    const query = parse(schemas.watchQuery, request.query, 'query');
+    const query = parseBody(schemas.watchQuery, request.query, 'query');
     const instance = await catalog.get(peer.namespace, peer.service, query.instance);
     if (instance === undefined) {
       throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${query.instance} of ${formatServiceRef(peer)} is not registered; the proxy must enroll again`);
@@ -277,6 +325,10 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     };
     response.once('close', closed);
   });
+
+  registerOperatorRoutes(app, { acl, seal: context.seal, audit, log });
+  registerManifestRoutes(app, { acl, manifests, audit, log, onApplied: () => hub.schedulePush() });
+  registerAuditRoutes(app, { acl, audit, log });
 
   app.get('/v1/metrics', async (request, reply) => {
     await acl.authorize(presentedToken(request), 'read');

@@ -58,6 +58,12 @@ export const healthBody = z.strictObject({
   instanceId: z.uuid(),
   status: z.enum(['passing', 'critical']),
   output: z.string().max(1024).optional(),
+  appExposure: z
+    .strictObject({
+      exposed: z.boolean(),
+      bindings: z.array(z.string().min(1).max(64)).max(32),
+    })
+    .optional(),
 });
 
 export const registerBody = z.strictObject({

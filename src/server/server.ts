@@ -6,18 +6,22 @@ import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { fastify, type FastifyError, type FastifyInstance } from 'fastify';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { silentLogger, type Logger } from '../log/index.ts';
-import { SqliteStore, type Store } from '../store/index.ts';
+import type { Store } from '../store/index.ts';
 import { CertificateAuthority, StoreKeyCustody, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
 import { VerifierRegistry } from '../attest/index.ts';
 import { assertTrustDomain, generateTrustDomain } from '../spiffe/index.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
+import { AuditLog } from '../audit/index.ts';
 import { AclService } from './acl.ts';
 import { Catalog } from './catalog.ts';
 import { IntentionStore } from './intentions.ts';
+import { ManifestService } from './manifest-service.ts';
 import { ServerMetrics } from './metrics.ts';
 import { encodeJson, getJson, KEYS } from './records.ts';
 import { registerRoutes } from './routes.ts';
 import { WatchHub } from './watch.ts';
+import { SealLifecycle } from './seal-lifecycle.ts';
+import type { CounterConfig, SealConfig } from './seal-setup.ts';
 
 export const DEFAULT_SERVER_HOST = '127.0.0.1';
 export const DEFAULT_SERVER_PORT = 8501;
@@ -39,8 +43,17 @@ export interface ServerOptions {
   svidTtlSeconds?: number;
   leaseSeconds?: number;
   log?: Logger;
-  /** An already open store; the server opens `<dataDir>/sealmesh.db` when absent. */
+  /**
+   * An already open store. Without it the server opens the sealed store `<dataDir>/sealmesh.db`
+   * with the seal provider of `seal`.
+   */
   store?: Store;
+  /** Seal provider of the data directory; a key file beside the data directory when absent. */
+  seal?: SealConfig;
+  /** Monotonic counter that detects a rollback of the whole data directory. */
+  counter?: CounterConfig;
+  /** Control socket of a Shamir-sealed server; a sibling of the data directory when absent. */
+  unsealSocket?: string;
 }
 
 interface ClusterMeta {
@@ -62,10 +75,28 @@ export class ControlPlane {
   #ca: CertificateAuthority | undefined;
   #trustDomain = '';
   #renewTimer: NodeJS.Timeout | undefined;
+  #audit: AuditLog | undefined;
+  readonly #seal: SealLifecycle;
 
   constructor(options: ServerOptions) {
     this.options = options;
     this.log = options.log ?? silentLogger();
+    this.#seal = new SealLifecycle(this, this.log.child({ subsystem: 'seal' }));
+  }
+
+  /** True while a Shamir-sealed server waits for key shares or for `operator init`. */
+  get sealed(): boolean {
+    return this.#app === undefined;
+  }
+
+  /** Seal provider, counter and data-key state of the open store. */
+  get seal(): SealLifecycle {
+    return this.#seal;
+  }
+
+  /** Resolves once the store is open and the HTTPS API is listening. */
+  whenOpen(): Promise<void> {
+    return this.#seal.opened;
   }
 
   get trustDomain(): string {
@@ -75,6 +106,12 @@ export class ControlPlane {
   get ca(): CertificateAuthority {
     if (this.#ca === undefined) throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the server has not started');
     return this.#ca;
+  }
+
+  /** The audit log in the open store. */
+  get audit(): AuditLog {
+    if (this.#audit === undefined) throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the server has no open store');
+    return this.#audit;
   }
 
   /** Path of the PEM trust bundle that clients pass as `--ca-file`. */
@@ -96,9 +133,22 @@ export class ControlPlane {
     return `https://${isIP(host) === 6 ? `[${host}]` : host}:${port}`;
   }
 
+  /**
+   * Starts the server. With a key-file, passphrase or PKCS#11 seal it opens the store and the API
+   * before it returns. With a Shamir seal it returns once the sealed-state control socket listens;
+   * `whenOpen` resolves after enough key shares arrive.
+   */
   async start(): Promise<void> {
     mkdirSync(this.options.dataDir, { recursive: true, mode: 0o700 });
-    const store = this.options.store ?? (await SqliteStore.open(join(this.options.dataDir, 'sealmesh.db')));
+    if (this.options.store !== undefined) {
+      await this.openWithStore(this.options.store);
+      return;
+    }
+    await this.#seal.start();
+  }
+
+  /** Serves the API on an open store. Called once, by `start` or after an unseal. */
+  async openWithStore(store: Store): Promise<void> {
     this.#store = store;
     this.#trustDomain = await this.#loadTrustDomain(store);
     const ca = await CertificateAuthority.open({ store, custody: new StoreKeyCustody(store), trustDomain: this.#trustDomain });
@@ -109,6 +159,10 @@ export class ControlPlane {
     const acl = new AclService(store);
     const catalog = new Catalog(store);
     const intentions = new IntentionStore(store);
+    const audit = new AuditLog(store);
+    this.#audit = audit;
+    const svidTtlSeconds = this.options.svidTtlSeconds ?? DEFAULT_SVID_TTL_SECONDS;
+    const manifests = new ManifestService(store, svidTtlSeconds);
     const hub = new WatchHub({
       store,
       catalog,
@@ -118,6 +172,7 @@ export class ControlPlane {
       log: this.log.child({ subsystem: 'watch' }),
       leaseSeconds: this.options.leaseSeconds ?? DEFAULT_LEASE_SECONDS,
       onPush: (count) => this.metrics.snapshotsPushed.inc(count),
+      manifests,
     });
     this.#hub = hub;
 
@@ -145,9 +200,11 @@ export class ControlPlane {
       verifiers: new VerifierRegistry(),
       log: this.log.child({ subsystem: 'api' }),
       trustDomain: this.#trustDomain,
-      svidTtlSeconds: this.options.svidTtlSeconds ?? DEFAULT_SVID_TTL_SECONDS,
+      manifests,
+      audit,
       storeRevision: () => store.revision(),
       version: PACKAGE_VERSION,
+      seal: this.#seal,
     });
 
     await hub.start();
@@ -159,13 +216,24 @@ export class ControlPlane {
       { url: this.url, trustDomain: this.#trustDomain, rootFingerprintSha256: ca.rootFingerprintSha256(), trustBundle: this.trustBundlePath },
       'sealmesh server started',
     );
+    this.#seal.markOpen();
+  }
+
+  /** Issues the first operator token; succeeds once per cluster. */
+  async bootstrapAcl(): Promise<{ token: string; accessorId: string }> {
+    if (this.#store === undefined) throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the server has no open store');
+    const issued = await new AclService(this.#store).bootstrap();
+    await this.audit.append({ action: 'operator.init', actor: { kind: 'system', accessorId: 'server' }, subject: issued.accessorId });
+    return issued;
   }
 
   async stop(): Promise<void> {
     if (this.#renewTimer !== undefined) clearInterval(this.#renewTimer);
     this.#hub?.stop();
     await this.#app?.close();
+    await this.#seal.stopBackground();
     await this.#store?.close();
+    await this.#seal.stop();
     this.log.info('sealmesh server stopped');
   }
 

@@ -1,10 +1,12 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Logger } from '../log/index.ts';
 import type { Store, Watcher } from '../store/index.ts';
-import { DEFAULT_POLICY, type DefaultPolicy, type Intention } from '../policy/index.ts';
+import type { DefaultPolicy, Intention } from '../policy/index.ts';
+import type { SignedManifest } from '../manifest/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
 import type { Catalog, Instance } from './catalog.ts';
 import type { IntentionStore } from './intentions.ts';
+import type { ManifestService } from './manifest-service.ts';
 
 /** One reachable instance of an upstream service. */
 export interface Endpoint {
@@ -26,6 +28,11 @@ export interface ProxySnapshot {
   intentions: Intention[];
   /** Healthy endpoints of each upstream the proxy declared, by upstream service reference. */
   upstreams: Record<string, Endpoint[]>;
+  /**
+   * Every applied signed manifest, oldest first, so that a proxy can check the chain against the
+   * genesis digest it pinned. Empty while no manifest is applied.
+   */
+  manifestChain?: SignedManifest[];
 }
 
 export interface WatchStream {
@@ -49,6 +56,8 @@ interface HubOptions {
   /** Delay that batches bursts of store changes into one push. */
   debounceMs?: number;
   onPush?: (count: number) => void;
+  /** Source of the default policy, of intentions that a manifest manages, and of the chain. */
+  manifests: ManifestService;
 }
 
 /**
@@ -76,7 +85,7 @@ export class WatchHub {
     }
     const revision = await this.#options.store.revision();
     this.#watcher = this.#options.store.watch('', revision, (event) => {
-      if (event.key.startsWith('acl/')) return;
+      if (event.key.startsWith('acl/') || event.key.startsWith('audit/')) return;
       this.schedulePush();
     });
     const reapEveryMs = Math.max(200, Math.min(5000, (this.#options.leaseSeconds * 1000) / 3));
@@ -141,7 +150,13 @@ export class WatchHub {
   }
 
   async #loadShared(): Promise<SharedState> {
-    const [intentions, instances] = await Promise.all([this.#options.intentions.list(), this.#options.catalog.instances()]);
+    const [stored, instances, settings, manifestChain] = await Promise.all([
+      this.#options.intentions.list(),
+      this.#options.catalog.instances(),
+      this.#options.manifests.settings(),
+      this.#options.manifests.chain(),
+    ]);
+    const intentions = settings.manifestIntentions ?? stored;
     const healthyByService = new Map<string, Endpoint[]>();
     for (const instance of instances) {
       if (instance.health !== 'passing') continue;
@@ -150,7 +165,7 @@ export class WatchHub {
       endpoints.push({ instanceId: instance.id, address: instance.address, port: instance.port, spiffeId: instance.spiffeId });
       healthyByService.set(ref, endpoints);
     }
-    return { intentions, healthyByService, bundle: this.#options.bundle() };
+    return { intentions, healthyByService, bundle: this.#options.bundle(), defaultPolicy: settings.defaultPolicy, manifestChain };
   }
 
   #pushTo(stream: WatchStream, shared: SharedState): boolean {
@@ -182,6 +197,8 @@ interface SharedState {
   intentions: Intention[];
   healthyByService: Map<string, Endpoint[]>;
   bundle: string[];
+  defaultPolicy: DefaultPolicy;
+  manifestChain: SignedManifest[];
 }
 
 function instanceRef(instance: Pick<Instance, 'id' | 'namespace' | 'service'>): string {
@@ -198,7 +215,7 @@ function buildSnapshot(instance: WatchStream['instance'], shared: SharedState, t
     const ref = formatServiceRef(parseServiceRef(upstream));
     upstreams[upstream] = [...(shared.healthyByService.get(ref) ?? [])].sort((a, b) => a.instanceId.localeCompare(b.instanceId));
   }
-  const body = { trustDomain, bundle: shared.bundle, defaultPolicy: DEFAULT_POLICY, intentions, upstreams };
+  const body = { trustDomain, bundle: shared.bundle, defaultPolicy: shared.defaultPolicy, intentions, upstreams, manifestChain: shared.manifestChain };
   const version = createHash('sha256').update(JSON.stringify(body)).digest('hex').slice(0, 16);
   return { version, ...body };
 }

@@ -190,6 +190,17 @@ export class SqliteStore implements Store {
     return { close: () => this.stopWatch(state) };
   }
 
+  /**
+   * Writes a consistent copy of the whole database to `path` (SQLite `VACUUM INTO`), taken at a
+   * transaction boundary while writers continue. The copy holds the same bytes the store holds, so
+   * a sealed store's copy stays sealed. Fails when `path` exists.
+   */
+  async snapshotTo(path: string): Promise<void> {
+    this.run('snapshot', () => {
+      (this.db as DatabaseSync).prepare('VACUUM INTO ?').run(path);
+    });
+  }
+
   /** Stops all watchers, dropping events they have not received yet, and closes the file. Idempotent. */
   async close(): Promise<void> {
     for (const state of this.watches) this.stopWatch(state);

@@ -35,7 +35,9 @@ export interface TestServer {
 
 /** Starts a control plane on 127.0.0.1 with a free port and initialises it. */
 export async function startServer(options: Partial<ServerOptions> = {}): Promise<TestServer> {
-  const dir = options.dataDir ?? tempDir().path;
+  // The data directory sits inside a private temporary directory, so that the key file the server
+  // creates beside it is removed with it.
+  const dir = options.dataDir ?? join(tempDir().path, 'data');
   const server = new ControlPlane({ dataDir: dir, host: '127.0.0.1', port: 0, leaseSeconds: 5, log: testLogger('server'), ...options });
   await server.start();
   const ca = server.ca.bundle();

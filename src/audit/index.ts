@@ -1,0 +1,16 @@
+export {
+  AUDIT_ACTIONS,
+  AUDIT_HEAD_KEY,
+  AUDIT_PREFIX,
+  AuditLog,
+  auditEntryHash,
+  auditEntryKey,
+  type AuditAction,
+  type AuditActor,
+  type AuditEntry,
+  type AuditEvent,
+  type AuditFailureCode,
+  type AuditLogOptions,
+  type AuditVerification,
+  type JsonValue,
+} from './log.ts';

@@ -1,0 +1,286 @@
+import { createPublicKey, type KeyObject } from 'node:crypto';
+import { z } from 'zod';
+import { SealmeshError, isSealmeshError } from '../errors/index.ts';
+import { MAX_SVID_TTL_SECONDS, MIN_SVID_TTL_SECONDS } from '../pki/index.ts';
+import { normaliseIntentionEnds } from '../policy/intentions.ts';
+import { assertTrustDomain, parseServiceRef } from '../spiffe/index.ts';
+
+/**
+ * The zod schemas of the signed manifest and its document.
+ *
+ * Every object is strict, so an unknown member is an error rather than a setting that is signed
+ * but ignored. Parsing never fills in defaults or rewrites a value: the digest and the signatures
+ * cover the manifest exactly as written, and `effectivePosture` applies the defaults when the
+ * settings are read.
+ */
+
+/** Signature algorithms of operator keys. */
+export const OPERATOR_KEY_ALGORITHMS = ['ed25519', 'ecdsa-p256'] as const;
+export type OperatorKeyAlgorithm = (typeof OPERATOR_KEY_ALGORITHMS)[number];
+
+/** Length in bytes of every operator signature: Ed25519, and ECDSA P-256 in IEEE P1363 form (r || s). */
+export const SIGNATURE_BYTES = 64;
+
+const KEY_ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+const DIGEST_PATTERN = /^[0-9a-f]{64}$/;
+const BASE64_PATTERN = /^(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$/;
+// Node's TLS group names, such as X25519, P-256 or X25519MLKEM768.
+const KEY_EXCHANGE_PATTERN = /^[A-Za-z0-9_-]{1,64}$/;
+
+/**
+ * Imports an operator public key and checks that it is canonical SPKI PEM of the named algorithm.
+ * Returns the key or a reason for rejecting it.
+ */
+export function importOperatorPublicKey(pem: string, algorithm: OperatorKeyAlgorithm): KeyObject | string {
+  // createPublicKey also accepts a private key or a certificate and derives the public key from it,
+  // so the PEM label is checked first: a private key must never end up in a signed manifest.
+  if (!/^-----BEGIN PUBLIC KEY-----\n[A-Za-z0-9+/=\n]+-----END PUBLIC KEY-----\n$/.test(pem)) {
+    return 'is not an SPKI PEM public key (-----BEGIN PUBLIC KEY-----)';
+  }
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: pem, format: 'pem' });
+  } catch {
+    return 'cannot be decoded as a public key';
+  }
+  const matches =
+    algorithm === 'ed25519'
+      ? key.asymmetricKeyType === 'ed25519'
+      : key.asymmetricKeyType === 'ec' && key.asymmetricKeyDetails?.namedCurve === 'prime256v1';
+  if (!matches) {
+    return `is not an ${algorithm} key`;
+  }
+  if (publicKeyToPem(key) !== pem) {
+    return 'is not in canonical form: write it exactly as `openssl pkey -pubout` prints it, with 64-character lines and a final newline';
+  }
+  return key;
+}
+
+/** Exports a public key as SPKI PEM text. */
+export function publicKeyToPem(key: KeyObject): string {
+  return key.export({ type: 'spki', format: 'pem' }).toString();
+}
+
+/** Returns true when `value` is base64 with padding that decodes to bytes which encode back to it. */
+export function isCanonicalBase64(value: string): boolean {
+  return BASE64_PATTERN.test(value) && Buffer.from(value, 'base64').toString('base64') === value;
+}
+
+const operatorKeySchema = z
+  .strictObject({
+    id: z.string().regex(KEY_ID_PATTERN, 'use 1 to 128 letters, digits and ._:@-, starting with a letter or digit'),
+    algorithm: z.enum(OPERATOR_KEY_ALGORITHMS),
+    publicKey: z.string().max(4096),
+  })
+  .superRefine((key, context) => {
+    const imported = importOperatorPublicKey(key.publicKey, key.algorithm);
+    if (typeof imported === 'string') {
+      context.addIssue({ code: 'custom', path: ['publicKey'], message: `public key of operator key ${JSON.stringify(key.id)} ${imported}` });
+    }
+  });
+
+const operatorsSchema = z
+  .strictObject({
+    keys: z.array(operatorKeySchema).min(1),
+    threshold: z.number().int().min(1),
+  })
+  .superRefine((operators, context) => {
+    if (operators.threshold > operators.keys.length) {
+      context.addIssue({
+        code: 'custom',
+        path: ['threshold'],
+        message: `threshold ${operators.threshold} exceeds the ${operators.keys.length} operator keys`,
+      });
+    }
+    const ids = new Set<string>();
+    const publicKeys = new Set<string>();
+    operators.keys.forEach((key, index) => {
+      if (ids.has(key.id)) {
+        context.addIssue({ code: 'custom', path: ['keys', index, 'id'], message: `operator key id ${JSON.stringify(key.id)} is used twice` });
+      }
+      ids.add(key.id);
+      if (publicKeys.has(key.publicKey)) {
+        context.addIssue({ code: 'custom', path: ['keys', index, 'publicKey'], message: `operator key ${JSON.stringify(key.id)} repeats the public key of another operator key` });
+      }
+      publicKeys.add(key.publicKey);
+    });
+  });
+
+const ttlSeconds = z.number().int().min(MIN_SVID_TTL_SECONDS).max(MAX_SVID_TTL_SECONDS);
+
+const svidTtlSchema = z
+  .strictObject({ default: ttlSeconds, min: ttlSeconds, max: ttlSeconds })
+  .superRefine((ttl, context) => {
+    if (!(ttl.min <= ttl.default && ttl.default <= ttl.max)) {
+      context.addIssue({ code: 'custom', message: `SVID TTLs must satisfy min <= default <= max, got min ${ttl.min}, default ${ttl.default}, max ${ttl.max}` });
+    }
+  });
+
+const tlsSchema = z.strictObject({
+  // TLS 1.3 is the only version accepted today. A later format may allow others.
+  minVersion: z.literal('TLSv1.3'),
+  keyExchange: z
+    .array(z.string().regex(KEY_EXCHANGE_PATTERN, 'use a TLS group name such as X25519 or P-256'))
+    .min(1)
+    .refine((groups) => new Set(groups).size === groups.length, 'a key exchange group is listed twice')
+    .optional(),
+  keyTypes: z
+    .array(z.literal('ecdsa-p256'))
+    .min(1)
+    .refine((types) => new Set(types).size === types.length, 'a key type is listed twice'),
+});
+
+/** Adds an issue unless `ref` is a normalised intention end (`name`, `namespace/name` or `*`). */
+function checkIntentionEnds(rule: { source: string; destination: string }, context: z.RefinementCtx): void {
+  let normalised: { source: string; destination: string };
+  try {
+    normalised = normaliseIntentionEnds(rule.source, rule.destination);
+  } catch (error) {
+    context.addIssue({ code: 'custom', message: isSealmeshError(error) ? error.message : String(error) });
+    return;
+  }
+  for (const end of ['source', 'destination'] as const) {
+    if (normalised[end] !== rule[end]) {
+      context.addIssue({ code: 'custom', path: [end], message: `${end} ${JSON.stringify(rule[end])} is not in normal form; write ${JSON.stringify(normalised[end])}` });
+    }
+  }
+}
+
+const intentionRuleSchema = z
+  .strictObject({
+    source: z.string().min(1).max(128),
+    destination: z.string().min(1).max(128),
+    action: z.enum(['allow', 'deny']),
+    description: z.string().max(256).optional(),
+  })
+  .superRefine(checkIntentionEnds);
+
+const intentionsSchema = z
+  .strictObject({
+    management: z.enum(['api', 'manifest']),
+    rules: z.array(intentionRuleSchema).optional(),
+  })
+  .superRefine((intentions, context) => {
+    if (intentions.management === 'api' && intentions.rules !== undefined) {
+      context.addIssue({ code: 'custom', path: ['rules'], message: "rules are allowed only when management is 'manifest'; with 'api' intentions are managed through the API" });
+    }
+    const pairs = new Set<string>();
+    (intentions.rules ?? []).forEach((rule, index) => {
+      const pair = `${rule.source} -> ${rule.destination}`;
+      if (pairs.has(pair)) {
+        context.addIssue({ code: 'custom', path: ['rules', index], message: `intention ${pair} is listed twice` });
+      }
+      pairs.add(pair);
+    });
+  });
+
+// NOTE: the attestation work defines the per-service settings. Until then only `providers` is
+// checked and every other member must be a JSON value.
+const attestationServiceSchema = z
+  .object({ providers: z.array(z.string().min(1).max(64)).min(1) })
+  .catchall(z.json());
+
+const attestationSchema = z.strictObject({
+  /** Whether every proxy must present attestation evidence to enroll. Default false. */
+  required: z.boolean().optional(),
+  services: z.record(z.string(), attestationServiceSchema).superRefine((services, context) => {
+    for (const name of Object.keys(services)) {
+      try {
+        parseServiceRef(name);
+      } catch (error) {
+        context.addIssue({ code: 'custom', path: [name], message: isSealmeshError(error) ? error.message : String(error) });
+      }
+    }
+  }),
+  /** Whether the dev attestation provider, which proves nothing, is accepted. Default false. */
+  allowDevProvider: z.boolean().optional(),
+});
+
+export const manifestSchema = z
+  .strictObject({
+    version: z.number().int().min(1),
+    /** Digest of the predecessor's canonical manifest, or null for version 1. */
+    previous: z.string().regex(DIGEST_PATTERN, 'use the 64 lowercase hex digits of a SHA-256 digest').nullable(),
+    trustDomain: z.string().superRefine((name, context) => {
+      try {
+        assertTrustDomain(name);
+      } catch (error) {
+        context.addIssue({ code: 'custom', message: isSealmeshError(error) ? error.message : String(error) });
+      }
+    }),
+    defaultPolicy: z.enum(['deny', 'allow']),
+    tls: tlsSchema,
+    svidTtl: svidTtlSchema,
+    intentions: intentionsSchema,
+    attestation: attestationSchema,
+    operators: operatorsSchema,
+  })
+  .superRefine((manifest, context) => {
+    if (manifest.version === 1 && manifest.previous !== null) {
+      context.addIssue({ code: 'custom', path: ['previous'], message: 'version 1 starts the chain, so previous must be null' });
+    }
+    if (manifest.version > 1 && manifest.previous === null) {
+      context.addIssue({ code: 'custom', path: ['previous'], message: `version ${manifest.version} must name its predecessor's digest in previous` });
+    }
+  });
+
+export const signatureSchema = z.strictObject({
+  keyId: z.string().regex(KEY_ID_PATTERN, 'use 1 to 128 letters, digits and ._:@-, starting with a letter or digit'),
+  algorithm: z.enum(OPERATOR_KEY_ALGORITHMS),
+  signature: z
+    .string()
+    .max(128)
+    .refine(isCanonicalBase64, 'is not canonical base64 with padding')
+    .refine((value) => Buffer.from(value, 'base64').length === SIGNATURE_BYTES, `does not decode to ${SIGNATURE_BYTES} bytes`),
+});
+
+export const signedManifestSchema = z
+  .strictObject({
+    manifest: manifestSchema,
+    signatures: z.array(signatureSchema),
+  })
+  .superRefine((document, context) => {
+    const keyIds = new Set<string>();
+    document.signatures.forEach((signature, index) => {
+      if (keyIds.has(signature.keyId)) {
+        context.addIssue({ code: 'custom', path: ['signatures', index, 'keyId'], message: `key ${JSON.stringify(signature.keyId)} signed twice; keep one signature per key` });
+      }
+      keyIds.add(signature.keyId);
+    });
+  });
+
+export type Manifest = z.infer<typeof manifestSchema>;
+export type OperatorKey = Manifest['operators']['keys'][number];
+export type IntentionRule = NonNullable<Manifest['intentions']['rules']>[number];
+export type ManifestSignature = z.infer<typeof signatureSchema>;
+/** A manifest with the operator signatures collected so far; an unsigned draft has none. */
+export type SignedManifest = z.infer<typeof signedManifestSchema>;
+
+/** Formats zod issues as `path: message` lines joined by semicolons. */
+function describeIssues(error: z.ZodError): string {
+  return error.issues
+    .slice(0, 10)
+    .map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(root)'}: ${issue.message}`)
+    .join('; ');
+}
+
+/**
+ * Validates an unsigned manifest and returns it unchanged. Throws SEALMESH_ERR_MANIFEST_INVALID
+ * naming every failing field (at most ten) and `source`, such as a file path, when given.
+ */
+export function parseManifest(value: unknown, source = 'manifest'): Manifest {
+  const result = manifestSchema.safeParse(value);
+  if (!result.success) {
+    throw new SealmeshError('SEALMESH_ERR_MANIFEST_INVALID', `${source} is invalid: ${describeIssues(result.error)}`);
+  }
+  return result.data;
+}
+
+/** Validates a signed manifest document. Throws SEALMESH_ERR_MANIFEST_INVALID like `parseManifest`. */
+export function parseSignedManifest(value: unknown, source = 'manifest document'): SignedManifest {
+  const result = signedManifestSchema.safeParse(value);
+  if (!result.success) {
+    throw new SealmeshError('SEALMESH_ERR_MANIFEST_INVALID', `${source} is invalid: ${describeIssues(result.error)}`);
+  }
+  return result.data;
+}

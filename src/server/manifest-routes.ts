@@ -1,0 +1,48 @@
+import type { FastifyInstance } from 'fastify';
+import type { AuditLog } from '../audit/index.ts';
+import type { Logger } from '../log/index.ts';
+import type { AclService } from './acl.ts';
+import type { ManifestService } from './manifest-service.ts';
+import { presentedToken } from './request.ts';
+
+/**
+ * Routes of the signed manifest: apply a new version (operator token), and read the current
+ * posture and the chain (read token). Applying is accepted only through `acceptManifest`, so the
+ * token alone never changes the posture: the operator signatures do.
+ */
+export function registerManifestRoutes(
+  app: FastifyInstance,
+  context: { acl: AclService; manifests: ManifestService; audit: AuditLog; log: Logger; onApplied: () => void },
+): void {
+  const { acl, manifests, audit, log } = context;
+
+  app.post('/v1/manifest', async (request) => {
+    const token = await acl.authorize(presentedToken(request), 'operator');
+    const accepted = await manifests.apply(request.body);
+    const version = accepted.manifest.version;
+    await audit.append({
+      action: 'manifest.apply',
+      actor: { kind: 'token', accessorId: token.accessorId },
+      subject: `version ${version}`,
+      details: { version, digest: accepted.digest, previous: accepted.manifest.previous, approvedBy: accepted.approvedBy },
+    });
+    log.info({ accessorId: token.accessorId, version, digest: accepted.digest, approvedBy: accepted.approvedBy }, 'manifest applied');
+    context.onApplied();
+    return { version, digest: accepted.digest, approvedBy: accepted.approvedBy };
+  });
+
+  app.get('/v1/manifest', async (request) => {
+    await acl.authorize(presentedToken(request), 'read');
+    const posture = await manifests.posture();
+    return {
+      manifest: posture === undefined ? null : { version: posture.version, digest: posture.digest },
+      genesisDigest: (await manifests.pinnedGenesis()) ?? null,
+      posture: posture ?? null,
+    };
+  });
+
+  app.get('/v1/manifest/history', async (request) => {
+    await acl.authorize(presentedToken(request), 'read');
+    return { chain: await manifests.chain() };
+  });
+}
