@@ -139,6 +139,10 @@ describe('control-plane API', () => {
     await rejectsWith(mesh.operator.post('/v1/acl/tokens', { kind: 'join' }), 'SEALMESH_ERR_BAD_REQUEST');
   });
 
+  test('join token for reserved namespace is rejected', async () => {
+    await rejectsWith(mesh.operator.post('/v1/acl/tokens', { kind: 'join', service: 'sealmesh/server' }), 'SEALMESH_ERR_BAD_REQUEST');
+  });
+
   test('token list holds no secrets', async () => {
     const { token } = await mesh.operator.post<{ token: string }>('/v1/acl/tokens', { kind: 'read', description: 'listing' });
     const list = await mesh.operator.get<{ tokens: unknown[] }>('/v1/acl/tokens');

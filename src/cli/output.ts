@@ -25,7 +25,7 @@ export interface ClientFlags {
 export function clientFromFlags(flags: ClientFlags, requireToken = true): ApiClient {
   const addr = flags.addr ?? process.env.SEALMESH_ADDR ?? DEFAULT_ADDR;
   const token = flags.token ?? process.env.SEALMESH_TOKEN;
-  const caFile = flags.caFile ?? process.env.SEALMESH_CACERT;
+  const caFile = flags.caFile ?? (process.env.SEALMESH_CACERT === '' ? undefined : process.env.SEALMESH_CACERT);
   let url: URL;
   try {
     url = new URL(addr.includes('://') ? addr : `https://${addr}`);

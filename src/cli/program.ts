@@ -32,7 +32,7 @@ function exposureCell(instance: Instance): string {
 /** Builds the `sealmesh` command tree. Each action returns once its work is done. */
 export function buildProgram(): Command {
   const program = new Command('sealmesh')
-    .description('sealmesh: a service mesh whose keys, configuration and access policies stay safe from whoever can read the disk or the process')
+    .description('sealmesh: a service mesh built to keep keys, configuration and access policies safe from whoever can read the disk, the configuration or process memory (docs/threat-model.md says what holds today)')
     .version('0.1.0')
     .showHelpAfterError('(run with --help for usage)');
 

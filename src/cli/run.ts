@@ -3,6 +3,7 @@ import { ControlPlane } from '../server/index.ts';
 import { SidecarProxy, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
+import { checkEnvironment, loadLocalConfig } from '../config/index.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
 
@@ -27,21 +28,40 @@ async function untilSignal(): Promise<string> {
   return reason;
 }
 
+const DEFAULT_SERVER_ADDR = '127.0.0.1:8501';
+const DEFAULT_LEASE = '30s';
+const DEFAULT_DRAIN = '10s';
+const DEFAULT_LOG_LEVEL = 'info';
+
+/** Returns the error for a required setting that neither a flag nor the --config file gave. */
+function missingSetting(flag: string, key: string): SealmeshError {
+  return new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `required option '${flag}' not specified; pass it, or set ${key} in the --config file`);
+}
+
+/**
+ * Runs the control plane. The SEALMESH_* environment variables are checked first, then the
+ * --config file is read, and each flag given on the command line replaces the file's value.
+ */
 export async function runServer(
-  flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string } & SealFlags,
+  flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; svidTtl: string; lease?: string; logLevel?: string } & SealFlags,
 ): Promise<void> {
-  const log = createLogger({ component: 'server', level: flags.logLevel });
-  const listen = parseHostPort(flags.addr, '--addr', true);
+  checkEnvironment(process.env);
+  const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'server');
+  const dataDir = flags.dataDir ?? file.dataDir;
+  if (dataDir === undefined) throw missingSetting('--data-dir <dir>', 'data_dir');
+  const log = createLogger({ component: 'server', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL });
+  const listen = flags.addr !== undefined ? parseHostPort(flags.addr, '--addr', true) : (file.addr ?? parseHostPort(DEFAULT_SERVER_ADDR, '--addr', true));
+  const leaseSeconds = flags.lease !== undefined ? parseDuration(flags.lease, '--lease') : (file.leaseSeconds ?? parseDuration(DEFAULT_LEASE, '--lease'));
   const counter = counterFromFlags(flags);
   const server = new ControlPlane({
     seal: sealFromFlags(flags),
     ...(counter !== undefined ? { counter } : {}),
     ...(flags.unsealSocket !== undefined ? { unsealSocket: flags.unsealSocket } : {}),
-    dataDir: flags.dataDir,
+    dataDir,
     host: listen.host,
     port: listen.port,
     svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl'),
-    leaseSeconds: parseDuration(flags.lease, '--lease'),
+    leaseSeconds,
     log,
     ...(flags.trustDomain !== undefined ? { trustDomain: flags.trustDomain } : {}),
   });
@@ -52,11 +72,16 @@ export async function runServer(
   log.flush();
 }
 
+/**
+ * Runs a sidecar proxy. Like `runServer`, it checks the environment, reads the --config file and
+ * lets each flag given replace the file's value. SEALMESH_ADDR and SEALMESH_CACERT also replace it.
+ */
 export async function runProxy(flags: {
-  service: string;
+  config?: string;
+  service?: string;
   joinToken?: string;
-  listen: string;
-  app: string;
+  listen?: string;
+  app?: string;
   upstream: string[];
   advertise?: string;
   admin?: string;
@@ -66,38 +91,50 @@ export async function runProxy(flags: {
   health?: string;
   appHealthPath?: string;
   svidTtl?: string;
-  drain: string;
+  drain?: string;
   addr?: string;
   caFile?: string;
-  logLevel: string;
+  logLevel?: string;
 }): Promise<void> {
+  checkEnvironment(process.env);
+  const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'proxy');
+  const service = flags.service ?? file.service;
+  if (service === undefined) throw missingSetting('--service <name>', 'service');
+  const listen = flags.listen !== undefined ? parseHostPort(flags.listen, '--listen', true) : file.listen;
+  if (listen === undefined) throw missingSetting('--listen <host:port>', 'listen');
+  const app = flags.app !== undefined ? parseSocketAddress(flags.app, '--app') : file.app;
+  if (app === undefined) throw missingSetting('--app <host:port|unix:path>', 'app');
+  const upstreams = flags.upstream.length > 0 ? flags.upstream.map(parseUpstream) : (file.upstreams ?? []);
+  const advertise = flags.advertise !== undefined ? parseHostPort(flags.advertise, '--advertise') : file.advertise;
+  const admin = flags.admin !== undefined ? parseSocketAddress(flags.admin, '--admin', true) : file.admin;
+  const drainSeconds = flags.drain !== undefined ? parseDuration(flags.drain, '--drain') : (file.drainSeconds ?? parseDuration(DEFAULT_DRAIN, '--drain'));
   const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN;
   if (joinToken === undefined || joinToken === '') {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no join token given: pass --join-token or set SEALMESH_JOIN_TOKEN (create one with `sealmesh token create --service NAME`)');
   }
-  const caFile = flags.caFile ?? process.env.SEALMESH_CACERT;
+  const caFile = flags.caFile ?? process.env.SEALMESH_CACERT ?? file.caFile;
   if (caFile === undefined) {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no CA file given: pass --ca-file or set SEALMESH_CACERT to the server\'s trust-bundle.pem');
   }
-  const addr = flags.addr ?? process.env.SEALMESH_ADDR ?? DEFAULT_ADDR;
-  const log = createLogger({ component: 'proxy', level: flags.logLevel }).child({ service: flags.service });
+  const addr = flags.addr ?? process.env.SEALMESH_ADDR ?? file.addr ?? DEFAULT_ADDR;
+  const log = createLogger({ component: 'proxy', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL }).child({ service });
   const proxy = new SidecarProxy({
-    service: flags.service,
+    service,
     joinToken,
     serverUrl: new URL(addr.includes('://') ? addr : `https://${addr}`).origin,
     serverCa: readCaFile(caFile),
-    listen: parseHostPort(flags.listen, '--listen', true),
-    app: parseSocketAddress(flags.app, '--app'),
-    upstreams: flags.upstream.map(parseUpstream),
-    drainSeconds: parseDuration(flags.drain, '--drain'),
+    listen,
+    app,
+    upstreams,
+    drainSeconds,
     log,
     socketPermissions: {
       mode: parseSocketMode(flags.socketMode),
       ...(flags.socketOwner !== undefined ? { uid: await resolveUserId(flags.socketOwner, '--socket-owner') } : {}),
       ...(flags.socketGroup !== undefined ? { gid: await resolveGroupId(flags.socketGroup, '--socket-group') } : {}),
     },
-    ...(flags.advertise !== undefined ? { advertise: parseHostPort(flags.advertise, '--advertise') } : {}),
-    ...(flags.admin !== undefined ? { admin: parseSocketAddress(flags.admin, '--admin', true) } : {}),
+    ...(advertise !== undefined ? { advertise } : {}),
+    ...(admin !== undefined ? { admin } : {}),
     ...(flags.health !== undefined ? { health: parseHostPort(flags.health, '--health', true) } : {}),
     ...(flags.appHealthPath !== undefined ? { appHealthPath: parseHealthPath(flags.appHealthPath) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),

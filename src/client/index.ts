@@ -17,6 +17,18 @@ export interface ApiClientOptions {
 }
 
 const DEFAULT_TIMEOUT_MS = 10_000;
+
+/** OpenSSL and Node codes of a server certificate that failed verification, as opposed to an unreachable server. */
+const CERTIFICATE_ERRORS = new Set([
+  'UNABLE_TO_GET_ISSUER_CERT_LOCALLY',
+  'UNABLE_TO_VERIFY_LEAF_SIGNATURE',
+  'DEPTH_ZERO_SELF_SIGNED_CERT',
+  'SELF_SIGNED_CERT_IN_CHAIN',
+  'CERT_HAS_EXPIRED',
+  'CERT_NOT_YET_VALID',
+  'CERT_SIGNATURE_FAILURE',
+  'ERR_TLS_CERT_ALTNAME_INVALID',
+]);
 const MAX_RESPONSE_BYTES = 16 * 1024 * 1024;
 
 /**
@@ -107,6 +119,16 @@ export class ApiClient {
       req.once('response', resolve);
       req.once('timeout', () => req.destroy(new Error(`no response within ${timeoutMs} ms`)));
       req.once('error', (error: Error & { code?: string }) => {
+        if (error.code !== undefined && CERTIFICATE_ERRORS.has(error.code)) {
+          reject(
+            new SealmeshError(
+              'SEALMESH_ERR_PEER_CERT_UNTRUSTED',
+              `the server at ${this.options.url} presented a certificate that does not verify (${error.code}); check that --ca-file/SEALMESH_CACERT is this cluster's trust-bundle.pem`,
+              { cause: error },
+            ),
+          );
+          return;
+        }
         reject(
           new SealmeshError(
             'SEALMESH_ERR_SERVER_UNREACHABLE',

@@ -89,12 +89,16 @@ function runNft(tools: PerimeterTools, netns: string, args: string[], input?: st
       ['netns', 'exec', netns, tools.nft, ...args],
       { encoding: 'utf8', timeout: COMMAND_TIMEOUT_MS, maxBuffer: MAX_OUTPUT_BYTES },
       (error, stdout, stderr) => {
-        // A numeric code is the exit status. A string code (ENOENT, EACCES) means ip did not start.
-        if (error !== null && typeof error.code !== 'number') {
+        if (error === null) {
+          resolve({ code: 0, stdout, stderr: stderr.trim() });
+        } else if (error.killed === true) {
+          resolve({ code: null, stdout, stderr: `timed out after ${COMMAND_TIMEOUT_MS} ms and was killed` });
+        } else if (typeof error.code === 'number') {
+          resolve({ code: error.code, stdout, stderr: stderr.trim() });
+        } else {
+          // A string code such as ENOENT or EACCES: ip itself did not start.
           reject(error);
-          return;
         }
-        resolve({ code: error === null ? 0 : (error.code as number), stdout, stderr: stderr.trim() });
       },
     );
     child.stdin?.on('error', () => undefined);

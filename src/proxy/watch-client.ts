@@ -28,6 +28,8 @@ export interface WatchClientOptions {
 export class WatchClient {
   readonly #options: WatchClientOptions;
   #stopped = false;
+  /** Set when the stream is dropped on purpose, for a new certificate, so its end is not a warning. */
+  #reconnecting = false;
   #response: IncomingMessage | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #backoffMs = INITIAL_BACKOFF_MS;
@@ -48,6 +50,7 @@ export class WatchClient {
 
   /** Drops the current stream so that the next one uses a new client certificate. */
   reconnect(): void {
+    this.#reconnecting = true;
     this.#response?.destroy();
   }
 
@@ -63,7 +66,10 @@ export class WatchClient {
       this.#options.onConnected(true);
       this.#options.log.info('watch stream to the control plane open');
       await this.#read(response);
-      this.#options.log.warn('watch stream to the control plane ended; reconnecting');
+      if (this.#stopped) return;
+      if (this.#reconnecting) this.#options.log.info('watch stream closed to reopen it with the renewed SVID');
+      else this.#options.log.warn('watch stream to the control plane ended; reconnecting');
+      this.#reconnecting = false;
     } catch (error) {
       if (isSealmeshError(error, 'SEALMESH_ERR_NOT_FOUND')) {
         this.#options.log.warn('the control plane no longer knows this instance; registering it again');
@@ -112,7 +118,7 @@ export class WatchClient {
         if (buffered.length > MAX_LINE_BYTES) throw new Error(`watch stream line longer than ${MAX_LINE_BYTES} bytes`);
       }
     } catch (error) {
-      if (!this.#stopped) this.#options.log.warn({ reason: (error as Error).message }, 'watch stream read failed');
+      if (!this.#stopped && !this.#reconnecting) this.#options.log.warn({ reason: (error as Error).message }, 'watch stream read failed');
     } finally {
       if (idle !== undefined) clearTimeout(idle);
     }

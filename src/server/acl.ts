@@ -30,6 +30,9 @@ export interface ResolvedToken extends TokenRecord {
 }
 
 export const TOKEN_PREFIX = 'smt_';
+/** Namespace of the control plane's own SPIFFE IDs, such as `spiffe://<td>/ns/sealmesh/svc/server`. */
+export const RESERVED_NAMESPACE = 'sealmesh';
+const ARTICLE_KIND: Record<TokenKind, string> = { operator: 'an operator', read: 'a read', join: 'a join' };
 export const JOIN_TOKEN_DEFAULT_TTL_SECONDS = 3600;
 export const JOIN_TOKEN_MAX_TTL_SECONDS = 7 * 24 * 3600;
 
@@ -95,13 +98,16 @@ export class AclService {
       throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'a join token must be bound to a service: pass a service name');
     }
     if (options.kind !== 'join' && options.service !== undefined) {
-      throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `a ${options.kind} token cannot be bound to a service; only join tokens are`);
+      throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `${ARTICLE_KIND[options.kind]} token cannot be bound to a service; only join tokens are`);
     }
     let ttlSeconds = options.ttlSeconds;
     if (options.kind === 'join') {
       ttlSeconds ??= JOIN_TOKEN_DEFAULT_TTL_SECONDS;
       if (ttlSeconds > JOIN_TOKEN_MAX_TTL_SECONDS) {
-        throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `join token TTL ${ttlSeconds}s exceeds the maximum of ${JOIN_TOKEN_MAX_TTL_SECONDS}s`);
+        throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `join token TTL ${ttlSeconds}s exceeds the maximum of ${JOIN_TOKEN_MAX_TTL_SECONDS}s (7d)`);
+      }
+      if (options.namespace === RESERVED_NAMESPACE) {
+        throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `namespace ${RESERVED_NAMESPACE} is reserved for the control plane's own identities; no join token can enroll a service in it`);
       }
     }
     const now = this.#now();
@@ -141,7 +147,7 @@ export class AclService {
     const allowed =
       purpose === 'join' ? record.kind === 'join' : purpose === 'read' ? record.kind === 'operator' || record.kind === 'read' : record.kind === 'operator';
     if (!allowed) {
-      throw new SealmeshError('SEALMESH_ERR_ACL_PERMISSION_DENIED', `a ${record.kind} token cannot be used for this request, which needs ${purpose === 'join' ? 'a join' : `an ${purpose}`} token`);
+      throw new SealmeshError('SEALMESH_ERR_ACL_PERMISSION_DENIED', `this request needs ${ARTICLE_KIND[purpose]} token, and the token presented is ${ARTICLE_KIND[record.kind]} token`);
     }
     return { ...record, tokenHash, modRevision: found.modRevision };
   }

@@ -1,10 +1,10 @@
-import { copyFileSync, existsSync, readFileSync, renameSync, rmSync, chmodSync } from 'node:fs';
+import { copyFileSync, existsSync, renameSync, rmSync, chmodSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { AuditLog } from '../audit/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { ShamirSealProvider, type MonotonicCounter, type SealProvider } from '../seal/index.ts';
 import { openSqliteBackend, SealedStore, verifySealedStore, type SqliteStore, type VerifyReport } from '../store/index.ts';
-import { PID_FILE } from './seal-lifecycle.ts';
+import { assertServerStopped } from './seal-lifecycle.ts';
 import { openCounter, openProvider, STORE_FILE, type CounterConfig, type SealConfig } from './seal-setup.ts';
 
 export interface OfflineOptions {
@@ -13,20 +13,6 @@ export interface OfflineOptions {
   counter?: CounterConfig;
   /** Key shares, for a Shamir-sealed store. */
   shares?: string[];
-}
-
-/** Throws when a server process named in the pid file is still running on `dataDir`. */
-function assertServerStopped(dataDir: string): void {
-  const pidFile = join(dataDir, PID_FILE);
-  if (!existsSync(pidFile)) return;
-  const pid = Number(readFileSync(pidFile, 'utf8').trim());
-  if (!Number.isInteger(pid) || pid <= 0) return;
-  try {
-    process.kill(pid, 0);
-  } catch {
-    return;
-  }
-  throw new SealmeshError('SEALMESH_ERR_CONFLICT', `a sealmesh server (pid ${pid}) is running on ${dataDir}; stop it first`);
 }
 
 /** Opens the store file at `path` read for verification, failing when it does not exist. */

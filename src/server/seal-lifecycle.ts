@@ -1,4 +1,4 @@
-import { rmSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SealmeshError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -24,6 +24,20 @@ const REENCRYPT_PAUSE_MS = 50;
 
 /** File in the data directory naming the pid of the server that has it open. */
 export const PID_FILE = 'server.pid';
+
+/** Throws SEALMESH_ERR_CONFLICT when the server named in the pid file of `dataDir` is still running. */
+export function assertServerStopped(dataDir: string): void {
+  const pidFile = join(dataDir, PID_FILE);
+  if (!existsSync(pidFile)) return;
+  const pid = Number(readFileSync(pidFile, 'utf8').trim());
+  if (!Number.isInteger(pid) || pid <= 0 || pid === process.pid) return;
+  try {
+    process.kill(pid, 0);
+  } catch {
+    return;
+  }
+  throw new SealmeshError('SEALMESH_ERR_CONFLICT', `a sealmesh server (pid ${pid}) is running on ${dataDir}; stop it first`);
+}
 
 export interface KekRotationRequest {
   keyFile?: string;
@@ -70,6 +84,8 @@ export class SealLifecycle {
 
   async start(): Promise<void> {
     const options = this.#server.options;
+    // Two servers on one store would break the single-writer rule of the sealed store.
+    assertServerStopped(this.#dataDir);
     const opened = await openDataDirectory({
       dataDir: this.#dataDir,
       seal: options.seal ?? DEFAULT_SEAL,

@@ -1,6 +1,6 @@
 import { mkdirSync, writeFileSync, chmodSync } from 'node:fs';
 import { hostname } from 'node:os';
-import { isIP } from 'node:net';
+import { createServer as createNetServer, isIP } from 'node:net';
 import { join } from 'node:path';
 import type { Server as TlsServer, TLSSocket } from 'node:tls';
 import { fastify, type FastifyError, type FastifyInstance } from 'fastify';
@@ -140,6 +140,8 @@ export class ControlPlane {
    */
   async start(): Promise<void> {
     mkdirSync(this.options.dataDir, { recursive: true, mode: 0o700 });
+    // A taken address fails here, before a new cluster is created in an empty data directory.
+    await probeListen(this.options.host ?? DEFAULT_SERVER_HOST, this.options.port ?? DEFAULT_SERVER_PORT);
     if (this.options.store !== undefined) {
       await this.openWithStore(this.options.store);
       return;
@@ -307,8 +309,22 @@ export class ControlPlane {
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
       this.metrics.rejections.inc({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED' });
       this.log.warn({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED', reason: error.code ?? error.message, ip: socket.remoteAddress }, 'TLS handshake rejected');
+      // With a listener attached, Node leaves closing the failed socket to it.
+      socket.destroy();
     });
   }
+}
+
+/** Binds and releases `host:port`, failing with SEALMESH_ERR_CONFIG_INVALID when it is taken. */
+async function probeListen(host: string, port: number): Promise<void> {
+  if (port === 0) return;
+  const probe = createNetServer();
+  await new Promise<void>((resolve, reject) => {
+    probe.once('error', (error: NodeJS.ErrnoException) =>
+      reject(new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `cannot listen on ${host}:${port}: ${error.code ?? error.message}; choose another --addr or stop what uses it`)),
+    );
+    probe.listen(port, host, () => probe.close(() => resolve()));
+  });
 }
 
 /** Maps any error raised while handling a request to a SealmeshError with a stable code. */
