@@ -141,6 +141,16 @@ describe('signed manifest on a running server', () => {
     assert.equal(verified.approvedBy.length, 2);
   });
 
+  test('next builds on the given version', async () => {
+    const file = join(dir.path, 'next.yaml');
+    const result = await runCli(['manifest', 'next', genesisFile, '--out', file], { timeoutMs: CLI_TIMEOUT_MS });
+    assert.equal(result.code, 0, describeResult(result));
+    const next = await readSignedManifestFile(file);
+    assert.equal(next.manifest.version, 2);
+    assert.equal(next.manifest.previous, manifestDigest(genesis.manifest));
+    assert.deepEqual(next.signatures, []);
+  });
+
   test('status reports no manifest before apply', async () => {
     const status = await mesh.anonymous.get<{ manifest: unknown; posture: unknown }>('/v1/status');
     assert.equal(status.manifest, null);

@@ -23,7 +23,7 @@ function parseThreshold(value: string): number {
 
 /**
  * Adds the manifest commands. keygen, init, next, sign and verify work offline on files, so each
- * operator can sign on their own machine; apply, show and history call the server.
+ * operator can sign on their own machine. apply, show and history call the server.
  */
 export function addManifestCommands(manifest: Command, addClientOptions: (command: Command) => Command): void {
   manifest

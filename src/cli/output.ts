@@ -75,6 +75,14 @@ export function table(header: string[], rows: string[][]): string {
   return [line(header), ...rows.map(line)].join('\n');
 }
 
+/** Codes of mistakes in flags, configuration files or the environment, which exit with EXIT_USAGE. */
+const USAGE_ERROR_CODES: ReadonlySet<string> = new Set([
+  'SEALMESH_ERR_CONFIG_INVALID',
+  'SEALMESH_ERR_INVALID_ARGUMENT',
+  'SEALMESH_ERR_CONFIG_SECURITY_SETTING',
+  'SEALMESH_ERR_CONFIG_UNKNOWN_KEY',
+]);
+
 /** Prints an error to standard error and returns the exit code for it. */
 export function reportError(error: unknown, json: boolean): number {
   const failure = isSealmeshError(error)
@@ -82,7 +90,7 @@ export function reportError(error: unknown, json: boolean): number {
     : new SealmeshError('SEALMESH_ERR_INTERNAL', error instanceof Error ? error.message : String(error));
   if (json) process.stderr.write(`${JSON.stringify(failure.toJSON())}\n`);
   else process.stderr.write(`error: ${failure.message} (${failure.code})\n`);
-  return failure.code === 'SEALMESH_ERR_CONFIG_INVALID' || failure.code === 'SEALMESH_ERR_INVALID_ARGUMENT' ? EXIT_USAGE : EXIT_FAILURE;
+  return USAGE_ERROR_CODES.has(failure.code) ? EXIT_USAGE : EXIT_FAILURE;
 }
 
 /** Parses a duration such as `90s`, `30m`, `24h` or `7d`; a bare number is seconds. */

@@ -39,14 +39,15 @@ export function buildProgram(): Command {
   const server = program
     .command('server')
     .description('run the control plane: CA, catalog, intentions, ACL and watch streams')
-    .requiredOption('--data-dir <dir>', 'directory for the store and the trust bundle (created with mode 0700)')
-    .option('--addr <host:port>', 'address of the HTTPS API', '127.0.0.1:8501')
+    .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with data_dir, addr, lease and log_level; flags override it')
+    .option('--data-dir <dir>', 'directory for the store and the trust bundle (created with mode 0700); required here or in --config')
+    .option('--addr <host:port>', 'address of the HTTPS API (default: 127.0.0.1:8501)')
     .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
-    .option('--svid-ttl <duration>', 'default lifetime of issued SVIDs, 5m to 7d', '24h')
-    .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects', '30s')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info');
+    .option('--svid-ttl <duration>', 'default lifetime of issued SVIDs, 5m to 7d, until a manifest sets it', '24h')
+    .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects (default: 30s)')
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
   addSealOptions(server).action(
-    async (flags: { dataDir: string; addr: string; trustDomain?: string; svidTtl: string; lease: string; logLevel: string } & SealFlags) => {
+    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; svidTtl: string; lease?: string; logLevel?: string } & SealFlags) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
       await runServer(flags);
@@ -205,10 +206,11 @@ export function buildProgram(): Command {
   program
     .command('proxy')
     .description('run a sidecar proxy in front of one service instance')
-    .requiredOption('--service <name>', 'service this proxy fronts (NAME or NAMESPACE/NAME)')
+    .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with service, listen, app, upstreams, advertise, admin, drain, addr, ca_file and log_level; flags override it')
+    .option('--service <name>', 'service this proxy fronts (NAME or NAMESPACE/NAME); required here or in --config')
     .option('--join-token <token>', 'single-use join token for the service (default: SEALMESH_JOIN_TOKEN)')
-    .requiredOption('--listen <host:port>', 'inbound mTLS listener')
-    .requiredOption('--app <host:port|unix:path>', 'the local app that inbound traffic goes to: loopback TCP or a Unix socket')
+    .option('--listen <host:port>', 'inbound mTLS listener; required here or in --config')
+    .option('--app <host:port|unix:path>', 'the local app that inbound traffic goes to: loopback TCP or a Unix socket; required here or in --config')
     .option('--upstream <name=host:port|name=unix:path>', 'loopback TCP or Unix socket listener for an upstream service; repeatable', collect, [])
     .option('--advertise <host:port>', 'address other proxies dial (default: the --listen address)')
     .option('--admin <host:port|unix:path>', 'loopback TCP or Unix socket endpoint for /metrics, /ready and /status')
@@ -218,10 +220,10 @@ export function buildProgram(): Command {
     .option('--health <host:port>', 'plain HTTP endpoint serving GET /healthz for the orchestrator\'s prober')
     .option('--app-health-path <path>', 'HTTP path the app is checked at, such as /healthz (default: a TCP or Unix socket connect)')
     .option('--svid-ttl <duration>', 'requested SVID lifetime (default: the server\'s)')
-    .option('--drain <duration>', 'how long SIGTERM waits for open connections', '10s')
+    .option('--drain <duration>', 'how long SIGTERM waits for open connections (default: 10s)')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error', 'info')
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
     .action(async (flags: Parameters<typeof runProxy>[0]) => {
       const { runProxy } = await import('./run.ts');
       await runProxy(flags);
