@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { join } from 'node:path';
+import { request } from 'node:http';
+import { dirname, join } from 'node:path';
 import type { AuditEntry } from '../src/audit/index.ts';
 import { ControlPlane } from '../src/server/index.ts';
 import { restoreSnapshot } from '../src/server/offline.ts';
@@ -34,6 +35,7 @@ describe('audit log of a running server', () => {
     await mesh.operator.post('/v1/intentions', { source: 'web', destination: 'api', action: 'allow' });
     await mesh.operator.delete(`/v1/intentions?${new URLSearchParams({ source: 'web', destination: 'api' }).toString()}`);
     await mesh.operator.post('/v1/operator/rotate-data-key', {});
+    await mesh.operator.post('/v1/operator/rotate-kek', { keyFile: join(dirname(mesh.dir), 'rotated.seal-key') });
     ({ entries } = await mesh.operator.get<{ entries: AuditEntry[] }>('/v1/audit'));
   });
 
@@ -44,7 +46,7 @@ describe('audit log of a running server', () => {
   test('records each operator action in order', () => {
     assert.deepEqual(
       entries.map((entry) => entry.action),
-      ['operator.init', 'token.create', 'token.revoke', 'intention.create', 'intention.delete', 'seal.rotate-data-key'],
+      ['operator.init', 'token.create', 'token.revoke', 'intention.create', 'intention.delete', 'seal.rotate-data-key', 'seal.rotate-kek'],
     );
   });
 
@@ -101,6 +103,58 @@ describe('audit log of a running server', () => {
     const verification = JSON.parse(result.stdout) as { ok: boolean; count: number };
     assert.equal(verification.ok, true);
     assert.ok(verification.count >= entries.length);
+  });
+});
+
+/** Sends one JSON request to a Shamir-sealed server's control socket and returns the parsed body. */
+function socketPost<T>(socketPath: string, path: string, body: unknown): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const req = request({ socketPath, method: 'POST', path, agent: false, headers: { 'content-type': 'application/json' } }, (res) => {
+      const chunks: Buffer[] = [];
+      res.on('data', (chunk: Buffer) => chunks.push(chunk));
+      res.on('end', () => {
+        const text = Buffer.concat(chunks).toString('utf8');
+        if (res.statusCode === 200) resolve(JSON.parse(text) as T);
+        else reject(new Error(`POST ${path} returned ${res.statusCode}: ${text}`));
+      });
+    });
+    req.on('error', reject);
+    req.end(JSON.stringify(body));
+  });
+}
+
+describe('audit entries of a Shamir-sealed server', () => {
+  const dir = tempDir('sealmesh-audit-shamir-');
+  const dataDir = join(dir.path, 'data');
+  const unsealSocket = join(dir.path, 'unseal.sock');
+
+  after(() => dir.remove());
+
+  test('records init and each unseal', async () => {
+    const options = { dataDir, host: '127.0.0.1', port: 0, unsealSocket, seal: { provider: 'shamir' as const }, log: testLogger('server') };
+    const first = new ControlPlane(options);
+    await first.start();
+    const init = await socketPost<{ shares: string[]; accessorId: string }>(unsealSocket, '/v1/operator/init', { keyShares: 3, keyThreshold: 2 });
+    await first.stop();
+
+    const second = new ControlPlane(options);
+    await second.start();
+    try {
+      await socketPost(unsealSocket, '/v1/operator/unseal', { share: init.shares[0] });
+      await socketPost(unsealSocket, '/v1/operator/unseal', { share: init.shares[2] });
+      await second.whenOpen();
+      const entries = await second.audit.list();
+      assert.deepEqual(
+        entries.map((entry) => entry.action),
+        ['operator.init', 'seal.unseal'],
+      );
+      assert.equal(entries[0]?.subject, init.accessorId);
+      assert.deepEqual(entries[1]?.actor, { kind: 'system', accessorId: 'unseal-socket' });
+      const text = JSON.stringify(entries);
+      for (const share of init.shares) assert.equal(text.includes(share), false, 'a key share appears in the audit log');
+    } finally {
+      await second.stop();
+    }
   });
 });
 

@@ -7,7 +7,7 @@ import {
   type EffectivePosture,
   type SignedManifest,
 } from '../manifest/index.ts';
-import type { DefaultPolicy, Intention } from '../policy/index.ts';
+import { DEFAULT_POLICY, type DefaultPolicy, type Intention } from '../policy/index.ts';
 import { MAX_SVID_TTL_SECONDS, MIN_SVID_TTL_SECONDS } from '../pki/index.ts';
 import type { Store } from '../store/index.ts';
 import { encodeJson, getJson, listJson } from './records.ts';
@@ -46,6 +46,7 @@ export function manifestChainKey(version: number): string {
   return `${MANIFEST_KEYS.chainPrefix}${String(version).padStart(12, '0')}`;
 }
 
+/** Applies manifests and reads the chain and the settings in force; see the file comment for the keys. */
 export class ManifestService {
   readonly #store: Store;
   readonly #fallbackTtlSeconds: number;
@@ -84,7 +85,7 @@ export class ManifestService {
     const current = await this.current();
     if (current === undefined) {
       return {
-        defaultPolicy: 'deny',
+        defaultPolicy: DEFAULT_POLICY,
         svidTtl: { defaultSeconds: this.#fallbackTtlSeconds, minSeconds: MIN_SVID_TTL_SECONDS, maxSeconds: MAX_SVID_TTL_SECONDS },
         intentionsManagement: 'api',
         manifestIntentions: undefined,

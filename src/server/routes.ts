@@ -37,7 +37,7 @@ export interface RouteContext {
   seal: SealLifecycle;
 }
 
-/** The audit actor of a request made with an ACL token. */
+/** Returns the audit actor of a request made with an ACL token. */
 function tokenActor(token: { accessorId: string }): AuditActor {
   return { kind: 'token', accessorId: token.accessorId };
 }
