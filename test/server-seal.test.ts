@@ -18,10 +18,12 @@ import { eventually } from './helpers/mesh.ts';
 import {
   assertRejectsWith,
   clientFor,
+  clientForDataDir,
   cliErrorCode,
   describeCli,
   flipByteInLatestRecord,
   killAll,
+  listeningPort,
   parseCliJson,
   sealTempDir,
   sha256File,
@@ -250,6 +252,10 @@ describe('passphrase seal on the server', () => {
       const args = ['--seal', 'passphrase', '--data-dir', cliDir.dataDir, '--addr', '127.0.0.1:0'];
       const server = await startCliServer(args, { env: { SEALMESH_SEAL_PASSPHRASE: PASSPHRASE }, running });
       assert.match(server.stderr(), /"provider":"passphrase"/);
+      // NOTE: the CLI installs its SIGTERM handler only after the start-up log line, so a SIGTERM
+      // sent right after that line can kill the server before a clean stop. The request waits that out.
+      const status = await clientForDataDir(cliDir.dataDir, listeningPort(server)).get<{ seal: SealStatusField }>('/v1/status');
+      assert.equal(status.seal.provider, 'passphrase');
       const stopped = await stopCliServer(server);
       assert.equal(stopped.code, 0, server.stderr());
 

@@ -219,6 +219,7 @@ export function buildProgram(): Command {
     .option('--socket-group <group>', 'group of those sockets, a name or gid (default: the proxy\'s primary group)')
     .option('--health <host:port>', 'plain HTTP endpoint serving GET /healthz for the orchestrator\'s prober')
     .option('--app-health-path <path>', 'HTTP path the app is checked at, such as /healthz (default: a TCP or Unix socket connect)')
+    .option('--manifest-genesis <digest>', 'SHA-256 digest of the genesis manifest to pin (`sealmesh manifest show`); default: the first one received')
     .option('--svid-ttl <duration>', 'requested SVID lifetime (default: the server\'s)')
     .option('--drain <duration>', 'how long SIGTERM waits for open connections (default: 10s)')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')

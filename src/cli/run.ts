@@ -90,6 +90,7 @@ export async function runProxy(flags: {
   socketGroup?: string;
   health?: string;
   appHealthPath?: string;
+  manifestGenesis?: string;
   svidTtl?: string;
   drain?: string;
   addr?: string;
@@ -137,6 +138,7 @@ export async function runProxy(flags: {
     ...(admin !== undefined ? { admin } : {}),
     ...(flags.health !== undefined ? { health: parseHostPort(flags.health, '--health', true) } : {}),
     ...(flags.appHealthPath !== undefined ? { appHealthPath: parseHealthPath(flags.appHealthPath) } : {}),
+    ...(flags.manifestGenesis !== undefined ? { manifestGenesis: parseDigest(flags.manifestGenesis) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
   });
   await proxy.start();
@@ -144,4 +146,13 @@ export async function runProxy(flags: {
   log.info({ signal }, 'stopping');
   await proxy.stop();
   log.flush();
+}
+
+/** Checks a `--manifest-genesis` value: 64 lowercase hex digits of a SHA-256 digest. */
+function parseDigest(value: string): string {
+  const digest = value.trim().toLowerCase().replace(/^sha256:/, '');
+  if (!/^[0-9a-f]{64}$/.test(digest)) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--manifest-genesis ${JSON.stringify(value)} is invalid: use the 64 hex digits that \`sealmesh manifest show\` prints as the genesis digest`);
+  }
+  return digest;
 }

@@ -34,7 +34,7 @@ export interface InitManifestOptions {
 }
 
 /** The sections of a manifest that `nextManifest` may change. Each given section replaces the old one whole. */
-export type ManifestChanges = Partial<Pick<Manifest, 'defaultPolicy' | 'tls' | 'svidTtl' | 'intentions' | 'attestation' | 'operators'>>;
+export type ManifestChanges = Partial<Pick<Manifest, 'defaultPolicy' | 'tls' | 'svidTtl' | 'intentions' | 'attestation' | 'perimeter' | 'operators'>>;
 
 /**
  * Builds an operator key entry from a public key, rewriting the PEM in canonical form. Throws

@@ -32,6 +32,8 @@ export interface EffectivePosture {
     /** Attestation providers accepted per service reference. */
     services: Record<string, { providers: string[] }>;
   };
+  /** `strict`: proxies refuse to serve an app reachable around the mesh; `warn`: they report it. */
+  perimeter: { appBinding: 'strict' | 'warn' };
   operators: {
     threshold: number;
     keys: Array<{ id: string; algorithm: OperatorKeyAlgorithm; fingerprint: string }>;
@@ -69,6 +71,7 @@ export function effectivePosture(manifest: Manifest): EffectivePosture {
       allowDevProvider: manifest.attestation.allowDevProvider ?? false,
       services: attestationServices,
     },
+    perimeter: { appBinding: manifest.perimeter?.appBinding ?? 'warn' },
     operators: {
       threshold: manifest.operators.threshold,
       keys: manifest.operators.keys.map((key) => ({ id: key.id, algorithm: key.algorithm, fingerprint: keyFingerprint(key.publicKey) })),
@@ -123,6 +126,10 @@ export function formatPosture(posture: EffectivePosture): string {
     [
       'attestation',
       `${posture.attestation.required ? 'required' : 'not required'}, dev provider ${posture.attestation.allowDevProvider ? 'accepted' : 'rejected'}, ${Object.keys(posture.attestation.services).length} service(s) configured`,
+    ],
+    [
+      'app binding',
+      posture.perimeter.appBinding === 'strict' ? 'strict: proxies refuse apps reachable around the mesh' : 'warn: proxies report apps reachable around the mesh',
     ],
     ['operators', `${posture.operators.threshold} of ${posture.operators.keys.length} signatures required`],
     ...posture.operators.keys.map((key): [string, string] => [`  ${key.id}`, `${key.algorithm} sha256:${key.fingerprint}`]),

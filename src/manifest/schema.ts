@@ -213,6 +213,11 @@ export const manifestSchema = z
     svidTtl: svidTtlSchema,
     intentions: intentionsSchema,
     attestation: attestationSchema,
+    /**
+     * Local perimeter. `appBinding: strict` makes every proxy refuse to serve an app that other
+     * hosts can reach without it; `warn` (the default when absent) reports it.
+     */
+    perimeter: z.strictObject({ appBinding: z.enum(['strict', 'warn']) }).optional(),
     operators: operatorsSchema,
   })
   .superRefine((manifest, context) => {

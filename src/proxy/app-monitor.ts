@@ -51,6 +51,21 @@ export class AppMonitor {
     this.#options = options;
   }
 
+  /**
+   * Changes the perimeter setting, as a newly verified manifest does, and checks the app again
+   * under it, so that an app already exposed stops inbound traffic as soon as the setting is strict.
+   */
+  async setPerimeter(mode: AppMonitorOptions['perimeter']): Promise<void> {
+    if (this.#options.perimeter === mode) return;
+    const wasStrict = this.#options.perimeter === 'strict';
+    this.#options.perimeter = mode;
+    this.#options.log.info({ perimeter: mode }, 'perimeter setting changed by the signed manifest');
+    if (wasStrict) this.#options.setServing(true, 'the perimeter setting is no longer strict');
+    this.#exposure = undefined;
+    await this.checkExposure();
+    await this.sync();
+  }
+
   get exposure(): ExposureReport | undefined {
     return this.#exposure;
   }

@@ -75,6 +75,12 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  readonly manifestVersion = new Gauge({
+    name: 'sealmesh_proxy_manifest_version',
+    help: 'Version of the signed security manifest this proxy verified and enforces; 0 before the first.',
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });
   }

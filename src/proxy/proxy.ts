@@ -1,5 +1,5 @@
 import { ApiClient } from '../client/index.ts';
-import { SealmeshError } from '../errors/index.ts';
+import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { silentLogger, type Logger } from '../log/index.ts';
 import { decide, type Decision } from '../policy/index.ts';
 import { formatServiceRef, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
@@ -15,6 +15,7 @@ import { InboundListener } from './inbound.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { OutboundListener } from './outbound.ts';
 import { WatchClient } from './watch-client.ts';
+import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
 
 export interface ProxyOptions {
@@ -47,6 +48,11 @@ export interface ProxyOptions {
    * because a local flag must never be able to weaken the posture.
    */
   perimeter?: PerimeterMode;
+  /**
+   * SHA-256 digest of the genesis manifest to pin. Without it the proxy pins the genesis of the
+   * first manifest chain it receives.
+   */
+  manifestGenesis?: string;
   /** Interval of the socket-table check of the app's binding. */
   exposureCheckIntervalMs?: number;
   /** Requested SVID TTL in seconds; the server's default when absent. */
@@ -79,6 +85,9 @@ export class SidecarProxy {
   #instanceId = '';
   #svid: SvidContexts | undefined;
   #snapshot: ProxySnapshot | undefined;
+  /** Version of the last snapshot received, applied or rejected. */
+  #receivedVersion: string | undefined;
+  readonly #manifestGuard: ManifestGuard;
   #client: ApiClient;
   #inbound: InboundListener | undefined;
   readonly #outbound = new Map<string, OutboundListener>();
@@ -97,6 +106,7 @@ export class SidecarProxy {
     const ref = parseServiceRef(options.service);
     this.identity = { namespace: ref.namespace, service: ref.service };
     this.#client = new ApiClient({ url: options.serverUrl, ca: options.serverCa });
+    this.#manifestGuard = new ManifestGuard(this.identity, options.manifestGenesis);
     this.#monitor = new AppMonitor({
       app: options.app,
       perimeter: options.perimeter ?? 'warn',
@@ -122,6 +132,11 @@ export class SidecarProxy {
 
   get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId'> | undefined {
     return this.#svid;
+  }
+
+  /** The signed manifest this proxy verified and enforces, if any. */
+  get enforcedManifest(): EnforcedManifest | undefined {
+    return this.#manifestGuard.enforced;
   }
 
   get snapshotVersion(): string | undefined {
@@ -401,8 +416,24 @@ export class SidecarProxy {
     this.#renewTimer.unref();
   }
 
-  #applySnapshot(snapshot: ProxySnapshot): void {
-    if (this.#snapshot?.version === snapshot.version) return;
+  #applySnapshot(received: ProxySnapshot): void {
+    if (this.#receivedVersion === received.version) return;
+    this.#receivedVersion = received.version;
+    let snapshot: ProxySnapshot;
+    try {
+      snapshot = this.#manifestGuard.check(received);
+    } catch (error) {
+      const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_MANIFEST_CHAIN_BROKEN';
+      this.metrics.rejections.inc({ code });
+      this.log.error({ code, reason: (error as Error).message }, 'configuration snapshot rejected: its manifest chain does not verify; the current configuration stays in force');
+      return;
+    }
+    const enforced = this.#manifestGuard.enforced;
+    if (enforced !== undefined) {
+      this.metrics.manifestVersion.set(enforced.version);
+      const mode = enforced.posture.perimeter.appBinding === 'strict' ? 'strict' : (this.options.perimeter ?? 'warn');
+      void this.#monitor.setPerimeter(mode);
+    }
     this.#snapshot = snapshot;
     this.metrics.snapshotsApplied.inc();
     this.log.info(

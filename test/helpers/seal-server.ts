@@ -29,10 +29,21 @@ export interface SealTempDir {
   remove: () => void;
 }
 
+/** Directories not removed yet. The exit handler removes them when a suite's `after` hook never ran. */
+const liveTempDirs = new Set<string>();
+process.once('exit', () => {
+  for (const path of liveTempDirs) rmSync(path, { recursive: true, force: true });
+});
+
 export function sealTempDir(prefix = 'sealmesh-server-seal-'): SealTempDir {
   // realpath, because the key-file provider compares resolved paths and /tmp may be a symbolic link.
   const path = realpathSync(mkdtempSync(join(tmpdir(), prefix)));
-  return { path, dataDir: join(path, 'data'), remove: () => rmSync(path, { recursive: true, force: true }) };
+  liveTempDirs.add(path);
+  const remove = (): void => {
+    rmSync(path, { recursive: true, force: true });
+    liveTempDirs.delete(path);
+  };
+  return { path, dataDir: join(path, 'data'), remove };
 }
 
 /** Returns the SHA-256 of a file as hex. */
