@@ -43,11 +43,10 @@ export function buildProgram(): Command {
     .option('--data-dir <dir>', 'directory for the store and the trust bundle (created with mode 0700); required here or in --config')
     .option('--addr <host:port>', 'address of the HTTPS API (default: 127.0.0.1:8501)')
     .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
-    .option('--svid-ttl <duration>', 'default lifetime of issued SVIDs, 5m to 7d, until a manifest sets it', '24h')
     .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects (default: 30s)')
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
   addSealOptions(server).action(
-    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; svidTtl: string; lease?: string; logLevel?: string } & SealFlags) => {
+    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
       await runServer(flags);

@@ -43,7 +43,7 @@ function missingSetting(flag: string, key: string): SealmeshError {
  * --config file is read, and each flag given on the command line replaces the file's value.
  */
 export async function runServer(
-  flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; svidTtl: string; lease?: string; logLevel?: string } & SealFlags,
+  flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags,
 ): Promise<void> {
   checkEnvironment(process.env);
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'server');
@@ -60,7 +60,6 @@ export async function runServer(
     dataDir,
     host: listen.host,
     port: listen.port,
-    svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl'),
     leaseSeconds,
     log,
     ...(flags.trustDomain !== undefined ? { trustDomain: flags.trustDomain } : {}),
