@@ -153,6 +153,16 @@ describe('proxy enforcing applied manifests', () => {
     await eventually(() => proxy.enforcedManifest?.version === 2, 5_000, 'manifest version 2 at the proxy');
     assert.equal(proxy.authorize(stranger).allowed, true);
     assert.equal(proxy.enforcedManifest?.genesisDigest, manifestDigest(first.manifest));
+    await eventually(
+      async () => {
+        const { proxies } = await mesh.operator.get<{ proxies: Array<{ service: string; manifest: { version: number } | null }> }>('/v1/manifest');
+        return proxies.some((entry) => entry.service === 'api' && entry.manifest?.version === 2);
+      },
+      5_000,
+      'the server lists the version the api proxy enforces',
+    );
+    const status = await mesh.anonymous.get<{ proxiesByManifestVersion: Record<string, number> }>('/v1/status');
+    assert.equal(status.proxiesByManifestVersion['2'], 1);
 
     // An app on the wildcard address is reported under `warn` and refused once a signed manifest says `strict`.
     const exposedApp = createServer((_request, response) => response.end('exposed'));

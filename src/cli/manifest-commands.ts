@@ -129,11 +129,20 @@ export function addManifestCommands(manifest: Command, addClientOptions: (comman
     manifest.command('show').description('show the effective security posture of the applied manifest'),
   ).action(async (flags: ClientFlags) => {
     const { formatPosture } = await import('../manifest/index.ts');
-    const result = await clientFromFlags(flags).get<{ manifest: { version: number; digest: string } | null; genesisDigest: string | null; posture: EffectivePosture | null }>('/v1/manifest');
+    const result = await clientFromFlags(flags).get<{
+      manifest: { version: number; digest: string } | null;
+      genesisDigest: string | null;
+      posture: EffectivePosture | null;
+      proxies: Array<{ instanceId: string; service: string; manifest: { version: number; digest: string } | null }>;
+    }>('/v1/manifest');
+    const proxies = table(
+      ['SERVICE', 'INSTANCE', 'ENFORCED VERSION', 'DIGEST'],
+      result.proxies.map((entry) => [entry.service, entry.instanceId, entry.manifest === null ? 'none' : String(entry.manifest.version), entry.manifest?.digest ?? '-']),
+    );
     print(flags, result, () =>
       result.posture === null
-        ? 'No manifest is applied: the server runs with default policy deny and intentions managed through the API. Create one with `sealmesh manifest init`.'
-        : `${formatPosture(result.posture).trimEnd()}\ngenesis:  ${result.genesisDigest ?? '-'}`,
+        ? `No manifest is applied: the server runs with default policy deny and intentions managed through the API. Create one with \`sealmesh manifest init\`.\n\n${proxies}`
+        : `${formatPosture(result.posture).trimEnd()}\ngenesis:  ${result.genesisDigest ?? '-'}\n\n${proxies}`,
     );
   });
 

@@ -419,6 +419,7 @@ export class SidecarProxy {
   #applySnapshot(received: ProxySnapshot): void {
     if (this.#receivedVersion === received.version) return;
     this.#receivedVersion = received.version;
+    const enforcedBefore = this.#manifestGuard.enforced?.version;
     let snapshot: ProxySnapshot;
     try {
       snapshot = this.#manifestGuard.check(received);
@@ -433,6 +434,12 @@ export class SidecarProxy {
       this.metrics.manifestVersion.set(enforced.version);
       const mode = enforced.posture.perimeter.appBinding === 'strict' ? 'strict' : (this.options.perimeter ?? 'warn');
       void this.#monitor.setPerimeter(mode);
+      // The control plane shows which manifest each proxy enforces, so a new one is reported at once.
+      if (enforced.version !== enforcedBefore && this.#instanceId !== '') {
+        this.#reportHealth(this.#monitor.current()).catch((error: unknown) => {
+          this.log.warn({ reason: (error as Error).message }, 'failed to report the enforced manifest; the next health report carries it');
+        });
+      }
     }
     this.#snapshot = snapshot;
     this.metrics.snapshotsApplied.inc();
@@ -457,7 +464,12 @@ export class SidecarProxy {
   }
 
   async #reportHealth(report: HealthReport): Promise<void> {
-    await this.#client.with({ secureContext: this.#svid?.control }).put('/v1/agent/health', { instanceId: this.#instanceId, ...report });
+    const enforced = this.#manifestGuard.enforced;
+    await this.#client.with({ secureContext: this.#svid?.control }).put('/v1/agent/health', {
+      instanceId: this.#instanceId,
+      ...report,
+      ...(enforced !== undefined ? { manifest: { version: enforced.version, digest: enforced.digest } } : {}),
+    });
   }
 
 }

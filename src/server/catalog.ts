@@ -28,6 +28,8 @@ export interface Instance {
   healthOutput?: string;
   /** The app's binding as of the proxy's last health report; absent when the proxy never reported it. */
   appExposure?: AppExposure;
+  /** The signed manifest the instance's proxy reports that it verified and enforces. */
+  manifest?: { version: number; digest: string };
   registeredAt: string;
   svidSerial?: string;
   svidNotAfter?: string;

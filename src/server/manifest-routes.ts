@@ -3,6 +3,8 @@ import type { AuditLog } from '../audit/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AclService } from './acl.ts';
 import type { ManifestService } from './manifest-service.ts';
+import type { Catalog } from './catalog.ts';
+import { formatServiceRef } from '../spiffe/index.ts';
 import { presentedToken } from './request.ts';
 
 /**
@@ -12,7 +14,7 @@ import { presentedToken } from './request.ts';
  */
 export function registerManifestRoutes(
   app: FastifyInstance,
-  context: { acl: AclService; manifests: ManifestService; audit: AuditLog; log: Logger; onApplied: () => void },
+  context: { acl: AclService; manifests: ManifestService; audit: AuditLog; log: Logger; onApplied: () => void; catalog: Catalog },
 ): void {
   const { acl, manifests, audit, log } = context;
 
@@ -38,6 +40,11 @@ export function registerManifestRoutes(
       manifest: posture === undefined ? null : { version: posture.version, digest: posture.digest },
       genesisDigest: (await manifests.pinnedGenesis()) ?? null,
       posture: posture ?? null,
+      proxies: (await context.catalog.instances()).map((instance) => ({
+        instanceId: instance.id,
+        service: formatServiceRef(instance),
+        manifest: instance.manifest ?? null,
+      })),
     };
   });
 

@@ -103,6 +103,8 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       seal: context.seal.describe(),
       manifest: posture === null ? null : { version: posture.version, digest: posture.digest },
       posture,
+      // Counts only: which proxy enforces what is in `GET /v1/manifest`, behind a read token.
+      proxiesByManifestVersion: countByManifestVersion(await catalog.instances()),
     };
   });
 
@@ -261,6 +263,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       health: body.status,
       ...(body.output !== undefined ? { healthOutput: body.output } : {}),
       ...(body.appExposure !== undefined ? { appExposure: body.appExposure } : {}),
+      ...(body.manifest !== undefined ? { manifest: body.manifest } : {}),
     }));
     if (!updated) throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${body.instanceId} of ${formatServiceRef(peer)} is not registered`);
     log.info({ instance: body.instanceId, status: body.status, appExposed: body.appExposure?.exposed }, 'instance health changed');
@@ -327,7 +330,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   registerOperatorRoutes(app, { acl, seal: context.seal, audit, log });
-  registerManifestRoutes(app, { acl, manifests, audit, log, onApplied: () => hub.schedulePush() });
+  registerManifestRoutes(app, { acl, manifests, audit, log, catalog, onApplied: () => hub.schedulePush() });
   registerAuditRoutes(app, { acl, audit, log });
 
   app.get('/v1/metrics', async (request, reply) => {
@@ -335,4 +338,14 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
   });
+}
+
+/** Counts instances by the manifest version their proxy enforces; `none` before the first. */
+export function countByManifestVersion(instances: readonly Instance[]): Record<string, number> {
+  const counts: Record<string, number> = {};
+  for (const instance of instances) {
+    const key = instance.manifest === undefined ? 'none' : String(instance.manifest.version);
+    counts[key] = (counts[key] ?? 0) + 1;
+  }
+  return counts;
 }

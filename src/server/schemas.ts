@@ -64,6 +64,8 @@ export const healthBody = z.strictObject({
       bindings: z.array(z.string().min(1).max(64)).max(32),
     })
     .optional(),
+  /** The signed manifest the proxy verified and enforces. */
+  manifest: z.strictObject({ version: z.number().int().min(1), digest: z.string().regex(/^[0-9a-f]{64}$/) }).optional(),
 });
 
 export const registerBody = z.strictObject({
