@@ -31,9 +31,27 @@ export function addManifestCommands(manifest: Command, addClientOptions: (comman
     .description('generate an operator signing key: the private key goes to FILE (mode 0600), the public key to FILE.pub and standard output')
     .requiredOption('--out <file>', 'path of the new private key; it must not exist')
     .addOption(new Option('--algorithm <name>', 'key algorithm').choices(['ed25519', 'ecdsa-p256']).default('ed25519'))
+    .option('--pkcs11-module <path>', 'generate a non-extractable ECDSA P-256 key in a PKCS#11 token instead; only FILE.pub is written (PIN: SEALMESH_PKCS11_PIN)')
+    .option('--pkcs11-token <label>', 'label of the token')
+    .option('--pkcs11-key-label <label>', 'label of the new key pair in the token')
     .option('--json', 'print the result as JSON')
-    .action(async (flags: { out: string; algorithm: OperatorKeyAlgorithm; json?: boolean }) => {
-      const { generateOperatorKey } = await import('../manifest/index.ts');
+    .action(async (flags: { out: string; algorithm: OperatorKeyAlgorithm; pkcs11Module?: string; pkcs11Token?: string; pkcs11KeyLabel?: string; json?: boolean }) => {
+      const { generateOperatorKey, Pkcs11ManifestSigner } = await import('../manifest/index.ts');
+      if (flags.pkcs11Module !== undefined) {
+        const pin = process.env.SEALMESH_PKCS11_PIN;
+        if (flags.pkcs11Token === undefined || flags.pkcs11KeyLabel === undefined || pin === undefined || pin === '') {
+          throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'generating a PKCS#11 key needs --pkcs11-token, --pkcs11-key-label and the PIN in SEALMESH_PKCS11_PIN');
+        }
+        const signer = Pkcs11ManifestSigner.generate({ module: flags.pkcs11Module, tokenLabel: flags.pkcs11Token, keyLabel: flags.pkcs11KeyLabel, pin });
+        try {
+          writeFileSync(`${flags.out}.pub`, signer.publicKeyPem, { mode: 0o644, flag: 'wx' });
+          const result = { keyId: signer.keyId, algorithm: signer.algorithm, publicKeyPem: signer.publicKeyPem, publicKeyFile: `${flags.out}.pub`, token: flags.pkcs11Token, keyLabel: flags.pkcs11KeyLabel };
+          print(flags, result, () => `${signer.publicKeyPem.trimEnd()}\n\nKey ID:       ${signer.keyId}\nPrivate key:  in token ${flags.pkcs11Token} as ${flags.pkcs11KeyLabel} (not extractable)\nPublic key:   ${flags.out}.pub`);
+        } finally {
+          signer.close();
+        }
+        return;
+      }
       const key = generateOperatorKey(flags.algorithm);
       // The flag wx fails when the file exists, so an existing key is never overwritten.
       writeFileSync(flags.out, key.privateKeyPem, { mode: 0o600, flag: 'wx' });
@@ -82,13 +100,36 @@ export function addManifestCommands(manifest: Command, addClientOptions: (comman
     .command('sign')
     .description('add your signature to a manifest file in place; works offline')
     .argument('<file>', 'manifest file')
-    .requiredOption('--key <file>', 'your private key file, as written by `manifest keygen` (mode 0600)')
+    .option('--key <file>', 'your private key file, as written by `manifest keygen` (mode 0600)')
+    .option('--pkcs11-module <path>', 'sign with a key in a PKCS#11 token instead: the module, such as /usr/lib/softhsm/libsofthsm2.so (PIN: SEALMESH_PKCS11_PIN)')
+    .option('--pkcs11-token <label>', 'label of the token holding the operator key')
+    .option('--pkcs11-key-label <label>', 'label of the operator key pair in the token')
     .option('--key-id <id>', 'key id to sign as (default: the id derived from the public key)')
     .option('--json', 'print the result as JSON')
-    .action(async (file: string, flags: { key: string; keyId?: string; json?: boolean }) => {
-      const { FileManifestSigner, readSignedManifestFile, signManifest, writeSignedManifestFile } = await import('../manifest/index.ts');
-      const signer = await FileManifestSigner.fromFile(flags.key, flags.keyId === undefined ? {} : { keyId: flags.keyId });
-      const signed = await signManifest(await readSignedManifestFile(file), signer);
+    .action(async (file: string, flags: { key?: string; pkcs11Module?: string; pkcs11Token?: string; pkcs11KeyLabel?: string; keyId?: string; json?: boolean }) => {
+      const { FileManifestSigner, Pkcs11ManifestSigner, readSignedManifestFile, signManifest, writeSignedManifestFile } = await import('../manifest/index.ts');
+      const keyId = flags.keyId === undefined ? {} : { keyId: flags.keyId };
+      let signer: import('../manifest/index.ts').ManifestSigner;
+      let close = (): void => undefined;
+      if (flags.pkcs11Module !== undefined) {
+        const pin = process.env.SEALMESH_PKCS11_PIN;
+        if (flags.pkcs11Token === undefined || flags.pkcs11KeyLabel === undefined || pin === undefined || pin === '') {
+          throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'signing with a PKCS#11 key needs --pkcs11-token, --pkcs11-key-label and the PIN in SEALMESH_PKCS11_PIN');
+        }
+        const tokenSigner = Pkcs11ManifestSigner.open({ module: flags.pkcs11Module, tokenLabel: flags.pkcs11Token, keyLabel: flags.pkcs11KeyLabel, pin, ...keyId });
+        signer = tokenSigner;
+        close = () => tokenSigner.close();
+      } else if (flags.key !== undefined) {
+        signer = await FileManifestSigner.fromFile(flags.key, keyId);
+      } else {
+        throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'pass --key FILE, or --pkcs11-module with --pkcs11-token and --pkcs11-key-label');
+      }
+      let signed;
+      try {
+        signed = await signManifest(await readSignedManifestFile(file), signer);
+      } finally {
+        close();
+      }
       await writeSignedManifestFile(file, signed);
       const result = { file, version: signed.manifest.version, keyId: signer.keyId, signatures: signed.signatures.length };
       print(flags, result, () => `Signed manifest version ${result.version} as ${signer.keyId}; ${file} now carries ${result.signatures} signature(s).`);
