@@ -64,8 +64,10 @@ export async function runServer(
     log,
     ...(flags.trustDomain !== undefined ? { trustDomain: flags.trustDomain } : {}),
   });
+  // Listening for signals before the start means a SIGTERM during it still ends in a clean stop.
+  const signalled = untilSignal();
   await server.start();
-  const signal = await untilSignal();
+  const signal = await signalled;
   log.info({ signal }, 'stopping');
   await server.stop();
   log.flush();
@@ -140,8 +142,9 @@ export async function runProxy(flags: {
     ...(flags.manifestGenesis !== undefined ? { manifestGenesis: parseDigest(flags.manifestGenesis) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
   });
+  const signalled = untilSignal();
   await proxy.start();
-  const signal = await untilSignal();
+  const signal = await signalled;
   log.info({ signal }, 'stopping');
   await proxy.stop();
   log.flush();
