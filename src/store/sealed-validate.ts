@@ -8,28 +8,14 @@
  */
 import { type ErrorCode, SealmeshError } from '../errors/index.ts';
 import { ENVELOPE_OVERHEAD_BYTES, KEY_LENGTH_BYTES, hashKey } from './sealed-format.ts';
-import { MAX_KEY_BYTES, MAX_VALUE_BYTES } from './sqlite.ts';
+import { checkKey, MAX_KEY_BYTES, MAX_VALUE_BYTES } from './sqlite.ts';
+
+export { checkKey };
 import type { Operation, TxnRequest } from './types.ts';
 
 /** Returns the largest value a sealed record under `key` can hold. */
 export function maxSealedValueBytes(key: string): number {
   return MAX_VALUE_BYTES - ENVELOPE_OVERHEAD_BYTES - KEY_LENGTH_BYTES - Buffer.byteLength(key, 'utf8');
-}
-
-/** Throws SEALMESH_ERR_STORE_KEY_INVALID unless `key` is a valid key, or a valid prefix, which may be empty. */
-export function checkKey(key: unknown, kind: 'key' | 'prefix'): asserts key is string {
-  let problem: string | undefined;
-  if (typeof key !== 'string') problem = `has type ${typeof key}, not string`;
-  else if (kind === 'key' && key === '') problem = 'is empty';
-  else if (!key.isWellFormed()) problem = 'contains an unpaired UTF-16 surrogate';
-  else if (key.includes('\0')) problem = 'contains a NUL character';
-  else if (Buffer.byteLength(key, 'utf8') > MAX_KEY_BYTES) problem = `is ${Buffer.byteLength(key, 'utf8')} bytes long`;
-  if (problem === undefined) return;
-  const quoted = typeof key === 'string' ? ` ${JSON.stringify(key.slice(0, 64))}` : '';
-  throw new SealmeshError(
-    'SEALMESH_ERR_STORE_KEY_INVALID',
-    `store ${kind}${quoted} is invalid: it ${problem}. Use ${kind === 'key' ? '1' : '0'} to ${MAX_KEY_BYTES} UTF-8 bytes of text without NUL`,
-  );
 }
 
 /** Throws unless `value` is a byte array that fits a sealed record under `key`. */

@@ -439,8 +439,11 @@ function toRecord(row: Record<string, SQLOutputValue>): StoreRecord {
   };
 }
 
-/** Throws SEALMESH_ERR_STORE_KEY_INVALID unless `key` is a valid key, or a valid prefix, which may be empty. */
-function checkKey(key: unknown, kind: 'key' | 'prefix'): asserts key is string {
+/**
+ * Throws SEALMESH_ERR_STORE_KEY_INVALID unless `key` is a valid key, or a valid prefix, which may be
+ * empty. The sealed store applies the same rule to plaintext keys, so both report the same code.
+ */
+export function checkKey(key: unknown, kind: 'key' | 'prefix'): asserts key is string {
   let problem: string | undefined;
   if (typeof key !== 'string') problem = `has type ${typeof key}, not string`;
   else if (kind === 'key' && key === '') problem = 'is empty';
