@@ -12,7 +12,7 @@ import { allow, httpGet, joinToken, startHttpApp, startProxy, startServer, waitF
 const SOURCE = 'ledger-frontend-7k2q';
 const DESTINATION = 'payments-ledger-9x4w';
 
-/** Every file under `dir`, recursively. */
+/** Lists every file under `dir`, recursively. */
 function filesUnder(dir: string): string[] {
   return readdirSync(dir).flatMap((name) => {
     const path = join(dir, name);

@@ -164,7 +164,7 @@ describe('proxy enforcing applied manifests', () => {
     const status = await mesh.anonymous.get<{ proxiesByManifestVersion: Record<string, number> }>('/v1/status');
     assert.equal(status.proxiesByManifestVersion['2'], 1);
 
-    // An app on the wildcard address is reported under `warn` and refused once a signed manifest says `strict`.
+    // An app on the wildcard address is reported under `warn` and refused once a signed manifest sets `strict`.
     const exposedApp = createServer((_request, response) => response.end('exposed'));
     await new Promise<void>((resolve) => exposedApp.listen(0, '0.0.0.0', () => resolve()));
     const port = (exposedApp.address() as AddressInfo).port;

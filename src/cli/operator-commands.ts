@@ -131,7 +131,7 @@ export function addOperatorCommands(operator: Command, addClientOptions: (comman
       if (shares.length === 0) throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no key share given: pass it as an argument or on standard input');
       const path = await socketPath(flags);
       let status: SealStatusResponse | undefined;
-      for (const one of shares) status = await socketRequest<SealStatusResponse>(path, 'POST', '/v1/operator/unseal', { share: one });
+      for (const submitted of shares) status = await socketRequest<SealStatusResponse>(path, 'POST', '/v1/operator/unseal', { share: submitted });
       print(flags, status, () => sealStatusText(status as SealStatusResponse));
     });
 

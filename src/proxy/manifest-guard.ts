@@ -17,7 +17,7 @@ export interface EnforcedManifest {
  * or misconfigured control plane cannot push a posture that the operators did not sign.
  *
  * The genesis digest is pinned from `--manifest-genesis` or, failing that, from the first chain
- * the proxy sees (trust on first use, over the TLS connection that its CA file authenticates).
+ * the proxy receives (trust on first use, over the TLS connection that its CA file authenticates).
  * After that, a snapshot is accepted only when its chain starts at the pinned genesis, every link
  * carries enough signatures of the operators of its predecessor, and its version is not older than
  * the one already enforced. The snapshot's default policy, and its intentions when the manifest
@@ -38,8 +38,8 @@ export class ManifestGuard {
   }
 
   /**
-   * Returns the snapshot to apply, with the posture of the verified manifest, or throws a
-   * SealmeshError naming the failed check; the caller then keeps its previous snapshot.
+   * Returns the snapshot to apply, with the posture of the verified manifest. Throws a
+   * SealmeshError naming the failed check, and the caller then keeps its previous snapshot.
    */
   check(snapshot: ProxySnapshot): ProxySnapshot {
     const chain = snapshot.manifestChain ?? [];
@@ -50,7 +50,7 @@ export class ManifestGuard {
           `the control plane sent no manifest chain, but this proxy ${this.#enforced !== undefined ? `enforces manifest version ${this.#enforced.version}` : 'has a pinned genesis manifest'}`,
         );
       }
-      // Before any manifest exists the built-in posture applies, whatever the server says.
+      // Before any manifest exists the built-in posture applies, whatever the snapshot's field holds.
       return { ...snapshot, defaultPolicy: DEFAULT_POLICY };
     }
     const genesis = chain[0];

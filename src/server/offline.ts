@@ -26,7 +26,7 @@ function openExisting(path: string): SqliteStore {
 async function providerFor(backend: SqliteStore, options: OfflineOptions): Promise<{ provider: SealProvider; storeId: string }> {
   const meta = await SealedStore.readMeta(backend);
   if (meta === undefined) {
-    throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', `${options.dataDir} holds no sealed store`);
+    throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', `${options.dataDir} contains no sealed store; check --data-dir`);
   }
   if (meta.providerName !== options.seal.provider) {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `the store is sealed with the ${meta.providerName} provider; pass --seal ${meta.providerName}`);

@@ -136,7 +136,7 @@ export class SealLifecycle {
     };
   }
 
-  /** The seal part of `GET /v1/status`. */
+  /** Describes the seal provider, counter and data-key rotation for `GET /v1/status`. */
   describe(): Record<string, unknown> {
     if (this.#provider === undefined) return { provider: 'none', note: 'the store was opened by the caller' };
     return { ...describeSeal(this.#provider, this.#counter), dataKeyRotation: { recordsUnderOldKeys: this.#recordsUnderOldKeys } };

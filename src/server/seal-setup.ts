@@ -241,7 +241,7 @@ export async function createRotatedProvider(
   }
 }
 
-/** One sentence on the seal provider for the start-up log. */
+/** Describes the seal provider, its strength and rollback detection for the start-up log. */
 export function describeSeal(provider: SealProvider, counter: MonotonicCounter | undefined): { provider: string; strength: string; rollbackDetection: string } {
   return {
     provider: provider.name,
