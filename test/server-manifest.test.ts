@@ -129,7 +129,8 @@ describe('signed manifest on a running server', () => {
 
   test('keygen does not overwrite a key', async () => {
     const result = await runCli(['manifest', 'keygen', '--out', keys[0]!], { timeoutMs: CLI_TIMEOUT_MS });
-    assert.notEqual(result.code, 0, describeResult(result));
+    assert.equal(result.code, 1, describeResult(result));
+    assert.match(result.stderr, /SEALMESH_ERR_CONFLICT/);
   });
 
   test('verify accepts the signed genesis offline', async () => {

@@ -1,4 +1,4 @@
-import { readFileSync, writeFileSync } from 'node:fs';
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { Option, type Command } from 'commander';
 import { SealmeshError } from '../errors/index.ts';
 import type { EffectivePosture, OperatorKeyAlgorithm, SignedManifest } from '../manifest/index.ts';
@@ -54,6 +54,9 @@ export function addManifestCommands(manifest: Command, addClientOptions: (comman
       }
       const key = generateOperatorKey(flags.algorithm);
       // The flag wx fails when the file exists, so an existing key is never overwritten.
+      for (const path of [flags.out, `${flags.out}.pub`]) {
+        if (existsSync(path)) throw new SealmeshError('SEALMESH_ERR_CONFLICT', `${path} already exists; keygen never overwrites a key, so choose another --out`);
+      }
       writeFileSync(flags.out, key.privateKeyPem, { mode: 0o600, flag: 'wx' });
       writeFileSync(`${flags.out}.pub`, key.publicKeyPem, { mode: 0o644, flag: 'wx' });
       const result = { keyId: key.keyId, algorithm: key.algorithm, publicKeyPem: key.publicKeyPem, privateKeyFile: flags.out, publicKeyFile: `${flags.out}.pub` };
@@ -183,7 +186,7 @@ export function addManifestCommands(manifest: Command, addClientOptions: (comman
     print(flags, result, () =>
       result.posture === null
         ? `No manifest is applied: the server runs with default policy deny and intentions managed through the API. Create one with \`sealmesh manifest init\`.\n\n${proxies}`
-        : `${formatPosture(result.posture).trimEnd()}\ngenesis:  ${result.genesisDigest ?? '-'}\n\n${proxies}`,
+        : `${formatPosture(result.posture).trimEnd()}\ngenesis:  ${result.genesisDigest ?? '-'}\nnote:     the TLS and attestation settings are signed but not yet enforced by the server\n\n${proxies}`,
     );
   });
 

@@ -132,7 +132,8 @@ export class ApiClient {
         reject(
           new SealmeshError(
             'SEALMESH_ERR_SERVER_UNREACHABLE',
-            `cannot reach the sealmesh server at ${this.options.url}: ${error.code ?? error.message}; check --addr/SEALMESH_ADDR and --ca-file/SEALMESH_CACERT`,
+            `cannot reach the sealmesh server at ${this.options.url}: ${error.code ?? error.message}; check --addr/SEALMESH_ADDR` +
+              (error.code === 'ECONNREFUSED' ? ', and whether a Shamir-sealed server waits for key shares (`sealmesh operator seal-status`)' : ''),
             { cause: error },
           ),
         );

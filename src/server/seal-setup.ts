@@ -8,6 +8,7 @@ import {
   Pkcs11SealProvider,
   ShamirSealProvider,
   defaultKeyFilePath,
+  KEY_FILE_ENV,
   type MonotonicCounter,
   type PassphraseParams,
   type SealProvider,
@@ -190,8 +191,10 @@ export async function openProvider(seal: Exclude<SealConfig, { provider: 'shamir
     // The path and label recorded in the store follow a KEK rotation. Editing them gains nothing:
     // the keyring unwraps only under the KEK it was wrapped with.
     case 'keyfile': {
+      // Precedence: --seal-key-file, then SEALMESH_SEAL_KEY_FILE, then the recorded path, then the default.
       const recorded = typeof params.keyFile === 'string' ? params.keyFile : undefined;
-      return KeyFileSealProvider.open(seal.keyFile ?? recorded ?? defaultKeyFilePath(dataDir), { dataDir });
+      const fromEnv = process.env[KEY_FILE_ENV] === '' ? undefined : process.env[KEY_FILE_ENV];
+      return KeyFileSealProvider.open(seal.keyFile ?? fromEnv ?? recorded ?? defaultKeyFilePath(dataDir), { dataDir });
     }
     case 'passphrase':
       return PassphraseSealProvider.open(await seal.passphrase(), params as unknown as PassphraseParams);
