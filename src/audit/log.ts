@@ -25,6 +25,7 @@ import type { Store, StoreRecord } from '../store/types.ts';
 /** The events that are audited. */
 export const AUDIT_ACTIONS = [
   'manifest.apply',
+  'manifest.reject',
   'token.create',
   'token.revoke',
   'intention.create',

@@ -1,9 +1,9 @@
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
-import { SidecarProxy, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
+import { SidecarProxy, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
-import { checkEnvironment, loadLocalConfig } from '../config/index.ts';
+import { checkEnvironment, isLoopback, loadLocalConfig } from '../config/index.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
 
@@ -109,6 +109,10 @@ export async function runProxy(flags: {
   const upstreams = flags.upstream.length > 0 ? flags.upstream.map(parseUpstream) : (file.upstreams ?? []);
   const advertise = flags.advertise !== undefined ? parseHostPort(flags.advertise, '--advertise') : file.advertise;
   const admin = flags.admin !== undefined ? parseSocketAddress(flags.admin, '--admin', true) : file.admin;
+  // The admin endpoint serves metrics and status without authentication, so it stays on this host.
+  if (admin !== undefined && !isUnixAddress(admin) && !isLoopback(admin.host)) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--admin ${formatSocketAddress(admin)} is not a loopback address; the admin endpoint has no authentication, so bind it to 127.0.0.1, ::1 or a Unix socket`);
+  }
   const drainSeconds = flags.drain !== undefined ? parseDuration(flags.drain, '--drain') : (file.drainSeconds ?? parseDuration(DEFAULT_DRAIN, '--drain'));
   const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN;
   if (joinToken === undefined || joinToken === '') {

@@ -1,4 +1,5 @@
 import type { FastifyInstance } from 'fastify';
+import { isSealmeshError } from '../errors/index.ts';
 import type { AuditLog } from '../audit/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AclService } from './acl.ts';
@@ -20,7 +21,21 @@ export function registerManifestRoutes(
 
   app.post('/v1/manifest', async (request) => {
     const token = await acl.authorize(presentedToken(request), 'operator');
-    const accepted = await manifests.apply(request.body);
+    let accepted;
+    try {
+      accepted = await manifests.apply(request.body);
+    } catch (error) {
+      // A rejected attempt to change the posture is as much a security event as an accepted one.
+      if (isSealmeshError(error)) {
+        await audit.append({
+          action: 'manifest.reject',
+          actor: { kind: 'token', accessorId: token.accessorId },
+          subject: 'manifest apply',
+          details: { code: error.code },
+        });
+      }
+      throw error;
+    }
     const version = accepted.manifest.version;
     await audit.append({
       action: 'manifest.apply',

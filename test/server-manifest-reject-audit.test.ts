@@ -1,0 +1,23 @@
+import { after, before, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { isSealmeshError } from '../src/errors/index.ts';
+import { startServer, type TestServer } from './helpers/mesh.ts';
+
+let mesh: TestServer;
+
+before(async () => {
+  mesh = await startServer();
+});
+
+after(async () => {
+  await mesh?.stop();
+});
+
+test('rejected manifest apply is audited', async () => {
+  await assert.rejects(mesh.operator.post('/v1/manifest', { manifest: { version: 1 }, signatures: [] }), (error: unknown) => isSealmeshError(error));
+  const { entries } = await mesh.operator.get<{ entries: Array<{ action: string; details: { code?: string } | null; actor: { accessorId?: string } }> }>('/v1/audit');
+  const rejected = entries.find((entry) => entry.action === 'manifest.reject');
+  assert.ok(rejected !== undefined, 'a manifest.reject entry exists');
+  assert.match(rejected.details?.code ?? '', /^SEALMESH_ERR_MANIFEST_/);
+  assert.ok(!JSON.stringify(entries).includes(mesh.operatorToken), 'no token secret in the audit log');
+});
