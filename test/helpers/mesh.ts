@@ -15,9 +15,22 @@ export function testLogger(component: string): Logger {
   return level === undefined || level === '' ? silentLogger() : createLogger({ component, level });
 }
 
+/** Temporary directories of this test process, removed when it exits if a test did not remove them. */
+const createdDirs = new Set<string>();
+process.once('exit', () => {
+  for (const path of createdDirs) rmSync(path, { recursive: true, force: true });
+});
+
 export function tempDir(prefix = 'sealmesh-test-'): { path: string; remove: () => void } {
   const path = mkdtempSync(join(tmpdir(), prefix));
-  return { path, remove: () => rmSync(path, { recursive: true, force: true }) };
+  createdDirs.add(path);
+  return {
+    path,
+    remove: () => {
+      rmSync(path, { recursive: true, force: true });
+      createdDirs.delete(path);
+    },
+  };
 }
 
 export interface TestServer {
