@@ -18,7 +18,11 @@ export function testLogger(component: string): Logger {
 /** Temporary directories of this test process, removed when it exits if a test did not remove them. */
 const createdDirs = new Set<string>();
 process.once('exit', () => {
-  for (const path of createdDirs) rmSync(path, { recursive: true, force: true });
+  for (const path of createdDirs) {
+    rmSync(path, { recursive: true, force: true });
+    // A server whose data directory is the temporary directory itself puts its key file beside it.
+    rmSync(`${path}.seal-key`, { force: true });
+  }
 });
 
 export function tempDir(prefix = 'sealmesh-test-'): { path: string; remove: () => void } {
@@ -28,6 +32,7 @@ export function tempDir(prefix = 'sealmesh-test-'): { path: string; remove: () =
     path,
     remove: () => {
       rmSync(path, { recursive: true, force: true });
+      rmSync(`${path}.seal-key`, { force: true });
       createdDirs.delete(path);
     },
   };
