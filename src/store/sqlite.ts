@@ -470,14 +470,22 @@ function checkValue(value: unknown, role = 'value'): asserts value is Uint8Array
   }
 }
 
-function checkInteger(name: string, value: unknown, min: number, code: ErrorCode = 'SEALMESH_ERR_INVALID_ARGUMENT'): void {
+/** Throws `code` unless `value` is a safe integer of at least `min`. */
+export function checkInteger(name: string, value: unknown, min: number, code: ErrorCode = 'SEALMESH_ERR_INVALID_ARGUMENT'): void {
   if (typeof value !== 'number' || !Number.isSafeInteger(value) || value < min) {
     const message = `${name} ${String(value)} is invalid: use an integer of at least ${min}`;
     throw new SealmeshError(code, message);
   }
 }
 
-function checkTxn(request: TxnRequest): void {
+/**
+ * Throws SEALMESH_ERR_STORE_TXN_INVALID (or a key or value code) unless `request` is a well-formed
+ * transaction. `checkOperationValue` applies the value limit, which the sealed store narrows.
+ */
+export function checkTxn(
+  request: TxnRequest,
+  checkOperationValue: (value: unknown, key: string, role: string) => void = (value, _key, role) => checkValue(value, role),
+): void {
   const invalid = (problem: string): SealmeshError =>
     new SealmeshError('SEALMESH_ERR_STORE_TXN_INVALID', `store transaction is invalid: ${problem}`);
   if (typeof request !== 'object' || request === null) throw invalid('the request is not an object');
@@ -489,7 +497,7 @@ function checkTxn(request: TxnRequest): void {
       throw invalid(`the compare on ${JSON.stringify(compare.key)} needs exactly one of modRevision and value`);
     }
     if (hasRevision) checkInteger('compare modRevision', compare.modRevision, 0, 'SEALMESH_ERR_STORE_TXN_INVALID');
-    else checkValue(compare.value, 'compare value');
+    else checkOperationValue(compare.value, compare.key, 'compare value');
   }
   const branches: [string, Operation[]][] = [['success', request.success], ['failure', request.failure ?? []]];
   for (const [branch, operations] of branches) {
@@ -497,7 +505,7 @@ function checkTxn(request: TxnRequest): void {
     const keys = new Set<string>();
     for (const operation of operations) {
       checkKey(operation?.key, 'key');
-      if (operation.type === 'put') checkValue(operation.value);
+      if (operation.type === 'put') checkOperationValue(operation.value, operation.key, 'value');
       else if (operation.type !== 'delete') {
         throw invalid(`operation type ${JSON.stringify((operation as { type: unknown }).type)} is not put or delete`);
       }
