@@ -1,3 +1,4 @@
+import type { Counter, Gauge } from 'prom-client';
 import { connect as netConnect, type Socket } from 'node:net';
 import { createServer as createTlsServer, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { isSealmeshError, type ErrorCode } from '../errors/index.ts';
@@ -42,9 +43,18 @@ export class InboundListener {
   /** Set while inbound traffic is stopped, with the code and reason every new connection is rejected with. */
   #suspended: { code: ErrorCode; reason: string } | undefined;
 
+  /** This proxy's service reference, the destination named in every log line. */
+  readonly #destination: string;
+  /** Labelled metric children, resolved once instead of on every connection. */
+  readonly #allowedCount: Counter.Internal;
+  readonly #activeCount: Gauge.Internal<"direction">;
+
   constructor(options: InboundOptions) {
     this.#options = options;
     this.#rejections = new RejectionLog(options.log);
+    this.#destination = formatServiceRef(options.self);
+    this.#allowedCount = options.metrics.inboundConnections.labels('allowed');
+    this.#activeCount = options.metrics.activeConnections.labels('inbound');
   }
 
   get activeConnections(): number {
@@ -101,7 +111,7 @@ export class InboundListener {
       closed += 1;
       this.#options.metrics.closedByPolicy.inc();
       this.#options.log.info(
-        { source: formatServiceRef(connection.peer), destination: formatServiceRef(this.#options.self), intention: decision.reason },
+        { source: formatServiceRef(connection.peer), destination: this.#destination, intention: decision.reason },
         'closing an established connection that an intention now denies',
       );
       connection.downstream.destroy();
@@ -137,7 +147,7 @@ export class InboundListener {
   }
 
   #accept(downstream: TLSSocket): void {
-    const destination = formatServiceRef(this.#options.self);
+    const destination = this.#destination;
     if (this.#suspended !== undefined) {
       this.#reject(this.#suspended.code, { destination, remote: downstream.remoteAddress, reason: this.#suspended.reason });
       downstream.destroy();
@@ -153,32 +163,31 @@ export class InboundListener {
       downstream.destroy();
       return;
     }
-    const source = formatServiceRef(peer);
     const decision = this.#options.authorize(peer);
     if (!decision.allowed) {
       this.#options.metrics.inboundConnections.inc({ result: 'denied' });
-      this.#reject('SEALMESH_ERR_INTENTION_DENIED', { source, destination, intention: decision.reason, remote: downstream.remoteAddress }, false);
+      this.#reject('SEALMESH_ERR_INTENTION_DENIED', { source: formatServiceRef(peer), destination, intention: decision.reason, remote: downstream.remoteAddress }, false);
       downstream.destroy();
       return;
     }
-    this.#options.metrics.inboundConnections.inc({ result: 'allowed' });
+    this.#allowedCount.inc();
     const target = this.#options.app;
     const app = isUnixAddress(target) ? netConnect({ path: target.path }) : netConnect({ host: target.host, port: target.port, noDelay: true });
     downstream.setNoDelay(true);
     const connection: InboundConnection = { downstream, app, peer };
     this.#connections.add(connection);
-    this.#options.metrics.activeConnections.inc({ direction: 'inbound' });
+    this.#activeCount.inc();
     let finished = false;
     const finish = (): void => {
       if (finished) return;
       finished = true;
       this.#connections.delete(connection);
-      this.#options.metrics.activeConnections.dec({ direction: 'inbound' });
+      this.#activeCount.dec();
       downstream.destroy();
       app.destroy();
     };
     app.once('error', (error: Error & { code?: string }) => {
-      this.#options.log.warn({ source, destination, app: this.#options.app, reason: error.code ?? error.message }, 'connection to the app failed');
+      this.#options.log.warn({ source: formatServiceRef(peer), destination, app: this.#options.app, reason: error.code ?? error.message }, 'connection to the app failed');
       finish();
     });
     downstream.once('error', finish);

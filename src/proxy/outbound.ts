@@ -4,6 +4,7 @@ import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { RejectionLog, type Logger } from '../log/index.ts';
 import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
 import type { Endpoint } from '../server/index.ts';
+import type { Counter, Gauge } from 'prom-client';
 import type { ProxyMetrics } from './metrics.ts';
 import { DEFAULT_SOCKET_MODE, listenUnix, type SocketPermissions, type UnixSocketListener } from '../perimeter/unix-socket.ts';
 import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.ts';
@@ -39,8 +40,14 @@ export class OutboundListener {
   #unixSocket: UnixSocketListener | undefined;
   #next = 0;
 
+  /** Labelled metric children, resolved once instead of on every connection. */
+  readonly #activeCount: Gauge.Internal<'direction'>;
+  readonly #connectedCount: Counter.Internal;
+
   constructor(options: OutboundOptions) {
     this.#options = options;
+    this.#activeCount = options.metrics.activeConnections.labels('outbound');
+    this.#connectedCount = options.metrics.outboundConnections.labels(options.upstream.service, 'connected');
     this.#rejections = new RejectionLog(options.log);
   }
 
@@ -95,10 +102,10 @@ export class OutboundListener {
 
   #accept(client: Socket): void {
     this.#connections.add(client);
-    this.#options.metrics.activeConnections.inc({ direction: 'outbound' });
+    this.#activeCount.inc();
     client.once('close', () => {
       this.#connections.delete(client);
-      this.#options.metrics.activeConnections.dec({ direction: 'outbound' });
+      this.#activeCount.dec();
     });
     client.on('error', () => client.destroy());
     this.#dial(client, 1);
@@ -163,7 +170,7 @@ export class OutboundListener {
         remote.destroy();
         return;
       }
-      this.#options.metrics.outboundConnections.inc({ upstream, result: 'connected' });
+      this.#connectedCount.inc();
       remote.once('error', () => client.destroy());
       remote.once('close', () => client.destroy());
       client.once('close', () => remote.destroy());
