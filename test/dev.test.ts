@@ -66,7 +66,8 @@ describe('sealmesh dev', () => {
     assert.equal(body.service, 'web');
     assert.equal(body.api?.service, 'api');
     assert.equal(body.api?.db?.service, 'db');
-    assert.ok(Array.isArray(body.api?.db?.rows) && body.api.db.rows.length > 0, response.body);
+    assert.ok(Array.isArray(body.api?.db?.rows), response.body);
+    assert.ok((body.api?.db?.rows?.length ?? 0) > 0, response.body);
   });
 
   test('denied call web -> db returns 502', async () => {

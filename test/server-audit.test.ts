@@ -165,7 +165,7 @@ describe('audit verify on a tampered log', () => {
 
   before(async () => {
     // A plain store without a seal, so that the test can rewrite an entry the way a disk
-    // attacker would; the sealed store would reject the rewrite before the audit log sees it.
+    // attacker would; the sealed store would reject the rewrite before the audit log reads it.
     store = SqliteStore.open(join(dir.path, 'plain.db'));
     mesh = await startServer({ dataDir: join(dir.path, 'data'), store });
     await mesh.operator.post('/v1/intentions', { source: 'web', destination: 'api', action: 'allow' });

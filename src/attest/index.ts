@@ -21,7 +21,7 @@ export interface EvidenceProvider {
   collect(reportData: Uint8Array): Promise<Evidence>;
 }
 
-/** What a verifier established about a workload. */
+/** The outcome of verifying a workload's evidence. */
 export interface AttestationResult {
   provider: string;
   insecure: boolean;

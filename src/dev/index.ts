@@ -53,7 +53,7 @@ async function waitFor<T>(what: string, probe: () => Promise<T | undefined>, chi
   throw new SealmeshError('SEALMESH_ERR_INTERNAL', `timed out after ${READY_TIMEOUT_MS} ms waiting for ${what}`);
 }
 
-/** The CLI entry of this build, `main.ts` when run from source and `main.js` from dist. */
+/** Returns the CLI entry of this build, `main.ts` when run from source and `main.js` from dist. */
 function cliEntry(): string {
   const self = fileURLToPath(import.meta.url);
   return join(self, '..', '..', 'cli', self.endsWith('.ts') ? 'main.ts' : 'main.js');

@@ -95,7 +95,7 @@ export class Pkcs11ManifestSigner implements ManifestSigner {
 
   /**
    * Opens the key pair labelled `keyLabel`. Throws SEALMESH_ERR_MANIFEST_SIGNING_KEY_INVALID when
-   * the token has no such private or public key, has several, or holds a private key that is not a
+   * the token has no such private or public key, has several, or contains a private key that is not a
    * sensitive, non-extractable P-256 signing key; and the errors of `TokenSession.open`.
    */
   static open(options: Pkcs11SignerOptions): Pkcs11ManifestSigner {

@@ -1,6 +1,6 @@
 import { readFile } from 'node:fs/promises';
 
-/** How a listening socket is bound, as far as reachability from other hosts goes. */
+/** Reachability of a listening socket's bound address from other hosts. */
 export type BindScope = 'loopback' | 'wildcard' | 'external';
 
 export interface ListeningSocket {

@@ -79,7 +79,7 @@ export class InboundListener {
       const verifyError: unknown = socket.authorizationError;
       const reason = typeof verifyError === 'string' ? verifyError : (error.code ?? error.message);
       this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { reason, remote: socket.remoteAddress });
-      // Node destroys the socket itself only when no 'tlsClientError' listener exists; with one, a
+      // Node destroys the socket itself only when no 'tlsClientError' listener exists. With one, a
       // client that stalls its handshake would keep its connection open past the timeout.
       socket.destroy();
     });

@@ -2,7 +2,7 @@
  * Seal providers: where the key-encryption key (KEK) comes from.
  *
  * The KEK never reaches the data directory. It wraps the data keys that encrypt stored records and
- * the key that authenticates the integrity chain. A provider either holds the KEK in process memory
+ * the key that authenticates the integrity chain. A provider either keeps the KEK in process memory
  * (passphrase, key file, Shamir shares) or performs wrap and unwrap inside an HSM (PKCS#11), in
  * which case the KEK never exists in this process at all.
  */

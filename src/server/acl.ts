@@ -32,6 +32,8 @@ export interface ResolvedToken extends TokenRecord {
 export const TOKEN_PREFIX = 'smt_';
 /** Namespace of the control plane's own SPIFFE IDs, such as `spiffe://<td>/ns/sealmesh/svc/server`. */
 export const RESERVED_NAMESPACE = 'sealmesh';
+/** Token kinds accepted for each purpose: an operator token also reads, and only join tokens enroll. */
+const PURPOSE_KINDS: Record<'operator' | 'read' | 'join', readonly TokenKind[]> = { operator: ['operator'], read: ['operator', 'read'], join: ['join'] };
 const ARTICLE_KIND: Record<TokenKind, string> = { operator: 'an operator', read: 'a read', join: 'a join' };
 export const JOIN_TOKEN_DEFAULT_TTL_SECONDS = 3600;
 export const JOIN_TOKEN_MAX_TTL_SECONDS = 7 * 24 * 3600;
@@ -144,9 +146,7 @@ export class AclService {
     if (record.kind === 'join' && record.usedAt !== undefined) {
       throw new SealmeshError('SEALMESH_ERR_ACL_TOKEN_USED', `the join token ${record.accessorId} was already used at ${record.usedAt}; create a new one`);
     }
-    const allowed =
-      purpose === 'join' ? record.kind === 'join' : purpose === 'read' ? record.kind === 'operator' || record.kind === 'read' : record.kind === 'operator';
-    if (!allowed) {
+    if (!PURPOSE_KINDS[purpose].includes(record.kind)) {
       throw new SealmeshError('SEALMESH_ERR_ACL_PERMISSION_DENIED', `this request needs ${ARTICLE_KIND[purpose]} token, and the token presented is ${ARTICLE_KIND[record.kind]} token`);
     }
     return { ...record, tokenHash, modRevision: found.modRevision };

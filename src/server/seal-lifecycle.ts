@@ -48,8 +48,8 @@ export interface KekRotationRequest {
 }
 
 /**
- * The seal side of a running server: opens the sealed store (or waits, sealed, for key shares),
- * and performs the operations that need the seal provider: verification, snapshots, KEK rotation
+ * The seal side of a running server. It opens the sealed store, or waits sealed for key shares.
+ * It also runs the operations that need the seal provider: verification, snapshots, KEK rotation,
  * and data-key rotation with background re-encryption that resumes after a restart.
  */
 export class SealLifecycle {

@@ -192,7 +192,7 @@ export class SqliteStore implements Store {
 
   /**
    * Writes a consistent copy of the whole database to `path` (SQLite `VACUUM INTO`), taken at a
-   * transaction boundary while writers continue. The copy holds the same bytes the store holds, so
+   * transaction boundary while writers continue. The copy contains the same bytes as the store, so
    * a sealed store's copy stays sealed. Fails when `path` exists.
    */
   async snapshotTo(path: string): Promise<void> {

@@ -125,7 +125,7 @@ async function listen(server: HttpServer | NetServer): Promise<number> {
   return address.port;
 }
 
-/** An HTTP app that answers every request with its name and the request path. */
+/** Starts an HTTP app that responds to every request with its name and the request path. */
 export async function startHttpApp(name: string): Promise<{ port: number; server: HttpServer; close: () => Promise<void> }> {
   const server = createHttpServer((req, res) => {
     res.writeHead(200, { 'content-type': 'application/json' }).end(JSON.stringify({ app: name, path: req.url }));
@@ -142,7 +142,7 @@ export async function startHttpApp(name: string): Promise<{ port: number; server
   };
 }
 
-/** A TCP app that echoes every byte back. */
+/** Starts a TCP app that echoes every byte back. */
 export async function startEchoApp(): Promise<{ port: number; close: () => Promise<void> }> {
   const server = createNetServer((socket) => {
     socket.on('error', () => socket.destroy());
