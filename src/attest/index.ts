@@ -8,8 +8,13 @@ import { SealmeshError } from '../errors/index.ts';
 export interface Evidence {
   /** Provider name, such as `sev-snp`, `tdx`, `sgx` or `dev`. */
   provider: string;
-  /** Provider-specific evidence, base64-encoded. */
+  /** The report (SEV-SNP) or quote (TDX, SGX), base64-encoded. */
   data: string;
+  /**
+   * Auxiliary data, base64-encoded: for SEV-SNP the certificate table that configfs-tsm returns in
+   * `auxblob` (VCEK or VLEK, ASK, ARK); absent for other providers.
+   */
+  aux?: string;
 }
 
 /** Produces evidence in the proxy. One implementation per TEE interface. */
@@ -21,13 +26,55 @@ export interface EvidenceProvider {
   collect(reportData: Uint8Array): Promise<Evidence>;
 }
 
-/** The outcome of verifying a workload's evidence. */
+/** Intel's TCB status values, as TCB info and QE identity evaluation yields them. */
+export type TcbStatus =
+  | 'UpToDate'
+  | 'SWHardeningNeeded'
+  | 'ConfigurationNeeded'
+  | 'ConfigurationAndSWHardeningNeeded'
+  | 'OutOfDate'
+  | 'OutOfDateConfigurationNeeded'
+  | 'Revoked';
+
+/**
+ * The outcome of verifying a workload's evidence: what the hardware vouches for. A verifier
+ * returns it only after every signature, chain, revocation and binding check passed; the
+ * manifest's per-service policy is then evaluated against these claims.
+ */
 export interface AttestationResult {
   provider: string;
   insecure: boolean;
-  measurement?: string;
-  tcbStatus?: string;
+  /** The moment the verifier was given as "now", ISO 8601. */
   verifiedAt: string;
+  /** True when the TEE runs with debugging enabled (SEV-SNP policy bit 19, TDX TD attribute DEBUG, SGX attribute DEBUG). */
+  debug: boolean;
+  /** Report data found in the evidence, lowercase hex (64 bytes). */
+  reportData: string;
+  /**
+   * Measurements in lowercase hex, by name: SEV-SNP `measurement`, `hostData`; TDX `mrTd`,
+   * `rtMr0` to `rtMr3`, `mrConfigId`, `mrOwner`; SGX `mrEnclave`, `mrSigner`.
+   */
+  measurements: Record<string, string>;
+  /** TCB status (Intel DCAP), or for SEV-SNP `UpToDate` once the reported TCB matches the VCEK. */
+  tcbStatus?: TcbStatus;
+  /** Intel security advisory ids that apply to the platform's TCB level. */
+  advisoryIds?: string[];
+  /** SGX product id and security version of the enclave. */
+  isvProdId?: number;
+  isvSvn?: number;
+  /** SEV-SNP details the manifest policy can constrain. */
+  snp?: {
+    vmpl: number;
+    policy: { debug: boolean; smt: boolean; migrationAgent: boolean; singleSocket: boolean; abiMajor: number; abiMinor: number };
+    /** Reported TCB components (bootloader, TEE, SNP, microcode, and FMC on Turin). */
+    reportedTcb: { bootloader: number; tee: number; snp: number; microcode: number; fmc?: number };
+    productLine: string;
+    chipId: string;
+    /** `vcek` or `vlek`. */
+    signingKey: 'vcek' | 'vlek';
+  };
+  /** Intel DCAP details. */
+  dcap?: { teeType: 'sgx' | 'tdx'; quoteVersion: number; fmspc: string; pceSvn: number; cpuSvn: string };
 }
 
 /** Checks evidence in the server. One implementation per provider. */

@@ -135,6 +135,19 @@ export const ERROR_CODES = {
   SEALMESH_ERR_NETNS_NOT_FOUND: { status: 404, summary: 'the named network namespace does not exist' },
   SEALMESH_ERR_NFT_APPLY_FAILED: { status: 500, summary: 'nft rejected or failed to load the perimeter ruleset' },
   SEALMESH_ERR_NFT_LIST_FAILED: { status: 500, summary: 'nft failed to list the perimeter table' },
+
+  // Attestation: SEV-SNP verifier.
+
+  // Attestation: Intel DCAP verifier (TDX and SGX).
+
+  // Attestation: evidence providers, collateral, policy and enrollment.
+
+  // CA key custody and root rotation.
+
+  // Process hardening.
+
+  // L7 traffic.
+
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;
