@@ -45,10 +45,27 @@ async function storeBenchmark(): Promise<Record<string, unknown>> {
   };
 }
 
+/**
+ * Every benchmark by name. `npm run bench` runs them all in this order; `npm run bench -- NAME...`
+ * runs the named ones. Each lives in a module of its own and returns a JSON-ready report.
+ */
+const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
+  store: storeBenchmark,
+};
+
+const requested = process.argv.slice(2);
+const unknown = requested.filter((name) => !(name in BENCHMARKS));
+if (unknown.length > 0) {
+  process.stderr.write(`unknown benchmark ${unknown.join(', ')}; known: ${Object.keys(BENCHMARKS).join(', ')}\n`);
+  process.exit(2);
+}
+const selected = requested.length > 0 ? requested : Object.keys(BENCHMARKS);
 const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
 const startedAt = new Date().toISOString();
-const store = await storeBenchmark();
-const report = { startedAt, machine, store };
+const report: Record<string, unknown> = { startedAt, machine };
+for (const name of selected) {
+  report[name] = await (BENCHMARKS[name] as () => Promise<Record<string, unknown>>)();
+}
 mkdirSync(join('bench', 'results'), { recursive: true });
 const path = join('bench', 'results', `${startedAt.replace(/[:.]/g, '-')}.json`);
 writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
