@@ -1,6 +1,6 @@
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
-import { SidecarProxy, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
+import { SidecarProxy, parseProtocol, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { checkEnvironment, isLoopback, loadLocalConfig } from '../config/index.ts';
@@ -84,6 +84,8 @@ export async function runProxy(flags: {
   listen?: string;
   app?: string;
   upstream: string[];
+  protocol?: string;
+  requestTimeout?: string;
   advertise?: string;
   admin?: string;
   socketMode: string;
@@ -140,6 +142,8 @@ export async function runProxy(flags: {
       ...(flags.socketGroup !== undefined ? { gid: await resolveGroupId(flags.socketGroup, '--socket-group') } : {}),
     },
     ...(advertise !== undefined ? { advertise } : {}),
+    ...(flags.protocol !== undefined ? { protocol: parseProtocol(flags.protocol) } : {}),
+    ...(flags.requestTimeout !== undefined ? { requestTimeoutMs: parseDuration(flags.requestTimeout, '--request-timeout') * 1000 } : {}),
     ...(admin !== undefined ? { admin } : {}),
     ...(flags.health !== undefined ? { health: parseHostPort(flags.health, '--health', true) } : {}),
     ...(flags.appHealthPath !== undefined ? { appHealthPath: parseHealthPath(flags.appHealthPath) } : {}),

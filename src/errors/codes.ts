@@ -147,6 +147,15 @@ export const ERROR_CODES = {
   // Process hardening.
 
   // L7 traffic.
+  SEALMESH_ERR_L7_PROTOCOL_INVALID: { status: 400, summary: 'the service protocol is not one of tcp, http, http2 and grpc' },
+  SEALMESH_ERR_L7_PERMISSION_INVALID: { status: 400, summary: 'an L7 permission of an intention is malformed or its regular expression is invalid' },
+  SEALMESH_ERR_L7_REQUEST_DENIED: { status: 403, summary: 'an L7 intention denies the HTTP request' },
+  SEALMESH_ERR_L7_PATH_INVALID: { status: 400, summary: 'the request path cannot be normalised safely (encoded slash or backslash, NUL, bad escape, dot segment above root)' },
+  SEALMESH_ERR_L7_PERMISSIONS_ON_TCP: { status: 403, summary: 'an intention with L7 permissions applies to a destination that speaks plain TCP' },
+  SEALMESH_ERR_L7_PROTOCOL_MISMATCH: { status: 502, summary: 'the peer proxy does not speak the protocol declared for the service' },
+  SEALMESH_ERR_L7_UPSTREAM_UNAVAILABLE: { status: 503, summary: 'no instance of the upstream could be reached' },
+  SEALMESH_ERR_L7_UPSTREAM_TIMEOUT: { status: 504, summary: 'the upstream did not respond within the request timeout' },
+  SEALMESH_ERR_L7_CIRCUIT_OPEN: { status: 503, summary: 'the upstream\'s circuit breaker limit on connections, pending or active requests is reached' },
 
 } as const satisfies Record<string, { status: number; summary: string }>;
 

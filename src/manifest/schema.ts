@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { SealmeshError, isSealmeshError } from '../errors/index.ts';
 import { MAX_SVID_TTL_SECONDS, MIN_SVID_TTL_SECONDS } from '../pki/index.ts';
 import { normaliseIntentionEnds } from '../policy/intentions.ts';
+import { permissionsSchema } from '../policy/permissions.ts';
 import { assertTrustDomain, parseServiceRef } from '../spiffe/index.ts';
 
 /**
@@ -151,6 +152,8 @@ const intentionRuleSchema = z
     source: z.string().min(1).max(128),
     destination: z.string().min(1).max(128),
     action: z.enum(['allow', 'deny']),
+    /** L7 permissions for an HTTP destination; optional, so manifests written before them still parse. */
+    permissions: permissionsSchema.optional(),
     description: z.string().max(256).optional(),
   })
   .superRefine(checkIntentionEnds);

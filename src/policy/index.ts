@@ -8,3 +8,15 @@ export {
   type DefaultPolicy,
   type Decision,
 } from './intentions.ts';
+export {
+  decideRequest,
+  compilePermissions,
+  permissionsSchema,
+  HTTP_METHODS,
+  type Permission,
+  type HttpMatch,
+  type HeaderMatch,
+  type RequestFacts,
+  type PermissionDecision,
+} from './permissions.ts';
+export { normaliseRequestPath, type NormalisedPath, type PathRejection } from './path.ts';

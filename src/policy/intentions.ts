@@ -1,5 +1,6 @@
 import { SealmeshError } from '../errors/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
+import type { Permission } from './permissions.ts';
 
 /** Whether an intention lets its source connect to its destination. */
 export type IntentionAction = 'allow' | 'deny';
@@ -18,6 +19,12 @@ export interface Intention {
   source: string;
   destination: string;
   action: IntentionAction;
+  /**
+   * L7 permissions, checked in order for each request when the destination speaks HTTP, HTTP/2 or
+   * gRPC; `action` decides requests that none matches. A TCP destination denies every connection
+   * under an intention with permissions, because it cannot check them.
+   */
+  permissions?: Permission[];
   description?: string;
   createdAt: string;
 }
@@ -27,6 +34,8 @@ export interface Decision {
   allowed: boolean;
   /** `SOURCE -> DESTINATION` of the deciding intention, or `default` when the default policy decided. */
   reason: string;
+  /** The deciding intention; absent when the default policy decided. */
+  intention?: Intention;
 }
 
 interface ServiceRef {
@@ -88,5 +97,9 @@ export function decide(
     }
   }
   if (best === undefined) return { allowed: defaultPolicy === 'allow', reason: 'default' };
-  return { allowed: best.action === 'allow', reason: `${best.source} -> ${best.destination}` };
+  const reason = `${best.source} -> ${best.destination}`;
+  // An intention with permissions admits the connection when any request could be allowed; the
+  // proxy then decides each request with `decideRequest`.
+  const allowed = best.action === 'allow' || (best.permissions ?? []).some((permission) => permission.action === 'allow');
+  return { allowed, reason, intention: best };
 }

@@ -1,4 +1,4 @@
-import { X509Certificate, type webcrypto } from 'node:crypto';
+import { createHash, X509Certificate, type webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { ApiClient } from '../client/index.ts';
 import { SealmeshError } from '../errors/index.ts';
@@ -27,6 +27,8 @@ export interface SvidContexts {
   serial: string;
   notBefore: Date;
   notAfter: Date;
+  /** Hex SHA-256 of the leaf certificate (DER), the `Hash` that peers put in x-forwarded-client-cert. */
+  certificateSha256: string;
   bundle: string[];
   /** Options for `tls.Server#setSecureContext` of the inbound listener. */
   inboundOptions: SecureContextOptions;
@@ -41,6 +43,8 @@ export interface EnrollRequest {
   address: string;
   port: number;
   upstreams: string[];
+  /** Application protocol of the service; the server stores `tcp` when absent. */
+  protocol?: string;
   ttlSeconds?: number;
   evidence?: Evidence;
 }
@@ -70,6 +74,7 @@ async function buildContexts(keys: webcrypto.CryptoKeyPair, response: SvidRespon
       serial: leaf.serialNumber,
       notBefore: new Date(leaf.validFrom),
       notAfter: new Date(response.notAfter),
+      certificateSha256: createHash('sha256').update(leaf.raw).digest('hex'),
       bundle: response.bundle,
       inboundOptions,
       outbound,
@@ -93,6 +98,7 @@ export async function enroll(
     address: request.address,
     port: request.port,
     upstreams: request.upstreams,
+    ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
     ...(request.ttlSeconds !== undefined ? { ttlSeconds: request.ttlSeconds } : {}),
     ...(request.evidence !== undefined ? { evidence: request.evidence } : {}),
   });

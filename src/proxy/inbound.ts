@@ -1,13 +1,14 @@
 import type { Counter, Gauge } from 'prom-client';
 import { connect as netConnect, type Socket } from 'node:net';
 import { createServer as createTlsServer, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { isSealmeshError, type ErrorCode } from '../errors/index.ts';
+import { isSealmeshError, SealmeshError, type ErrorCode } from '../errors/index.ts';
 import { RejectionLog, type Logger } from '../log/index.ts';
 import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
 import { formatServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { isUnixAddress, type HostPort, type SocketAddress } from './address.ts';
+import type { InboundHttp } from './http/inbound-http.ts';
 
 /** A TLS client that has not finished its handshake by then is disconnected. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -20,13 +21,19 @@ export interface InboundOptions {
   trustDomain: () => string;
   /** Decides whether a peer may connect; reads the current snapshot's intentions. */
   authorize: (peer: SpiffeId) => Decision;
+  /**
+   * Serves connections of an HTTP, HTTP/2 or gRPC service; absent for a TCP service. When set, the
+   * listener offers `alpn` and hands it every connection that negotiated one of them.
+   */
+  http?: { handler: InboundHttp; alpn: string[] };
   log: Logger;
   metrics: ProxyMetrics;
 }
 
 interface InboundConnection {
   downstream: TLSSocket;
-  app: Socket;
+  /** The connection to the app; absent for HTTP connections, whose requests share pooled ones. */
+  app?: Socket;
   peer: SpiffeId;
 }
 
@@ -68,6 +75,7 @@ export class InboundListener {
       requestCert: true,
       rejectUnauthorized: true,
       handshakeTimeout: HANDSHAKE_TIMEOUT_MS,
+      ...(this.#options.http !== undefined ? { ALPNProtocols: this.#options.http.alpn } : {}),
     });
     this.#server = server;
     server.on('secureConnection', (socket) => this.#accept(socket));
@@ -106,6 +114,9 @@ export class InboundListener {
   reevaluate(): number {
     let closed = 0;
     for (const connection of this.#connections) {
+      // HTTP connections carry requests that are each checked; their long-lived exchanges are
+      // re-checked by the HTTP handler below.
+      if (connection.app === undefined) continue;
       const decision = this.#options.authorize(connection.peer);
       if (decision.allowed) continue;
       closed += 1;
@@ -115,8 +126,9 @@ export class InboundListener {
         'closing an established connection that an intention now denies',
       );
       connection.downstream.destroy();
-      connection.app.destroy();
+      connection.app?.destroy();
     }
+    closed += this.#options.http?.handler.reevaluate() ?? 0;
     return closed;
   }
 
@@ -142,7 +154,7 @@ export class InboundListener {
   destroyAll(): void {
     for (const connection of this.#connections) {
       connection.downstream.destroy();
-      connection.app.destroy();
+      connection.app?.destroy();
     }
   }
 
@@ -156,23 +168,38 @@ export class InboundListener {
     let peer: SpiffeId;
     try {
       // Node verified the chain (rejectUnauthorized); this applies the SPIFFE X509-SVID name rules.
-      peer = spiffeIdFromPeerCertificate(downstream.getPeerX509Certificate()!, this.#options.trustDomain());
+      const certificate = downstream.getPeerX509Certificate()!;
+      peer = spiffeIdFromPeerCertificate(certificate, this.#options.trustDomain());
+      // A resumed session carries the certificate of its first handshake, which Node does not
+      // verify again, so its validity period is checked here.
+      if (downstream.isSessionReused() && Date.now() >= new Date(certificate.validTo).getTime()) {
+        throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `resumed session of ${peer.namespace}/${peer.service} carries an SVID that expired at ${certificate.validTo}`);
+      }
     } catch (error) {
       const code: ErrorCode = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_PEER_SAN_INVALID';
       this.#reject(code, { destination, remote: downstream.remoteAddress, reason: (error as Error).message });
       downstream.destroy();
       return;
     }
+    // An HTTP service decides each request, so that a denied caller gets a 403 (or gRPC status 7)
+    // that names the intention instead of a closed connection.
     const decision = this.#options.authorize(peer);
-    if (!decision.allowed) {
+    if (!decision.allowed && this.#options.http === undefined) {
       this.#options.metrics.inboundConnections.inc({ result: 'denied' });
       this.#reject('SEALMESH_ERR_INTENTION_DENIED', { source: formatServiceRef(peer), destination, intention: decision.reason, remote: downstream.remoteAddress }, false);
       downstream.destroy();
       return;
     }
     this.#allowedCount.inc();
+    if (this.#options.http !== undefined) {
+      this.#acceptHttp(downstream, peer, this.#options.http.handler);
+      return;
+    }
     const target = this.#options.app;
-    const app = isUnixAddress(target) ? netConnect({ path: target.path }) : netConnect({ host: target.host, port: target.port, noDelay: true });
+    // A peer that finishes sending may still receive: its end is passed on to the app, not answered
+    // with ours. This is set only now, because before the handshake an end must close the socket.
+    downstream.allowHalfOpen = true;
+    const app = isUnixAddress(target) ? netConnect({ path: target.path, allowHalfOpen: true }) : netConnect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
     downstream.setNoDelay(true);
     const connection: InboundConnection = { downstream, app, peer };
     this.#connections.add(connection);
@@ -195,6 +222,27 @@ export class InboundListener {
     app.once('close', finish);
     downstream.pipe(app);
     app.pipe(downstream);
+  }
+
+  /**
+   * Hands a verified connection of an HTTP service to the HTTP handler. A peer that negotiated no
+   * HTTP protocol is rejected: relaying its bytes would bypass the L7 permissions.
+   */
+  #acceptHttp(downstream: TLSSocket, peer: SpiffeId, handler: InboundHttp): void {
+    const alpn = downstream.alpnProtocol;
+    if (alpn !== 'h2' && alpn !== 'http/1.1') {
+      this.#reject('SEALMESH_ERR_L7_PROTOCOL_MISMATCH', { source: formatServiceRef(peer), destination: this.#destination, remote: downstream.remoteAddress, reason: 'the peer negotiated no HTTP protocol (ALPN h2 or http/1.1) with an HTTP service' });
+      downstream.destroy();
+      return;
+    }
+    const connection: InboundConnection = { downstream, peer };
+    this.#connections.add(connection);
+    this.#activeCount.inc();
+    downstream.once('close', () => {
+      this.#connections.delete(connection);
+      this.#activeCount.dec();
+    });
+    handler.accept(downstream, peer);
   }
 
   #reject(code: ErrorCode, fields: Record<string, unknown>, countInbound = true): void {

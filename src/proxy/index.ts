@@ -13,3 +13,4 @@ export {
 } from './address.ts';
 export { checkApp, parseHealthPath, type AppCheckResult } from './app-check.ts';
 export type { HealthReport } from './app-monitor.ts';
+export { parseProtocol, SERVICE_PROTOCOLS, type ServiceProtocol } from './http/protocol.ts';

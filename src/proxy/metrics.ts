@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { HttpMetrics } from './http/metrics.ts';
 
 /** The sidecar's Prometheus metrics, in a registry of its own. */
 export class ProxyMetrics {
@@ -80,6 +81,9 @@ export class ProxyMetrics {
     help: 'Version of the signed security manifest this proxy verified and enforces; 0 before the first.',
     registers: [this.registry],
   });
+
+  /** Metrics of the HTTP, HTTP/2 and gRPC data path. */
+  readonly http = new HttpMetrics(this.registry);
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });

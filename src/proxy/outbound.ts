@@ -8,6 +8,8 @@ import type { Counter, Gauge } from 'prom-client';
 import type { ProxyMetrics } from './metrics.ts';
 import { DEFAULT_SOCKET_MODE, listenUnix, type SocketPermissions, type UnixSocketListener } from '../perimeter/unix-socket.ts';
 import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.ts';
+import type { OutboundHttp } from './http/outbound-http.ts';
+import type { ServiceProtocol } from './http/protocol.ts';
 
 /** A dial to an upstream instance that has not completed its TLS handshake by then fails. */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -23,6 +25,11 @@ export interface OutboundOptions {
   secureContext: () => SecureContext | undefined;
   /** Owner, group and mode of the listener's socket file when it listens on a Unix socket; mode 0600 when absent. */
   socketPermissions?: SocketPermissions;
+  /**
+   * The upstream's protocol from the catalog and the handler of HTTP protocols. Each connection is
+   * dispatched by the protocol in force when it arrives; without these every connection is TCP.
+   */
+  http?: { protocol: () => ServiceProtocol | undefined; handler: OutboundHttp };
   log: Logger;
   metrics: ProxyMetrics;
 }
@@ -64,7 +71,8 @@ export class OutboundListener {
 
   /** Starts listening and returns the bound address: the real port for TCP port 0, the resolved path for a Unix socket. */
   async listen(): Promise<SocketAddress> {
-    const server = createNetServer({ noDelay: true, pauseOnConnect: true }, (client) => this.#accept(client));
+    // Half-open connections let the app finish sending and still read the upstream's response.
+    const server = createNetServer({ noDelay: true, pauseOnConnect: true, allowHalfOpen: true }, (client) => this.#accept(client));
     this.#server = server;
     const listen = this.#options.upstream.listen;
     if (isUnixAddress(listen)) {
@@ -108,6 +116,11 @@ export class OutboundListener {
       this.#activeCount.dec();
     });
     client.on('error', () => client.destroy());
+    const protocol = this.#options.http?.protocol();
+    if (protocol !== undefined && protocol !== 'tcp') {
+      this.#options.http!.handler.accept(client, protocol);
+      return;
+    }
     this.#dial(client, 1);
   }
 
@@ -134,7 +147,10 @@ export class OutboundListener {
     }
     const expected = { namespace: this.#options.upstream.namespace, service: this.#options.upstream.name };
     const trustDomain = this.#options.trustDomain();
+    // tls.connect passes allowHalfOpen on to the TLSSocket, although @types/node does not declare it.
+    const halfOpen = { allowHalfOpen: true } as object;
     const remote: TLSSocket = tlsConnect({
+      ...halfOpen,
       host: endpoint.address,
       port: endpoint.port,
       secureContext,

@@ -17,6 +17,11 @@ import { OutboundListener } from './outbound.ts';
 import { WatchClient } from './watch-client.ts';
 import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
+import { InboundHttp } from './http/inbound-http.ts';
+import { OutboundHttp } from './http/outbound-http.ts';
+import { TlsSessionCache } from './http/peer-connector.ts';
+import { PeerPool } from './http/peer-pool.ts';
+import { alpnFor, DEFAULT_PROTOCOL, isHttpProtocol, type ServiceProtocol } from './http/protocol.ts';
 
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
@@ -33,6 +38,10 @@ export interface ProxyOptions {
   /** The local app that inbound connections are forwarded to: loopback TCP or a Unix socket. */
   app: SocketAddress;
   upstreams: UpstreamSpec[];
+  /** Application protocol of the app, registered in the catalog for the callers' proxies; `tcp` when absent. */
+  protocol?: ServiceProtocol;
+  /** Time an upstream HTTP request may wait for its response headers; 0 (the default) for none. */
+  requestTimeoutMs?: number;
   /** Loopback or Unix socket HTTP endpoint for metrics and status; none when absent. */
   admin?: SocketAddress;
   /** Owner, group and mode of every Unix socket the proxy creates; mode 0600 and the proxy's user when absent. */
@@ -70,6 +79,8 @@ const DEFAULT_DRAIN_SECONDS = 10;
 const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 10_000;
 const DEFAULT_EXPOSURE_CHECK_INTERVAL_MS = 30_000;
 const HEALTH_CHECK_TIMEOUT_MS = 2_000;
+/** A dial to a peer proxy on the HTTP data path that has not completed its TLS handshake by then fails. */
+const PEER_CONNECT_TIMEOUT_MS = 5_000;
 
 /**
  * The sidecar proxy. It keeps its private key only in memory, enrolls with a join token, keeps its
@@ -99,12 +110,20 @@ export class SidecarProxy {
   #inboundPort = 0;
   readonly #upstreamAddresses = new Map<string, SocketAddress>();
   #stopping = false;
+  readonly protocol: ServiceProtocol;
+  #inboundHttp: InboundHttp | undefined;
+  readonly #peerPools = new Map<string, PeerPool>();
+  /** TLS sessions to peer proxies for resumption; cleared when the SVID changes. */
+  readonly #tlsSessions = new TlsSessionCache();
+  /** Last protocol seen for each upstream, kept while the upstream has no healthy instance. */
+  readonly #upstreamProtocols = new Map<string, ServiceProtocol>();
 
   constructor(options: ProxyOptions) {
     this.options = options;
     this.log = options.log ?? silentLogger();
     const ref = parseServiceRef(options.service);
     this.identity = { namespace: ref.namespace, service: ref.service };
+    this.protocol = options.protocol ?? DEFAULT_PROTOCOL;
     this.#client = new ApiClient({ url: options.serverUrl, ca: options.serverCa });
     this.#manifestGuard = new ManifestGuard(this.identity, options.manifestGenesis);
     this.#monitor = new AppMonitor({
@@ -130,7 +149,7 @@ export class SidecarProxy {
     return this.#instanceId;
   }
 
-  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId'> | undefined {
+  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId' | 'certificateSha256'> | undefined {
     return this.#svid;
   }
 
@@ -187,7 +206,20 @@ export class SidecarProxy {
   async start(): Promise<void> {
     const self = { ...this.identity };
     await this.#refuseExposedApp();
+    const protocol = this.protocol;
+    if (protocol !== 'tcp') {
+      this.#inboundHttp = new InboundHttp({
+        protocol,
+        app: this.options.app,
+        self,
+        localSpiffeId: () => this.#svid?.spiffeId,
+        authorize: (peer) => this.authorize(peer),
+        log: this.log.child({ listener: 'inbound', protocol }),
+        metrics: this.metrics,
+      });
+    }
     this.#inbound = new InboundListener({
+      ...(this.#inboundHttp !== undefined ? { http: { handler: this.#inboundHttp, alpn: alpnFor(protocol) } } : {}),
       listen: this.options.listen,
       app: this.options.app,
       self,
@@ -225,6 +257,7 @@ export class SidecarProxy {
         address: advertise.host,
         port: advertise.port === 0 ? this.#inboundPort : advertise.port,
         upstreams: this.options.upstreams.map((upstream) => upstream.service),
+        protocol: this.protocol,
         ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
       },
       this.options.serverCa,
@@ -261,13 +294,34 @@ export class SidecarProxy {
   /** Starts the upstream listeners, the admin endpoint and the prober's health endpoint. */
   async #startLocalListeners(): Promise<void> {
     for (const upstream of this.options.upstreams) {
+      const log = this.log.child({ listener: 'upstream', upstream: upstream.service });
+      const pool = new PeerPool({
+        expected: { namespace: upstream.namespace, service: upstream.name },
+        trustDomain: () => this.#trustDomain,
+        secureContext: () => this.#svid?.outbound,
+        alpn: () => alpnFor(this.upstreamProtocol(upstream.service) ?? 'http'),
+        connectTimeoutMs: PEER_CONNECT_TIMEOUT_MS,
+        sessions: this.#tlsSessions,
+        onHandshake: (resumed) => this.metrics.http.handshakes.inc({ direction: 'outbound', resumed: String(resumed) }),
+      });
+      this.#peerPools.set(upstream.service, pool);
+      const http = new OutboundHttp({
+        upstream,
+        source: formatServiceRef(this.identity),
+        endpoints: () => this.#endpointsSpeaking(upstream.service, this.upstreamProtocol(upstream.service)),
+        pool,
+        requestTimeoutMs: this.options.requestTimeoutMs ?? 0,
+        log,
+        metrics: this.metrics,
+      });
       const listener = new OutboundListener({
         upstream,
         trustDomain: () => this.#trustDomain,
-        endpoints: () => this.endpoints(upstream.service),
+        endpoints: () => this.#endpointsSpeaking(upstream.service, 'tcp'),
+        http: { protocol: () => this.upstreamProtocol(upstream.service), handler: http },
         secureContext: () => this.#svid?.outbound,
         socketPermissions: this.#socketPermissions(),
-        log: this.log.child({ listener: 'upstream', upstream: upstream.service }),
+        log,
         metrics: this.metrics,
       });
       // Registered before it binds, so that a failed start still closes the listeners bound so far.
@@ -319,11 +373,33 @@ export class SidecarProxy {
     const snapshot = this.#snapshot;
     // Fail closed until the first snapshot has arrived.
     if (snapshot === undefined) return { allowed: false, reason: 'no configuration yet' };
-    return decide(snapshot.intentions, peer, this.identity, snapshot.defaultPolicy);
+    const decision = decide(snapshot.intentions, peer, this.identity, snapshot.defaultPolicy);
+    // A TCP service cannot check L7 permissions, so an intention that has them admits nobody.
+    if (decision.allowed && !isHttpProtocol(this.protocol) && (decision.intention?.permissions?.length ?? 0) > 0) {
+      return { allowed: false, reason: `${decision.reason} (L7 permissions on a tcp service)`, intention: decision.intention! };
+    }
+    return decision;
   }
 
   endpoints(upstream: string): readonly Endpoint[] {
     return this.#snapshot?.upstreams[upstream] ?? [];
+  }
+
+  /**
+   * Returns the protocol of an upstream from the catalog: that of the first healthy instance in
+   * the snapshot, or the last one seen while the upstream has none; undefined before any was seen.
+   */
+  upstreamProtocol(upstream: string): ServiceProtocol | undefined {
+    const first = this.endpoints(upstream)[0];
+    if (first === undefined) return this.#upstreamProtocols.get(upstream);
+    const protocol = first.protocol ?? 'tcp';
+    this.#upstreamProtocols.set(upstream, protocol);
+    return protocol;
+  }
+
+  /** Endpoints of an upstream that declared `protocol`; instances that declared another are skipped. */
+  #endpointsSpeaking(upstream: string, protocol: ServiceProtocol | undefined): readonly Endpoint[] {
+    return this.endpoints(upstream).filter((endpoint) => (endpoint.protocol ?? 'tcp') === protocol);
   }
 
   /** Renews the SVID now with a new key pair; established connections keep running. */
@@ -379,6 +455,8 @@ export class SidecarProxy {
     if (left > 0) this.log.warn({ connections: left }, 'drain period over; closing the remaining connections');
     this.#inbound?.destroyAll();
     for (const listener of this.#outbound.values()) listener.destroyAll();
+    this.#inboundHttp?.close();
+    for (const pool of this.#peerPools.values()) pool.close();
     await this.#admin?.stop();
     await this.#healthEndpoint?.stop();
     this.log.info('sealmesh proxy stopped');
@@ -393,6 +471,8 @@ export class SidecarProxy {
   #installSvid(contexts: SvidContexts): void {
     const previous = this.#svid;
     this.#svid = contexts;
+    // Sessions resumed later would present the old certificate, so new connections start afresh.
+    this.#tlsSessions.clear();
     this.#inbound?.setSecureContext(contexts.inboundOptions);
     // The listener has built its context; the key copy in the options is no longer needed.
     (contexts.inboundOptions.key as Buffer).fill(0);
@@ -457,6 +537,7 @@ export class SidecarProxy {
       address: advertise.host,
       port: advertise.port === 0 ? this.#inboundPort : advertise.port,
       upstreams: this.options.upstreams.map((upstream) => upstream.service),
+      protocol: this.protocol,
     });
     // A new registration starts as passing; send the real state again.
     this.#monitor.forgetReported();

@@ -24,6 +24,8 @@ export interface Instance {
   port: number;
   /** Upstream services this instance calls; its snapshot carries their endpoints. */
   upstreams: string[];
+  /** Application protocol of the service; records written before protocols existed are `tcp`. */
+  protocol?: 'tcp' | 'http' | 'http2' | 'grpc';
   health: HealthStatus;
   healthOutput?: string;
   /** The app's binding as of the proxy's last health report; absent when the proxy never reported it. */

@@ -1,6 +1,6 @@
 import type { Store } from '../store/index.ts';
 import { SealmeshError } from '../errors/index.ts';
-import { normaliseIntentionEnds, type Intention, type IntentionAction } from '../policy/index.ts';
+import { normaliseIntentionEnds, type Intention, type IntentionAction, type Permission } from '../policy/index.ts';
 import { encodeJson, intentionKey, KEYS, listJson } from './records.ts';
 
 /** Stores intentions, one record per source and destination pair. */
@@ -17,12 +17,13 @@ export class IntentionStore {
    * Creates the intention for a source and destination pair, or replaces the action of an existing
    * one when `replace` is set. Without `replace`, an existing pair is a conflict.
    */
-  async upsert(options: { source: string; destination: string; action: IntentionAction; description?: string; replace?: boolean }): Promise<Intention> {
+  async upsert(options: { source: string; destination: string; action: IntentionAction; permissions?: Permission[]; description?: string; replace?: boolean }): Promise<Intention> {
     const { source, destination } = normaliseIntentionEnds(options.source, options.destination);
     const intention: Intention = {
       source,
       destination,
       action: options.action,
+      ...(options.permissions !== undefined ? { permissions: options.permissions } : {}),
       createdAt: this.#now().toISOString(),
       ...(options.description !== undefined ? { description: options.description } : {}),
     };

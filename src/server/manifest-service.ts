@@ -104,6 +104,7 @@ export class ManifestService {
             source: rule.source,
             destination: rule.destination,
             action: rule.action,
+            ...(rule.permissions !== undefined ? { permissions: rule.permissions } : {}),
             createdAt: current.head.appliedAt,
             ...(rule.description !== undefined ? { description: rule.description } : {}),
           }))

@@ -175,7 +175,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       action: 'intention.create',
       actor: tokenActor(caller),
       subject: `${intention.source} -> ${intention.destination}`,
-      details: { action: intention.action, replace: body.replace === true },
+      details: { action: intention.action, replace: body.replace === true, permissions: intention.permissions?.length ?? 0 },
     });
     log.info({ source: intention.source, destination: intention.destination, action: intention.action }, 'intention written');
     return { intention };
@@ -213,6 +213,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       address: body.address,
       port: body.port,
       upstreams: body.upstreams.map((upstream) => formatServiceRef(parseServiceRef(upstream))),
+      protocol: body.protocol,
       health: 'passing',
       registeredAt: new Date().toISOString(),
       svidSerial: svid.serialNumber,
@@ -285,6 +286,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       address: body.address,
       port: body.port,
       upstreams: body.upstreams.map((upstream) => formatServiceRef(parseServiceRef(upstream))),
+      protocol: body.protocol,
       health: existing?.health ?? 'passing',
       registeredAt: existing?.registeredAt ?? new Date().toISOString(),
     };

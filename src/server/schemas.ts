@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { permissionsSchema } from '../policy/index.ts';
 
 /**
  * Schemas of every API request body. All objects are strict: an unknown field is an error, so a
@@ -6,6 +7,7 @@ import { z } from 'zod';
  */
 
 const serviceRef = z.string().min(1).max(128);
+const protocol = z.enum(['tcp', 'http', 'http2', 'grpc']);
 const endpointRef = z.string().min(1).max(128);
 
 export const createTokenBody = z.strictObject({
@@ -19,6 +21,7 @@ export const createIntentionBody = z.strictObject({
   source: endpointRef,
   destination: endpointRef,
   action: z.enum(['allow', 'deny']),
+  permissions: permissionsSchema.optional(),
   description: z.string().max(256).optional(),
   replace: z.boolean().optional(),
 });
@@ -40,6 +43,7 @@ export const enrollBody = z.strictObject({
   address: z.union([z.ipv4(), z.ipv6(), z.hostname()]),
   port: z.number().int().min(1).max(65535),
   upstreams: z.array(serviceRef).max(64).default([]),
+  protocol: protocol.default('tcp'),
   ttlSeconds: z.number().int().positive().optional(),
   evidence: evidence.optional(),
 });
@@ -73,6 +77,7 @@ export const registerBody = z.strictObject({
   address: z.union([z.ipv4(), z.ipv6(), z.hostname()]),
   port: z.number().int().min(1).max(65535),
   upstreams: z.array(serviceRef).max(64).default([]),
+  protocol: protocol.default('tcp'),
 });
 
 export const deregisterBody = z.strictObject({

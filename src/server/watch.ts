@@ -14,6 +14,8 @@ export interface Endpoint {
   address: string;
   port: number;
   spiffeId: string;
+  /** Application protocol the instance declared; `tcp` for instances registered without one. */
+  protocol?: 'tcp' | 'http' | 'http2' | 'grpc';
 }
 
 /** Everything one proxy needs to serve traffic, pushed over its watch stream. */
@@ -162,7 +164,7 @@ export class WatchHub {
       if (instance.health !== 'passing') continue;
       const ref = formatServiceRef(instance);
       const endpoints = healthyByService.get(ref) ?? [];
-      endpoints.push({ instanceId: instance.id, address: instance.address, port: instance.port, spiffeId: instance.spiffeId });
+      endpoints.push({ instanceId: instance.id, address: instance.address, port: instance.port, spiffeId: instance.spiffeId, protocol: instance.protocol ?? 'tcp' });
       healthyByService.set(ref, endpoints);
     }
     return { intentions, healthyByService, bundle: this.#options.bundle(), defaultPolicy: settings.defaultPolicy, manifestChain };

@@ -1,0 +1,166 @@
+import { request as httpRequest, type Agent, type IncomingMessage } from 'node:http';
+import { constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders as Http2IncomingHeaders } from 'node:http2';
+import { pipeline } from 'node:stream';
+import type { ProxyRequest, ResponseSink } from './exchange.ts';
+import { responseHeaders, type HeaderMap } from './headers.ts';
+
+/** How a forwarded request ended, for metrics, retries and outlier detection. */
+export interface ForwardResult {
+  /** Status sent to the client; 0 when the exchange failed before a response. */
+  status: number;
+  /** The upstream refused the stream before processing it (HTTP/2 REFUSED_STREAM), so a retry is safe. */
+  refused: boolean;
+  /** The exchange failed after it reached the upstream; the error, when there was one. */
+  error?: Error;
+}
+
+export interface ForwardTimeouts {
+  /** Time from sending the request to the response headers; 0 for none. */
+  responseTimeoutMs: number;
+}
+
+class UpstreamTimeoutError extends Error {
+  readonly code = 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
+}
+
+/** Copies the upstream response into the sink and settles when both ends are done. */
+function relayResponse(
+  sink: ResponseSink,
+  status: number,
+  headers: HeaderMap,
+  endStream: boolean,
+  body: NodeJS.ReadableStream & { destroy(error?: Error): void },
+  readTrailers: () => HeaderMap,
+  settle: (result: ForwardResult) => void,
+): void {
+  const out = sink.respond(status, headers, endStream);
+  if (endStream) {
+    settle({ status, refused: false });
+    return;
+  }
+  body.once('end', () => sink.setTrailers(readTrailers()));
+  pipeline(body, out, (error) => {
+    if (error !== undefined && error !== null) {
+      sink.abort();
+      settle({ status, refused: false, error });
+      return;
+    }
+    settle({ status, refused: false });
+  });
+}
+
+/**
+ * Sends `request` as a stream of an HTTP/2 session and relays the response, its trailers included,
+ * into `sink`. Bodies stream in both directions with back-pressure and are never buffered whole.
+ */
+export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequest, sink: ResponseSink, timeouts: ForwardTimeouts): Promise<ForwardResult> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (result: ForwardResult): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    let stream: ClientHttp2Stream;
+    try {
+      stream = session.request(
+        {
+          ...request.headers,
+          [h2.HTTP2_HEADER_METHOD]: request.method,
+          [h2.HTTP2_HEADER_PATH]: request.path,
+          [h2.HTTP2_HEADER_AUTHORITY]: request.authority,
+          [h2.HTTP2_HEADER_SCHEME]: 'https',
+          ...(request.expectContinue ? { expect: '100-continue' } : {}),
+        },
+        { endStream: false },
+      );
+    } catch (error) {
+      settle({ status: 0, refused: true, error: error as Error });
+      return;
+    }
+    const timer =
+      timeouts.responseTimeoutMs > 0
+        ? setTimeout(() => {
+            stream.close(h2.NGHTTP2_CANCEL);
+            settle({ status: 0, refused: false, error: new UpstreamTimeoutError(`no response within ${timeouts.responseTimeoutMs} ms`) });
+          }, timeouts.responseTimeoutMs)
+        : undefined;
+    let trailers: HeaderMap = {};
+    stream.on('trailers', (received: Http2IncomingHeaders) => {
+      trailers = responseHeaders(received);
+    });
+    stream.on('continue', () => sink.writeContinue());
+    stream.once('response', (headers: Http2IncomingHeaders, flags: number) => {
+      clearTimeout(timer);
+      const status = Number(headers[h2.HTTP2_HEADER_STATUS] ?? 502);
+      const ended = (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0;
+      relayResponse(sink, status, responseHeaders(headers), ended, stream, () => trailers, settle);
+    });
+    stream.once('close', () => {
+      if (settled || stream.rstCode === h2.NGHTTP2_NO_ERROR) return;
+      // A stream reset before its response: REFUSED_STREAM means the peer did not process it.
+      settle({ status: 0, refused: stream.rstCode === h2.NGHTTP2_REFUSED_STREAM, error: new Error(`upstream reset the stream with HTTP/2 error code ${stream.rstCode}`) });
+    });
+    stream.on('error', (error: Error) => {
+      if (!settled) settle({ status: 0, refused: false, error });
+    });
+    sink.onClose(() => {
+      if (!stream.closed) stream.close(h2.NGHTTP2_CANCEL);
+    });
+    pipeline(request.body, stream, () => undefined);
+  });
+}
+
+/**
+ * Sends `request` over HTTP/1.1 through `agent`, which owns the keep-alive connections, and relays
+ * the response into `sink`.
+ */
+export function forwardOverHttp1(
+  target: { agent: Agent; host?: string; port?: number; socketPath?: string },
+  request: ProxyRequest,
+  sink: ResponseSink,
+  timeouts: ForwardTimeouts,
+): Promise<ForwardResult> {
+  return new Promise((resolve) => {
+    let settled = false;
+    const settle = (result: ForwardResult): void => {
+      if (settled) return;
+      settled = true;
+      clearTimeout(timer);
+      resolve(result);
+    };
+    const outgoing = httpRequest({
+      agent: target.agent,
+      ...(target.socketPath !== undefined ? { socketPath: target.socketPath } : { host: target.host, port: target.port }),
+      method: request.method,
+      path: request.path,
+      headers: { ...request.headers, host: request.authority, ...(request.expectContinue ? { expect: '100-continue' } : {}) },
+    });
+    const timer =
+      timeouts.responseTimeoutMs > 0
+        ? setTimeout(() => {
+            outgoing.destroy(new UpstreamTimeoutError(`no response within ${timeouts.responseTimeoutMs} ms`));
+          }, timeouts.responseTimeoutMs)
+        : undefined;
+    let connected = false;
+    outgoing.once('socket', (socket) => {
+      if (!socket.connecting) connected = true;
+      else socket.once('connect', () => (connected = true));
+    });
+    outgoing.on('continue', () => sink.writeContinue());
+    outgoing.once('response', (response: IncomingMessage) => {
+      clearTimeout(timer);
+      const status = response.statusCode ?? 502;
+      relayResponse(sink, status, responseHeaders(response.headers), false, response, () => responseHeaders(response.trailers), settle);
+    });
+    outgoing.once('error', (error: Error) => {
+      // A failed connect reached nobody; any later failure may have reached the app.
+      settle({ status: 0, refused: !connected, error });
+    });
+    sink.onClose(() => {
+      if (!outgoing.destroyed && !settled) outgoing.destroy();
+    });
+    pipeline(request.body, outgoing, () => undefined);
+  });
+}

@@ -1,0 +1,144 @@
+import { Agent, type AgentOptions } from 'node:http';
+import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
+import type { Duplex } from 'node:stream';
+import type { SecureContext } from 'node:tls';
+import type { Endpoint } from '../../server/index.ts';
+import { HTTP2_SETTINGS, widenSessionWindow } from './protocol.ts';
+import { connectPeer, endpointKey, PeerConnectError, type TlsSessionCache } from './peer-connector.ts';
+
+/** How requests reach one peer instance: its HTTP/2 session, or a keep-alive HTTP/1.1 agent. */
+export type PeerChannel = { kind: 'h2'; session: ClientHttp2Session } | { kind: 'h1'; agent: Agent };
+
+export interface PeerPoolOptions {
+  expected: { namespace: string; service: string };
+  trustDomain: () => string;
+  secureContext: () => SecureContext | undefined;
+  /** ALPN identifiers offered; `h2` is preferred when the peer accepts it. */
+  alpn: () => string[];
+  connectTimeoutMs: number;
+  sessions: TlsSessionCache;
+  /** Called for each TLS connection opened to a peer, with whether it resumed a session. */
+  onHandshake?: (resumed: boolean) => void;
+  /** Most HTTP/1.1 connections kept per peer instance. */
+  maxSocketsPerPeer?: number;
+}
+
+interface PeerEntry {
+  h2?: Promise<ClientHttp2Session>;
+  agent?: Agent;
+}
+
+/**
+ * Pooled connections to the instances of one upstream: one HTTP/2 session per instance, which
+ * multiplexes every request, or, when the peer negotiates HTTP/1.1, an agent that keeps idle
+ * connections alive for reuse.
+ */
+export class PeerPool {
+  readonly #options: PeerPoolOptions;
+  readonly #peers = new Map<string, PeerEntry>();
+
+  constructor(options: PeerPoolOptions) {
+    this.#options = options;
+  }
+
+  /** Returns a channel to `endpoint`, connecting and verifying the peer when no channel is open. */
+  async channel(endpoint: Endpoint): Promise<PeerChannel> {
+    const key = endpointKey(endpoint);
+    let entry = this.#peers.get(key);
+    if (entry === undefined) {
+      entry = {};
+      this.#peers.set(key, entry);
+    }
+    if (entry.agent !== undefined) return { kind: 'h1', agent: entry.agent };
+    if (entry.h2 === undefined) {
+      const pending = this.#openSession(endpoint, key, entry);
+      entry.h2 = pending;
+      pending.catch(() => {
+        if (entry.h2 === pending) entry.h2 = undefined;
+      });
+    }
+    const session = await entry.h2;
+    if (session === undefined) return { kind: 'h1', agent: entry.agent! };
+    return { kind: 'h2', session };
+  }
+
+  /** Opens a dedicated connection that negotiates HTTP/1.1, for an Upgrade request. */
+  async dedicatedHttp1(endpoint: Endpoint): Promise<Duplex> {
+    return this.#dial(endpoint, ['http/1.1']);
+  }
+
+  /** Closes every pooled connection; requests in flight on HTTP/2 sessions finish first. */
+  close(): void {
+    for (const entry of this.#peers.values()) {
+      void entry.h2?.then((session) => session?.close(), () => undefined);
+      entry.agent?.destroy();
+    }
+    this.#peers.clear();
+  }
+
+  /** Drops the pooled channel of an instance, such as one that left the catalog or was ejected. */
+  forget(endpoint: Endpoint): void {
+    const key = endpointKey(endpoint);
+    const entry = this.#peers.get(key);
+    if (entry === undefined) return;
+    this.#peers.delete(key);
+    void entry.h2?.then((session) => session?.close(), () => undefined);
+    entry.agent?.destroy();
+  }
+
+  async #dial(endpoint: Endpoint, alpn: string[]): Promise<import('node:tls').TLSSocket> {
+    const secureContext = this.#options.secureContext();
+    if (secureContext === undefined) throw new PeerConnectError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID yet');
+    const socket = await connectPeer(
+      { endpoint, expected: this.#options.expected, trustDomain: this.#options.trustDomain(), secureContext, alpn, connectTimeoutMs: this.#options.connectTimeoutMs },
+      this.#options.sessions,
+    );
+    this.#options.onHandshake?.(socket.isSessionReused());
+    return socket;
+  }
+
+  /**
+   * Connects and, when the peer selects `h2`, wraps the connection in an HTTP/2 session. When it
+   * selects HTTP/1.1 the entry switches to a keep-alive agent and this resolves to undefined.
+   */
+  async #openSession(endpoint: Endpoint, key: string, entry: PeerEntry): Promise<ClientHttp2Session> {
+    const alpn = this.#options.alpn();
+    const socket = await this.#dial(endpoint, alpn);
+    if (socket.alpnProtocol === 'http/1.1') {
+      socket.destroy();
+      entry.agent = this.#http1Agent(endpoint);
+      return undefined as unknown as ClientHttp2Session;
+    }
+    if (socket.alpnProtocol !== 'h2') {
+      socket.destroy();
+      throw new PeerConnectError('SEALMESH_ERR_L7_PROTOCOL_MISMATCH', `instance ${endpoint.instanceId} accepted none of ${alpn.join(', ')}; does its proxy declare an HTTP protocol?`);
+    }
+    const session = http2Connect(`https://${endpoint.address}:${endpoint.port}`, { createConnection: () => socket, settings: HTTP2_SETTINGS });
+    widenSessionWindow(session);
+    const drop = (): void => {
+      if (this.#peers.get(key) === entry) entry.h2 = undefined;
+    };
+    session.once('close', drop);
+    session.once('goaway', drop);
+    session.on('error', drop);
+    // An idle session does not keep the proxy's event loop alive on its own.
+    session.unref();
+    return session;
+  }
+
+  #http1Agent(endpoint: Endpoint): Agent {
+    const dial = (alpn: string[]): Promise<import('node:tls').TLSSocket> => this.#dial(endpoint, alpn);
+    const options: AgentOptions = { keepAlive: true, maxSockets: this.#options.maxSocketsPerPeer ?? 64 };
+    const agent = new Agent(options);
+    // The agent asks for a connection through this hook; each one is dialled and verified like the
+    // HTTP/2 sessions, with ALPN fixed to HTTP/1.1.
+    agent.createConnection = (_options, callback): Duplex | undefined => {
+      dial(['http/1.1']).then(
+        (socket) => callback?.(null, socket),
+        (error: Error) => callback?.(error, undefined as unknown as Duplex),
+      );
+      return undefined;
+    };
+    return agent;
+  }
+}
