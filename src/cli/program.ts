@@ -132,17 +132,22 @@ export function buildProgram(): Command {
       .option('--allow', 'allow the connection')
       .option('--deny', 'deny the connection')
       .option('--description <text>', 'free text')
+      .option('--permissions-file <file>', 'YAML or JSON list of L7 permissions ({action, http}) checked in order for HTTP destinations; --allow or --deny decides requests that none matches')
       .option('--replace', 'replace an existing intention for the same pair')
-      .action(async (source: string, destination: string, flags: ClientFlags & { allow?: boolean; deny?: boolean; description?: string; replace?: boolean }) => {
+      .action(async (source: string, destination: string, flags: ClientFlags & { allow?: boolean; deny?: boolean; description?: string; permissionsFile?: string; replace?: boolean }) => {
         if (flags.allow === flags.deny) throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'pass exactly one of --allow and --deny');
+        const { readPermissionsFile } = await import('./permissions-file.ts');
+        const permissions = flags.permissionsFile !== undefined ? readPermissionsFile(flags.permissionsFile) : undefined;
         const result = await clientFromFlags(flags).post<{ intention: Intention }>('/v1/intentions', {
           source,
           destination,
           action: flags.allow === true ? 'allow' : 'deny',
+          ...(permissions !== undefined ? { permissions } : {}),
           ...(flags.description !== undefined ? { description: flags.description } : {}),
           ...(flags.replace === true ? { replace: true } : {}),
         });
-        print(flags, result, () => `Created: ${result.intention.source} => ${result.intention.destination} (${result.intention.action})`);
+        const l7 = result.intention.permissions !== undefined ? `, ${result.intention.permissions.length} L7 permissions` : '';
+        print(flags, result, () => `Created: ${result.intention.source} => ${result.intention.destination} (${result.intention.action}${l7})`);
       }),
   );
   addClientOptions(

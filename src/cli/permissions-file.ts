@@ -1,0 +1,31 @@
+import { readFileSync } from 'node:fs';
+import { parse as parseYaml } from 'yaml';
+import { SealmeshError } from '../errors/index.ts';
+import { permissionsSchema, type Permission } from '../policy/index.ts';
+
+/**
+ * Reads the L7 permissions of `intention create --permissions-file`: a YAML or JSON list of
+ * `{action, http}` entries, checked against the same schema as the API, so a mistake is reported
+ * with its position before anything is sent.
+ */
+export function readPermissionsFile(path: string): Permission[] {
+  let text: string;
+  try {
+    text = readFileSync(path, 'utf8');
+  } catch (error) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `cannot read --permissions-file ${path}: ${(error as Error).message}`);
+  }
+  let document: unknown;
+  try {
+    // JSON is a subset of YAML 1.2, so one parser reads both.
+    document = parseYaml(text);
+  } catch (error) {
+    throw new SealmeshError('SEALMESH_ERR_L7_PERMISSION_INVALID', `--permissions-file ${path} is not valid YAML or JSON: ${(error as Error).message}`);
+  }
+  const parsed = permissionsSchema.safeParse(document);
+  if (!parsed.success) {
+    const issues = parsed.error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(list)'}: ${issue.message}`).join('; ');
+    throw new SealmeshError('SEALMESH_ERR_L7_PERMISSION_INVALID', `--permissions-file ${path} is invalid: ${issues}`);
+  }
+  return parsed.data;
+}
