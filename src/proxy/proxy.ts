@@ -21,6 +21,9 @@ import { InboundHttp } from './http/inbound-http.ts';
 import { OutboundHttp } from './http/outbound-http.ts';
 import { TlsSessionCache } from './http/peer-connector.ts';
 import { PeerPool } from './http/peer-pool.ts';
+import { EndpointBalancer } from './traffic/balancer.ts';
+import { CircuitBreaker } from './traffic/circuit-breaker.ts';
+import { parseTrafficSettings, type TrafficSettingsInput } from './traffic/settings.ts';
 import { alpnFor, DEFAULT_PROTOCOL, isHttpProtocol, type ServiceProtocol } from './http/protocol.ts';
 
 export interface ProxyOptions {
@@ -40,8 +43,10 @@ export interface ProxyOptions {
   upstreams: UpstreamSpec[];
   /** Application protocol of the app, registered in the catalog for the callers' proxies; `tcp` when absent. */
   protocol?: ServiceProtocol;
-  /** Time an upstream HTTP request may wait for its response headers; 0 (the default) for none. */
+  /** Time an upstream HTTP request may wait for its response headers, unless `traffic` sets one; 0 (the default) for none. */
   requestTimeoutMs?: number;
+  /** Traffic settings of HTTP upstreams (load balancing, timeouts, retries, outlier detection, circuit breaking), by upstream service. */
+  traffic?: Record<string, TrafficSettingsInput>;
   /** Loopback or Unix socket HTTP endpoint for metrics and status; none when absent. */
   admin?: SocketAddress;
   /** Owner, group and mode of every Unix socket the proxy creates; mode 0600 and the proxy's user when absent. */
@@ -79,8 +84,6 @@ const DEFAULT_DRAIN_SECONDS = 10;
 const DEFAULT_HEALTH_CHECK_INTERVAL_MS = 10_000;
 const DEFAULT_EXPOSURE_CHECK_INTERVAL_MS = 30_000;
 const HEALTH_CHECK_TIMEOUT_MS = 2_000;
-/** A dial to a peer proxy on the HTTP data path that has not completed its TLS handshake by then fails. */
-const PEER_CONNECT_TIMEOUT_MS = 5_000;
 
 /**
  * The sidecar proxy. It keeps its private key only in memory, enrolls with a join token, keeps its
@@ -295,12 +298,19 @@ export class SidecarProxy {
   async #startLocalListeners(): Promise<void> {
     for (const upstream of this.options.upstreams) {
       const log = this.log.child({ listener: 'upstream', upstream: upstream.service });
+      const configured = this.options.traffic?.[upstream.service];
+      const settings = parseTrafficSettings(
+        { ...(this.options.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.options.requestTimeoutMs } : {}), ...configured },
+        upstream.service,
+      );
+      const breaker = new CircuitBreaker(settings.circuitBreaker);
       const pool = new PeerPool({
+        admitConnection: () => breaker.admitConnection(),
         expected: { namespace: upstream.namespace, service: upstream.name },
         trustDomain: () => this.#trustDomain,
         secureContext: () => this.#svid?.outbound,
         alpn: () => alpnFor(this.upstreamProtocol(upstream.service) ?? 'http'),
-        connectTimeoutMs: PEER_CONNECT_TIMEOUT_MS,
+        connectTimeoutMs: settings.connectTimeoutMs,
         sessions: this.#tlsSessions,
         onHandshake: (resumed) => this.metrics.http.handshakes.inc({ direction: 'outbound', resumed: String(resumed) }),
       });
@@ -310,7 +320,9 @@ export class SidecarProxy {
         source: formatServiceRef(this.identity),
         endpoints: () => this.#endpointsSpeaking(upstream.service, this.upstreamProtocol(upstream.service)),
         pool,
-        requestTimeoutMs: this.options.requestTimeoutMs ?? 0,
+        settings,
+        balancer: new EndpointBalancer(settings.loadBalancer),
+        breaker,
         log,
         metrics: this.metrics,
       });

@@ -16,6 +16,20 @@ export interface ProxyRequest {
   expectContinue: boolean;
   /** True for a gRPC call (content type application/grpc), whose errors travel as grpc-status. */
   grpc: boolean;
+  /** True when the request has no body, so it can be sent again without having been buffered. */
+  bodyless: boolean;
+}
+
+/** Methods that RFC 9110 §9.2.2 defines as idempotent. */
+const IDEMPOTENT_METHODS = new Set(['GET', 'HEAD', 'OPTIONS', 'TRACE', 'PUT', 'DELETE']);
+
+export function isIdempotent(method: string): boolean {
+  return IDEMPOTENT_METHODS.has(method);
+}
+
+/** True when an HTTP/1.1 request announces no body: no transfer-encoding and no or a zero content-length. */
+export function http1Bodyless(headers: import('node:http').IncomingHttpHeaders): boolean {
+  return headers['transfer-encoding'] === undefined && (headers['content-length'] === undefined || headers['content-length'] === '0');
 }
 
 /**

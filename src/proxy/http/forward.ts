@@ -73,7 +73,7 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
           [h2.HTTP2_HEADER_SCHEME]: 'https',
           ...(request.expectContinue ? { expect: '100-continue' } : {}),
         },
-        { endStream: false },
+        { endStream: request.bodyless },
       );
     } catch (error) {
       settle({ status: 0, refused: true, error: error as Error });
@@ -108,7 +108,9 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
     sink.onClose(() => {
       if (!stream.closed) stream.close(h2.NGHTTP2_CANCEL);
     });
-    pipeline(request.body, stream, () => undefined);
+    // pipe, unlike pipeline, leaves the client's request stream open when the upstream stream
+    // fails, so that the proxy can still answer the client.
+    if (!request.bodyless) request.body.pipe(stream);
   });
 }
 
@@ -161,6 +163,7 @@ export function forwardOverHttp1(
     sink.onClose(() => {
       if (!outgoing.destroyed && !settled) outgoing.destroy();
     });
-    pipeline(request.body, outgoing, () => undefined);
+    if (request.bodyless) outgoing.end();
+    else request.body.pipe(outgoing);
   });
 }

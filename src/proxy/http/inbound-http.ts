@@ -17,7 +17,7 @@ import { decideRequest, normaliseRequestPath, type Decision } from '../../policy
 import { formatServiceRef, formatSpiffeId, type SpiffeId } from '../../spiffe/index.ts';
 import { isUnixAddress, type SocketAddress } from '../address.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { GRPC_STATUS, Http1Sink, Http2Sink, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
+import { GRPC_STATUS, http1Bodyless, Http1Sink, Http2Sink, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
 import { forwardOverHttp1, forwardOverHttp2, type ForwardResult } from './forward.ts';
 import { endToEndHeaders, headerValue, XFCC_HEADER } from './headers.ts';
 import { methodLabel, statusClass } from './metrics.ts';
@@ -137,6 +137,7 @@ export class InboundHttp {
       body: stream,
       expectContinue: String(headers.expect ?? '').toLowerCase() === '100-continue',
       grpc: String(headers['content-type'] ?? '').startsWith('application/grpc'),
+      bodyless: stream.endAfterHeaders,
     };
     void this.#handle(request, new Http2Sink(stream), context);
   }
@@ -155,6 +156,7 @@ export class InboundHttp {
       body: incoming,
       expectContinue,
       grpc: false,
+      bodyless: http1Bodyless(incoming.headers),
     };
     delete request.headers.expect;
     void this.#handle(request, new Http1Sink(response), context);

@@ -6,17 +6,30 @@ import { RejectionLog, type Logger } from '../../log/index.ts';
 import type { Endpoint } from '../../server/index.ts';
 import type { UpstreamSpec } from '../address.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { GRPC_STATUS, Http1Sink, Http2Sink, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
+import { GRPC_STATUS, http1Bodyless, Http1Sink, Http2Sink, isIdempotent, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
 import { forwardOverHttp1, forwardOverHttp2, type ForwardResult } from './forward.ts';
 import { endToEndHeaders } from './headers.ts';
 import { serialiseRequestHead } from './inbound-http.ts';
 import { methodLabel, statusClass } from './metrics.ts';
 import { PeerConnectError } from './peer-connector.ts';
-import type { PeerPool } from './peer-pool.ts';
+import type { PeerChannel, PeerPool } from './peer-pool.ts';
+import type { EndpointBalancer } from '../traffic/balancer.ts';
+import type { CircuitBreaker } from '../traffic/circuit-breaker.ts';
+import { OutlierDetector } from '../traffic/outlier.ts';
+import { RetryBudget } from '../traffic/retry-budget.ts';
+import type { TrafficSettings } from '../traffic/settings.ts';
 import { HTTP2_SETTINGS, widenSessionWindow } from './protocol.ts';
 
-/** Instances tried for one request when connecting fails. */
+/** Instances tried for an Upgrade request when connecting fails. */
 const MAX_CONNECT_ATTEMPTS = 3;
+
+function isTimeout(error: Error | undefined): boolean {
+  return (error as { code?: string } | undefined)?.code === 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
+}
+
+function timeoutError(timeoutMs: number): Error {
+  return Object.assign(new Error(`no response within ${timeoutMs} ms`), { code: 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT' });
+}
 
 export interface OutboundHttpOptions {
   upstream: UpstreamSpec;
@@ -25,8 +38,10 @@ export interface OutboundHttpOptions {
   /** Healthy endpoints of the upstream that speak the upstream's protocol. */
   endpoints: () => readonly Endpoint[];
   pool: PeerPool;
-  /** Time from sending a request to its response headers; 0 for none. */
-  requestTimeoutMs: number;
+  settings: TrafficSettings;
+  balancer: EndpointBalancer;
+  /** Limits shared with the connection pool of the same upstream. */
+  breaker: CircuitBreaker;
   log: Logger;
   metrics: ProxyMetrics;
 }
@@ -43,12 +58,23 @@ export class OutboundHttp {
   readonly #http1: Http1Server;
   readonly #sessions = new Set<ServerHttp2Session>();
   readonly #upgrades = new Set<Duplex>();
-  #next = 0;
+  readonly #budget: RetryBudget;
+  readonly #outliers: OutlierDetector;
+  readonly #breaker: CircuitBreaker;
 
   constructor(options: OutboundHttpOptions) {
     this.#options = options;
     this.#upstreamName = options.upstream.service;
     this.#rejections = new RejectionLog(options.log);
+    this.#budget = new RetryBudget(options.settings.retries);
+    this.#breaker = options.breaker;
+    const ejected = options.metrics.http.ejected.labels(options.upstream.service);
+    this.#outliers = new OutlierDetector(options.settings.outlierDetection, (instanceId, durationMs) => {
+      options.metrics.http.ejections.inc({ upstream: options.upstream.service });
+      ejected.inc();
+      setTimeout(() => ejected.dec(), durationMs).unref();
+      options.log.warn({ upstream: options.upstream.service, instance: instanceId, ejectionMs: durationMs }, 'upstream instance ejected by outlier detection');
+    });
     this.#http1 = createHttp1Server({ keepAliveTimeout: 60_000 });
     this.#http1.on('request', (request: IncomingMessage, response: ServerResponse) => this.#onHttp1Request(request, response, false));
     this.#http1.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => this.#onHttp1Request(request, response, true));
@@ -87,6 +113,7 @@ export class OutboundHttp {
       body: stream,
       expectContinue: String(headers.expect ?? '').toLowerCase() === '100-continue',
       grpc: String(headers['content-type'] ?? '').startsWith('application/grpc'),
+      bodyless: stream.endAfterHeaders,
     };
     void this.#handle(request, new Http2Sink(stream));
   }
@@ -100,18 +127,24 @@ export class OutboundHttp {
       body: incoming,
       expectContinue,
       grpc: false,
+      bodyless: http1Bodyless(incoming.headers),
     };
     delete request.headers.expect;
     void this.#handle(request, new Http1Sink(response));
   }
 
-  /** Returns the next endpoint in round-robin order, skipping those already tried for this request. */
-  #pick(tried: ReadonlySet<string>): Endpoint | undefined {
-    const endpoints = this.#options.endpoints().filter((endpoint) => !tried.has(endpoint.instanceId));
-    if (endpoints.length === 0) return undefined;
-    const endpoint = endpoints[this.#next % endpoints.length];
-    this.#next = (this.#next + 1) % 1_000_000_007;
-    return endpoint;
+  /**
+   * Returns the instances a try may use: the catalog's healthy instances less those that outlier
+   * detection has ejected and those already tried for this request. When that leaves none, tried
+   * instances are allowed again, and when every instance is ejected the ejections are ignored, so
+   * that passive health checking alone never empties an upstream.
+   */
+  #candidates(tried: ReadonlySet<string>): Endpoint[] {
+    const healthy = [...this.#options.endpoints()];
+    const inService = healthy.filter((endpoint) => !this.#outliers.isEjected(endpoint.instanceId));
+    const pool = inService.length > 0 ? inService : healthy;
+    const untried = pool.filter((endpoint) => !tried.has(endpoint.instanceId));
+    return untried.length > 0 ? untried : pool;
   }
 
   async #handle(request: ProxyRequest, sink: ResponseSink): Promise<void> {
@@ -120,9 +153,18 @@ export class OutboundHttp {
     metrics.activeRequests.inc({ direction: 'outbound' });
     let status = 0;
     try {
-      const result = await this.#send(request, sink);
-      status = result.status;
-      if (status === 0) status = this.#failed(request, sink, result);
+      const admitted = this.#breaker.admitRequest();
+      if ('limit' in admitted) {
+        status = this.#circuitOpen(request, sink, admitted.limit);
+        return;
+      }
+      try {
+        const result = await this.#send(request, sink);
+        status = result.status;
+        if (status === 0) status = this.#failed(request, sink, result);
+      } finally {
+        admitted.release();
+      }
     } finally {
       metrics.activeRequests.dec({ direction: 'outbound' });
       metrics.requests.inc({ direction: 'outbound', source: this.#options.source, destination: this.#upstreamName, method: methodLabel(request.method), status: statusClass(status) });
@@ -131,46 +173,113 @@ export class OutboundHttp {
   }
 
   /**
-   * Sends the request to one instance after another until a connection is verified. Only a failed
-   * connect is retried here: nothing of the request has left the proxy then.
+   * Sends the request, trying another instance after a failed connect, a refused stream or a
+   * per-try timeout while the retry budget lasts. A request is sent again only when that is safe:
+   * after a failed connect nothing has left the proxy; a refused stream was not processed; and a
+   * try that timed out is repeated only for an idempotent method without a body.
    */
   async #send(request: ProxyRequest, sink: ResponseSink): Promise<ForwardResult> {
+    const settings = this.#options.settings;
+    const deadline = settings.requestTimeoutMs > 0 ? Date.now() + settings.requestTimeoutMs : Infinity;
     const tried = new Set<string>();
-    let lastError: Error | undefined;
-    for (let attempt = 1; attempt <= MAX_CONNECT_ATTEMPTS; attempt += 1) {
-      const endpoint = this.#pick(tried);
-      if (endpoint === undefined) break;
-      tried.add(endpoint.instanceId);
-      let channel;
-      try {
-        channel = await this.#options.pool.channel(endpoint);
-      } catch (error) {
-        lastError = error as Error;
-        this.#rejections.warn(`connect:${endpoint.instanceId}`, { upstream: this.#upstreamName, instance: endpoint.instanceId, attempt, reason: lastError.message }, 'connection to an upstream instance failed');
-        if (error instanceof PeerConnectError && error.code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH') return { status: 0, refused: false, error: lastError };
-        if (attempt < MAX_CONNECT_ATTEMPTS) this.#options.metrics.http.retries.inc({ upstream: this.#upstreamName, reason: 'connect_failure' });
-        continue;
+    let last: ForwardResult = { status: 0, refused: true };
+    this.#budget.recordRequest();
+    for (let attempt = 1; attempt <= settings.retries.maxAttempts; attempt += 1) {
+      if (attempt > 1) {
+        const reason = last.error instanceof PeerConnectError ? 'connect_failure' : last.refused ? 'refused_stream' : 'per_try_timeout';
+        if (!this.#budget.tryAcquire()) {
+          this.#rejections.warn('retry-budget', { upstream: this.#upstreamName, reason }, 'retry budget spent; not retrying');
+          return last;
+        }
+        this.#options.metrics.http.retries.inc({ upstream: this.#upstreamName, reason });
+        await new Promise((resolve) => setTimeout(resolve, this.#budget.backoffMs(attempt - 1)));
+        if (sink.closed) return last;
       }
-      const timeouts = { responseTimeoutMs: this.#options.requestTimeoutMs };
-      return channel.kind === 'h2' ? forwardOverHttp2(channel.session, request, sink, timeouts) : forwardOverHttp1({ agent: channel.agent, host: endpoint.address, port: endpoint.port }, request, sink, timeouts);
+      const endpoint = this.#options.balancer.pick(this.#candidates(tried));
+      if (endpoint === undefined) return last;
+      tried.add(endpoint.instanceId);
+      const instanceIds = this.#options.endpoints().map((candidate) => candidate.instanceId);
+
+      const remainingMs = deadline - Date.now();
+      if (remainingMs <= 0) return { status: 0, refused: false, error: timeoutError(settings.requestTimeoutMs) };
+      const perTry = settings.perTryTimeoutMs > 0 && settings.perTryTimeoutMs < remainingMs;
+      const timeoutMs = perTry ? settings.perTryTimeoutMs : Number.isFinite(remainingMs) ? remainingMs : 0;
+
+      const done = this.#options.balancer.track(endpoint.instanceId);
+      try {
+        let channel: PeerChannel;
+        try {
+          channel = await this.#channel(endpoint);
+        } catch (error) {
+          last = { status: 0, refused: true, error: error as Error };
+          this.#rejections.warn(`connect:${endpoint.instanceId}`, { upstream: this.#upstreamName, instance: endpoint.instanceId, attempt, reason: (error as Error).message }, 'connection to an upstream instance failed');
+          const code = error instanceof PeerConnectError ? error.code : '';
+          if (code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH' || code === 'SEALMESH_ERR_L7_CIRCUIT_OPEN') return last;
+          this.#outliers.record(endpoint.instanceId, 'connect_failure', instanceIds);
+          continue;
+        }
+        const timeouts = { responseTimeoutMs: timeoutMs };
+        last =
+          channel.kind === 'h2'
+            ? await forwardOverHttp2(channel.session, request, sink, timeouts)
+            : await forwardOverHttp1({ agent: channel.agent, host: endpoint.address, port: endpoint.port }, request, sink, timeouts);
+      } finally {
+        done();
+      }
+      if (last.status >= 500) this.#outliers.record(endpoint.instanceId, 'server_error', instanceIds);
+      else if (last.status > 0) this.#outliers.record(endpoint.instanceId, 'success', instanceIds);
+      if (last.status !== 0 || sink.headersSent) return last;
+      const timedOut = isTimeout(last.error);
+      const retryable = request.bodyless && ((last.refused && !timedOut) || (timedOut && perTry && isIdempotent(request.method)));
+      if (!retryable) return last;
     }
-    return { status: 0, refused: true, ...(lastError !== undefined ? { error: lastError } : {}) };
+    return last;
+  }
+
+  /** Returns a channel to the instance; a wait for a new connection counts against the pending limit. */
+  async #channel(endpoint: Endpoint): Promise<PeerChannel> {
+    if (this.#options.pool.isReady(endpoint)) return this.#options.pool.channel(endpoint);
+    const pending = this.#breaker.admitPending();
+    if ('limit' in pending) throw new PeerConnectError('SEALMESH_ERR_L7_CIRCUIT_OPEN', `the circuit breaker limit on pending requests of upstream ${this.#upstreamName} is reached`);
+    try {
+      return await this.#options.pool.channel(endpoint);
+    } finally {
+      pending.release();
+    }
+  }
+
+  #circuitOpen(request: ProxyRequest, sink: ResponseSink, limit: string): number {
+    this.#options.metrics.http.circuitBreakerTrips.inc({ upstream: this.#upstreamName, limit });
+    this.#options.metrics.rejections.inc({ code: 'SEALMESH_ERR_L7_CIRCUIT_OPEN' });
+    this.#rejections.warn(`circuit:${limit}`, { code: 'SEALMESH_ERR_L7_CIRCUIT_OPEN', upstream: this.#upstreamName, limit, method: request.method, path: request.path }, 'request rejected by the circuit breaker');
+    sendLocalReply(sink, request, {
+      status: 503,
+      code: 'SEALMESH_ERR_L7_CIRCUIT_OPEN',
+      message: `upstream ${this.#upstreamName} is over its circuit breaker limit on ${limit === 'requests' ? 'active requests' : limit === 'pending' ? 'pending requests' : 'connections'}; retry later`,
+      grpcStatus: GRPC_STATUS.UNAVAILABLE,
+    });
+    return 503;
   }
 
   /** Answers a request that got no response from the upstream; returns the status sent. */
   #failed(request: ProxyRequest, sink: ResponseSink, result: ForwardResult): number {
-    const timedOut = (result.error as { code?: string } | undefined)?.code === 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
-    const mismatch = result.error instanceof PeerConnectError && result.error.code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH';
-    const code = timedOut ? 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT' : mismatch ? 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH' : 'SEALMESH_ERR_L7_UPSTREAM_UNAVAILABLE';
+    const code = result.error instanceof PeerConnectError ? result.error.code : '';
+    if (code === 'SEALMESH_ERR_L7_CIRCUIT_OPEN') {
+      const limit = /limit on (\w+)/.exec(result.error?.message ?? '')?.[1] ?? 'connections';
+      return this.#circuitOpen(request, sink, limit);
+    }
+    const timedOut = isTimeout(result.error);
+    const mismatch = code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH';
+    const errorCode = timedOut ? 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT' : mismatch ? 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH' : 'SEALMESH_ERR_L7_UPSTREAM_UNAVAILABLE';
     const status = timedOut ? 504 : mismatch ? 502 : 503;
     const message = timedOut
-      ? `upstream ${this.#upstreamName} did not respond within ${this.#options.requestTimeoutMs} ms`
+      ? `upstream ${this.#upstreamName} did not respond in time`
       : mismatch
         ? `upstream ${this.#upstreamName} does not speak HTTP to this proxy`
         : `upstream ${this.#upstreamName} has no reachable healthy instance`;
-    this.#options.metrics.rejections.inc({ code });
-    this.#rejections.warn(code, { code, upstream: this.#upstreamName, method: request.method, path: request.path, reason: result.error?.message }, 'request to the upstream failed');
-    sendLocalReply(sink, request, { status, code, message, grpcStatus: timedOut ? GRPC_STATUS.DEADLINE_EXCEEDED : GRPC_STATUS.UNAVAILABLE });
+    this.#options.metrics.rejections.inc({ code: errorCode });
+    this.#rejections.warn(errorCode, { code: errorCode, upstream: this.#upstreamName, method: request.method, path: request.path, reason: result.error?.message }, 'request to the upstream failed');
+    sendLocalReply(sink, request, { status, code: errorCode, message, grpcStatus: timedOut ? GRPC_STATUS.DEADLINE_EXCEEDED : GRPC_STATUS.UNAVAILABLE });
     return status;
   }
 
@@ -179,7 +288,7 @@ export class OutboundHttp {
     socket.on('error', () => socket.destroy());
     const tried = new Set<string>();
     for (let attempt = 1; attempt <= MAX_CONNECT_ATTEMPTS && !socket.destroyed; attempt += 1) {
-      const endpoint = this.#pick(tried);
+      const endpoint = this.#options.balancer.pick(this.#candidates(tried));
       if (endpoint === undefined) break;
       tried.add(endpoint.instanceId);
       let remote: Duplex;

@@ -21,10 +21,18 @@ export interface PeerPoolOptions {
   onHandshake?: (resumed: boolean) => void;
   /** Most HTTP/1.1 connections kept per peer instance. */
   maxSocketsPerPeer?: number;
+  /**
+   * Admits a new connection against the upstream's circuit breaker; the release function runs when
+   * the connection closes. Every connection is admitted when absent.
+   */
+  admitConnection?: () => { release: () => void } | { limit: string };
 }
 
 interface PeerEntry {
   h2?: Promise<ClientHttp2Session>;
+  /** True while the HTTP/2 session is connected. */
+  ready?: boolean;
+  session?: ClientHttp2Session;
   agent?: Agent;
 }
 
@@ -62,6 +70,12 @@ export class PeerPool {
     return { kind: 'h2', session };
   }
 
+  /** True when a request to `endpoint` can be sent without opening a connection first. */
+  isReady(endpoint: Endpoint): boolean {
+    const entry = this.#peers.get(endpointKey(endpoint));
+    return entry !== undefined && (entry.agent !== undefined || entry.ready === true);
+  }
+
   /** Opens a dedicated connection that negotiates HTTP/1.1, for an Upgrade request. */
   async dedicatedHttp1(endpoint: Endpoint): Promise<Duplex> {
     return this.#dial(endpoint, ['http/1.1']);
@@ -89,10 +103,21 @@ export class PeerPool {
   async #dial(endpoint: Endpoint, alpn: string[]): Promise<import('node:tls').TLSSocket> {
     const secureContext = this.#options.secureContext();
     if (secureContext === undefined) throw new PeerConnectError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID yet');
-    const socket = await connectPeer(
-      { endpoint, expected: this.#options.expected, trustDomain: this.#options.trustDomain(), secureContext, alpn, connectTimeoutMs: this.#options.connectTimeoutMs },
-      this.#options.sessions,
-    );
+    const admitted = this.#options.admitConnection?.() ?? { release: () => undefined };
+    if ('limit' in admitted) {
+      throw new PeerConnectError('SEALMESH_ERR_L7_CIRCUIT_OPEN', `the circuit breaker limit on ${admitted.limit} of upstream ${this.#options.expected.namespace}/${this.#options.expected.service} is reached`);
+    }
+    let socket: import('node:tls').TLSSocket;
+    try {
+      socket = await connectPeer(
+        { endpoint, expected: this.#options.expected, trustDomain: this.#options.trustDomain(), secureContext, alpn, connectTimeoutMs: this.#options.connectTimeoutMs },
+        this.#options.sessions,
+      );
+    } catch (error) {
+      admitted.release();
+      throw error;
+    }
+    socket.once('close', admitted.release);
     this.#options.onHandshake?.(socket.isSessionReused());
     return socket;
   }
@@ -115,8 +140,13 @@ export class PeerPool {
     }
     const session = http2Connect(`https://${endpoint.address}:${endpoint.port}`, { createConnection: () => socket, settings: HTTP2_SETTINGS });
     widenSessionWindow(session);
+    entry.ready = true;
+    entry.session = session;
     const drop = (): void => {
-      if (this.#peers.get(key) === entry) entry.h2 = undefined;
+      if (this.#peers.get(key) !== entry || entry.session !== session) return;
+      entry.session = undefined;
+      entry.h2 = undefined;
+      entry.ready = false;
     };
     session.once('close', drop);
     session.once('goaway', drop);
