@@ -217,6 +217,7 @@ export function buildProgram(): Command {
     .option('--app <host:port|unix:path>', 'the local app that inbound traffic goes to: loopback TCP or a Unix socket; required here or in --config')
     .option('--upstream <name=host:port|name=unix:path>', 'loopback TCP or Unix socket listener for an upstream service; repeatable', collect, [])
     .option('--protocol <protocol>', 'application protocol of the app: tcp, http (HTTP/1.1), http2 (cleartext HTTP/2) or grpc; registered for the callers\' proxies (default: tcp)')
+    .option('--traffic-file <file>', 'YAML or JSON map from upstream service to its HTTP traffic settings: loadBalancer, timeouts, retries, outlierDetection, circuitBreaker (see docs/traffic.md)')
     .option('--request-timeout <duration>', 'time an HTTP request to an upstream may wait for its response headers (default: none)')
     .option('--advertise <host:port>', 'address other proxies dial (default: the --listen address)')
     .option('--admin <host:port|unix:path>', 'loopback TCP or Unix socket endpoint for /metrics, /ready and /status')

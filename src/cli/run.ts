@@ -1,6 +1,6 @@
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
-import { SidecarProxy, parseProtocol, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
+import { SidecarProxy, parseProtocol, readTrafficFile, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { checkEnvironment, isLoopback, loadLocalConfig } from '../config/index.ts';
@@ -86,6 +86,7 @@ export async function runProxy(flags: {
   upstream: string[];
   protocol?: string;
   requestTimeout?: string;
+  trafficFile?: string;
   advertise?: string;
   admin?: string;
   socketMode: string;
@@ -143,6 +144,7 @@ export async function runProxy(flags: {
     },
     ...(advertise !== undefined ? { advertise } : {}),
     ...(flags.protocol !== undefined ? { protocol: parseProtocol(flags.protocol) } : {}),
+    ...(flags.trafficFile !== undefined ? { traffic: readTrafficFile(flags.trafficFile) } : {}),
     ...(flags.requestTimeout !== undefined ? { requestTimeoutMs: parseDuration(flags.requestTimeout, '--request-timeout') * 1000 } : {}),
     ...(admin !== undefined ? { admin } : {}),
     ...(flags.health !== undefined ? { health: parseHostPort(flags.health, '--health', true) } : {}),

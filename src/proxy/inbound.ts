@@ -181,6 +181,7 @@ export class InboundListener {
       downstream.destroy();
       return;
     }
+    this.#options.metrics.http.handshakes.inc({ direction: 'inbound', resumed: String(downstream.isSessionReused()) });
     // An HTTP service decides each request, so that a denied caller gets a 403 (or gRPC status 7)
     // that names the intention instead of a closed connection.
     const decision = this.#options.authorize(peer);

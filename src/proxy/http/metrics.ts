@@ -48,7 +48,7 @@ export class HttpMetrics {
     });
     this.handshakes = new Counter({
       name: 'sealmesh_proxy_tls_handshakes_total',
-      help: 'TLS handshakes between proxies on the HTTP data path, by direction and whether a session was resumed.',
+      help: 'TLS handshakes with peer proxies that passed the identity checks, by direction and whether a session was resumed: every inbound connection, and outbound connections of HTTP upstreams.',
       labelNames: ['direction', 'resumed'] as const,
       registers,
     });
