@@ -118,3 +118,23 @@ describe('traffic settings', () => {
     assert.throws(() => parseTrafficSettings({ retry: {} }, 'api'), { code: 'SEALMESH_ERR_CONFIG_INVALID' });
   });
 });
+
+describe('traffic file', () => {
+  test('returns settings as written', async () => {
+    const { mkdtempSync, writeFileSync, rmSync } = await import('node:fs');
+    const { join } = await import('node:path');
+    const { tmpdir } = await import('node:os');
+    const { readTrafficFile } = await import('../src/proxy/traffic/settings.ts');
+    const dir = mkdtempSync(join(tmpdir(), 'sealmesh-traffic-'));
+    try {
+      const good = join(dir, 'traffic.yaml');
+      writeFileSync(good, 'api:\n  retries:\n    maxAttempts: 2\n');
+      assert.deepEqual(readTrafficFile(good), { api: { retries: { maxAttempts: 2 } } });
+      const bad = join(dir, 'bad.yaml');
+      writeFileSync(bad, 'api:\n  loadBalancer: random\n');
+      assert.throws(() => readTrafficFile(bad), { code: 'SEALMESH_ERR_CONFIG_INVALID' });
+    } finally {
+      rmSync(dir, { recursive: true, force: true });
+    }
+  });
+});

@@ -74,8 +74,12 @@ export function parseTrafficSettings(value: unknown, upstream: string): TrafficS
   return parsed.data;
 }
 
-/** Reads `--traffic-file`: a YAML or JSON map from upstream service to its traffic settings. */
-export function readTrafficFile(path: string): Record<string, TrafficSettings> {
+/**
+ * Reads `--traffic-file`: a YAML or JSON map from upstream service to its traffic settings. The
+ * settings are validated here and returned as written, so that omitted fields can still take
+ * values from other flags before the defaults fill them.
+ */
+export function readTrafficFile(path: string): Record<string, TrafficSettingsInput> {
   let document: unknown;
   try {
     document = parseYaml(readFileSync(path, 'utf8'));
@@ -87,5 +91,5 @@ export function readTrafficFile(path: string): Record<string, TrafficSettings> {
     const issues = parsed.error.issues.map((issue) => `${issue.path.join('.') || '(file)'}: ${issue.message}`).join('; ');
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--traffic-file ${path} is invalid: ${issues}`);
   }
-  return parsed.data;
+  return document as Record<string, TrafficSettingsInput>;
 }
