@@ -11,7 +11,7 @@ import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../src/tls/index.ts';
 import { startServer, type TestServer } from './helpers/mesh.ts';
 
 /** Issues a real SVID for `service` from the mesh CA, as PEM key and chain. */
-async function svid(mesh: TestServer, service: string): Promise<{ key: string; cert: string }> {
+async function svid(mesh: TestServer, service: string): Promise<{ key: Buffer | string; cert: string }> {
   const keys = await generateKeyPair();
   const entitled = { trustDomain: mesh.server.ca.trustDomain, namespace: 'default', service };
   const issued = await mesh.server.ca.issueSvid({ csrPem: await generateCsr(formatSpiffeId(entitled), keys), entitled });

@@ -3,7 +3,7 @@
  * `//admin` and `/%61dmin` reach the same rule and the app receives the path that was matched.
  */
 
-/** Why a path was rejected; the proxy answers 400 for every one of them. */
+/** Reason a path was rejected; the proxy responds 400 to each of them. */
 export type PathRejection =
   | 'not absolute'
   | 'encoded slash'
@@ -24,9 +24,9 @@ const HEX_PAIR = /^[0-9A-Fa-f]{2}$/;
  * 2. merges runs of slashes into one;
  * 3. removes `.` segments and resolves `..` segments (RFC 3986 §5.2.4).
  *
- * It rejects what cannot be normalised without changing meaning for some app: an encoded slash
- * (`%2F`) or backslash (`%5C`), a raw backslash, a NUL byte raw or encoded, a `%` not followed by
- * two hex digits, a `..` that climbs above the root, and a path that does not start with `/`.
+ * It rejects paths that cannot be normalised without changing their meaning for some app. These are
+ * an encoded slash (`%2F`) or backslash (`%5C`), a raw backslash, a NUL byte raw or encoded, a `%`
+ * not followed by two hex digits, a `..` that climbs above the root, and a path without a leading `/`.
  */
 export function normaliseRequestPath(raw: string): NormalisedPath {
   if (!raw.startsWith('/')) return { ok: false, reason: 'not absolute' };

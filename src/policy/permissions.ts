@@ -15,7 +15,7 @@ import { normaliseRequestPath } from './path.ts';
 /** HTTP methods a permission may name: the RFC 9110 methods and PATCH. */
 export const HTTP_METHODS = ['GET', 'HEAD', 'POST', 'PUT', 'DELETE', 'CONNECT', 'OPTIONS', 'TRACE', 'PATCH'] as const;
 
-/** Longest regular expression a permission accepts, in characters. */
+/** Maximum length of a regular expression in a permission, in characters. */
 export const MAX_REGEX_LENGTH = 1024;
 
 /** Most permissions one intention may hold. */
@@ -86,7 +86,7 @@ export type HeaderMatch = z.output<typeof headerMatchSchema>;
 export type HttpMatch = z.output<typeof httpMatchSchema>;
 export type Permission = z.output<typeof permissionSchema>;
 
-/** What a permission sees of one request: the normalised path, the method and lower-case headers. */
+/** Request attributes a permission matches: the normalised path, the method and lower-case headers. */
 export interface RequestFacts {
   method: string;
   path: string;

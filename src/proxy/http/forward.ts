@@ -4,7 +4,7 @@ import { pipeline } from 'node:stream';
 import type { ProxyRequest, ResponseSink } from './exchange.ts';
 import { responseHeaders, type HeaderMap } from './headers.ts';
 
-/** How a forwarded request ended, for metrics, retries and outlier detection. */
+/** Outcome of a forwarded request, for metrics, retries and outlier detection. */
 export interface ForwardResult {
   /** Status sent to the client; 0 when the exchange failed before a response. */
   status: number;
@@ -109,7 +109,7 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
       if (!stream.closed) stream.close(h2.NGHTTP2_CANCEL);
     });
     // pipe, unlike pipeline, leaves the client's request stream open when the upstream stream
-    // fails, so that the proxy can still answer the client.
+    // fails, so that the proxy can still send the client an error response.
     if (!request.bodyless) request.body.pipe(stream);
   });
 }
@@ -157,7 +157,7 @@ export function forwardOverHttp1(
       relayResponse(sink, status, responseHeaders(response.headers), false, response, () => responseHeaders(response.trailers), settle);
     });
     outgoing.once('error', (error: Error) => {
-      // A failed connect reached nobody; any later failure may have reached the app.
+      // A failed connect sent nothing; any later failure may have reached the app.
       settle({ status: 0, refused: !connected, error });
     });
     sink.onClose(() => {

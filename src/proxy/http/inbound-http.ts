@@ -35,7 +35,7 @@ export interface InboundHttpOptions {
   metrics: ProxyMetrics;
 }
 
-/** What the inbound proxy knows about the verified peer of one connection. */
+/** Verified peer of one inbound connection. */
 interface PeerContext {
   peer: SpiffeId;
   source: string;
@@ -51,8 +51,8 @@ type RequestVerdict =
 
 /**
  * The HTTP side of the inbound listener. Each verified connection that negotiated `h2` or
- * `http/1.1` is served here: every request is checked against the L7 permissions of the intention
- * that admitted its source, its path is normalised, x-forwarded-client-cert is replaced, and the
+ * `http/1.1` is served here. Each request's path is normalised and checked against the L7
+ * permissions of the intention that admits its source, x-forwarded-client-cert is replaced, and the
  * request goes to the app over pooled connections (HTTP/1.1 keep-alive for `http`, one cleartext
  * HTTP/2 session for `http2` and `grpc`).
  */
@@ -74,7 +74,7 @@ export class InboundHttp {
     this.#rejections = new RejectionLog(options.log);
     this.#http1 = createHttp1Server({ keepAliveTimeout: 60_000 });
     this.#http1.on('request', (request: IncomingMessage, response: ServerResponse) => this.#onHttp1Request(request, response, false));
-    // With a listener here Node does not answer 100 Continue itself, so the app's answer decides.
+    // With a listener here Node does not send 100 Continue itself, so the app's response decides.
     this.#http1.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => this.#onHttp1Request(request, response, true));
     this.#http1.on('upgrade', (request: IncomingMessage, socket: Duplex, head: Buffer) => this.#onUpgrade(request, socket, head));
     this.#http1.on('clientError', (_error, socket: Duplex) => socket.destroy());

@@ -48,7 +48,7 @@ export interface OutboundHttpOptions {
 
 /**
  * The HTTP side of an upstream listener. The app speaks HTTP/1.1 (protocol `http`) or cleartext
- * HTTP/2 with prior knowledge (`http2`, `grpc`) to the loopback listener; each request goes to an
+ * HTTP/2 with prior knowledge (`http2`, `grpc`) to the loopback listener. Each request goes to an
  * instance of the upstream over a pooled, verified mTLS connection.
  */
 export class OutboundHttp {
@@ -174,8 +174,8 @@ export class OutboundHttp {
 
   /**
    * Sends the request, trying another instance after a failed connect, a refused stream or a
-   * per-try timeout while the retry budget lasts. A request is sent again only when that is safe:
-   * after a failed connect nothing has left the proxy; a refused stream was not processed; and a
+   * per-try timeout while the retry budget lasts. A request is sent again only when that is safe.
+   * After a failed connect nothing has left the proxy, and a refused stream was not processed. A
    * try that timed out is repeated only for an idempotent method without a body.
    */
   async #send(request: ProxyRequest, sink: ResponseSink): Promise<ForwardResult> {
@@ -261,7 +261,7 @@ export class OutboundHttp {
     return 503;
   }
 
-  /** Answers a request that got no response from the upstream; returns the status sent. */
+  /** Sends the error response for a request that got no response from the upstream and returns its status. */
   #failed(request: ProxyRequest, sink: ResponseSink, result: ForwardResult): number {
     const code = result.error instanceof PeerConnectError ? result.error.code : '';
     if (code === 'SEALMESH_ERR_L7_CIRCUIT_OPEN') {

@@ -84,7 +84,7 @@ export function verifyPeerIdentity(socket: TLSSocket, target: Pick<PeerTarget, '
  * Checks the peer of a resumed session. The server sends no certificate on resumption (and Node
  * skips `checkServerIdentity`), so the identity is the one the original full handshake verified,
  * recorded with the ticket. Only the server that issued the ticket can resume it, because only it
- * holds the ticket key. The recorded identity must still be the expected one and its certificate
+ * has the ticket key. The recorded identity must still be the expected one and its certificate
  * still valid.
  */
 export function verifyResumedPeer(session: CachedSession, target: Pick<PeerTarget, 'endpoint' | 'expected'>): void {
@@ -172,8 +172,8 @@ export function connectPeer(target: PeerTarget, sessions: TlsSessionCache): Prom
         return;
       }
       if (pendingTicket !== undefined) sessions.set(key, { ticket: pendingTicket, ...verified });
-      // The owner of the socket (an HTTP/2 session or an HTTP agent) adds its own error handling;
-      // this listener keeps an error between hand-over and that point from being unhandled.
+      // The owner of the socket (an HTTP/2 session or an HTTP agent) adds its own error handling.
+      // This listener keeps an error between hand-over and that point from being unhandled.
       socket.on('error', () => undefined);
       resolve(socket);
     });

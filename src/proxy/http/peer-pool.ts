@@ -6,7 +6,7 @@ import type { Endpoint } from '../../server/index.ts';
 import { HTTP2_SETTINGS, widenSessionWindow } from './protocol.ts';
 import { connectPeer, endpointKey, PeerConnectError, type TlsSessionCache } from './peer-connector.ts';
 
-/** How requests reach one peer instance: its HTTP/2 session, or a keep-alive HTTP/1.1 agent. */
+/** Channel to one peer instance: its HTTP/2 session, or a keep-alive HTTP/1.1 agent. */
 export type PeerChannel = { kind: 'h2'; session: ClientHttp2Session } | { kind: 'h1'; agent: Agent };
 
 export interface PeerPoolOptions {
@@ -160,7 +160,7 @@ export class PeerPool {
     const dial = (alpn: string[]): Promise<import('node:tls').TLSSocket> => this.#dial(endpoint, alpn);
     const options: AgentOptions = { keepAlive: true, maxSockets: this.#options.maxSocketsPerPeer ?? 64 };
     const agent = new Agent(options);
-    // The agent asks for a connection through this hook; each one is dialled and verified like the
+    // The agent requests each connection through this hook; each one is dialled and verified like the
     // HTTP/2 sessions, with ALPN fixed to HTTP/1.1.
     agent.createConnection = (_options, callback): Duplex | undefined => {
       dial(['http/1.1']).then(

@@ -13,7 +13,7 @@ interface InstanceState {
 
 /**
  * Passive health checking of an upstream's instances. An instance that returns too many 5xx
- * responses or fails too many connects in a row is left out of load balancing for a while; each
+ * responses or fails too many connects in a row is left out of load balancing for a while. Each
  * new ejection of the same instance lasts longer. The catalog's health checks decide which
  * instances are candidates at all, and this decides which of those are used.
  */

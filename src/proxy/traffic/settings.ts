@@ -26,7 +26,7 @@ export const trafficSettingsSchema = z.strictObject({
       minRetriesPerSecond: z.number().min(0).max(10_000).default(10),
       /** First backoff before a retry; each later one doubles, with full jitter. Default 25 ms. */
       backoffBaseMs: z.number().int().min(0).max(10_000).default(25),
-      /** Longest backoff before a retry. Default 250 ms. */
+      /** Maximum backoff before a retry. Default 250 ms. */
       backoffMaxMs: z.number().int().min(0).max(60_000).default(250),
     })
     .prefault({}),
@@ -38,7 +38,7 @@ export const trafficSettingsSchema = z.strictObject({
       consecutiveConnectFailures: z.number().int().min(0).max(1_000).default(5),
       /** Ejection time of a first ejection; the n-th ejection of an instance lasts n times as long. Default 30000 ms. */
       baseEjectionMs: z.number().int().min(1).max(3_600_000).default(30_000),
-      /** Longest ejection. Default 300000 ms. */
+      /** Maximum ejection time. Default 300000 ms. */
       maxEjectionMs: z.number().int().min(1).max(86_400_000).default(300_000),
       /** Largest share of the upstream's instances ejected at once, in percent. Default 50. */
       maxEjectionPercent: z.number().int().min(0).max(100).default(50),
