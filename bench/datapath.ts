@@ -19,6 +19,10 @@ const LATENCY_CONNECTIONS = 16;
 const SATURATION_CONNECTIONS = 64;
 const BULK_CONNECTIONS = 8;
 const NEW_CONNECTION_CLIENTS = 16;
+/** Setups and scenarios to run, for profiling one of them; all when unset. */
+const SETUPS = process.env.SEALMESH_BENCH_SETUPS?.split(',');
+const SCENARIOS = process.env.SEALMESH_BENCH_SCENARIOS?.split(',');
+const wanted = (scenario: string): boolean => SCENARIOS === undefined || SCENARIOS.includes(scenario);
 
 type SetupName = 'direct' | 'sealmesh' | 'haproxy' | 'nginx';
 
@@ -103,10 +107,11 @@ async function runLatency(target: Target, rate: number): Promise<LatencyFigures 
 
 async function runRound(target: Target): Promise<RoundFigures> {
   const latency: RoundFigures['latency'] = {};
-  for (const rate of RATES) latency[String(rate)] = await runLatency(target, rate);
-  const saturation = runWrk(target.port, '/1k', SATURATION_CONNECTIONS);
-  const bulk = runWrk(target.port, '/1m', BULK_CONNECTIONS);
-  const newConnections = runWrk(target.port, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']);
+  const skipped: WrkFigures = { rps: NaN, mibPerSecond: NaN, errors: 0 };
+  if (wanted('latency')) for (const rate of RATES) latency[String(rate)] = await runLatency(target, rate);
+  const saturation = wanted('saturation') ? runWrk(target.port, '/1k', SATURATION_CONNECTIONS) : skipped;
+  const bulk = wanted('bulk') ? runWrk(target.port, '/1m', BULK_CONNECTIONS) : skipped;
+  const newConnections = wanted('connections') ? runWrk(target.port, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']) : skipped;
   return { latency, saturation, bulk, newConnections };
 }
 
@@ -162,16 +167,16 @@ export async function datapathBenchmark(): Promise<Record<string, unknown>> {
   const bench = await startBench();
   try {
     const targets: Target[] = [
-      { name: 'direct', port: bench.backendPort, pids: [] },
+      { name: 'direct' as const, port: bench.backendPort, pids: [] },
       ...bench.pairs.map((pair) => ({ name: pair.name, port: pair.port, pids: [pair.client.pid ?? 0, pair.server.pid ?? 0] })),
-    ];
+    ].filter((target) => SETUPS === undefined || SETUPS.includes(target.name));
     // A few requests through every setup first, so that idle memory is read after the first connection.
     for (const target of targets) await runFixedRate({ port: target.port, path: '/1k', rate: 100, connections: 2, durationMs: 200, warmupMs: 0 });
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const idleRss: Record<string, number[]> = {};
-    for (const target of targets.slice(1)) idleRss[target.name] = target.pids.map((pid) => processUsage(pid).rssBytes);
+    for (const target of targets.filter((entry) => entry.pids.length > 0)) idleRss[target.name] = target.pids.map((pid) => processUsage(pid).rssBytes);
 
-    const rounds: Record<string, RoundFigures[]> = { direct: [], sealmesh: [], haproxy: [], nginx: [] };
+    const rounds: Record<string, RoundFigures[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
     const rotation: Record<string, unknown>[] = [];
     for (let round = 0; round < ROUNDS; round += 1) {
       const order = targets.map((_, index) => targets[(index + round) % targets.length] as Target);
@@ -179,11 +184,13 @@ export async function datapathBenchmark(): Promise<Record<string, unknown>> {
         process.stderr.write(`datapath round ${round + 1}/${ROUNDS}: ${target.name}\n`);
         (rounds[target.name] as RoundFigures[]).push(await runRound(target));
       }
+      const sealmesh = targets.find((target) => target.name === 'sealmesh');
+      if (sealmesh === undefined || !wanted('rotation')) continue;
       process.stderr.write(`datapath round ${round + 1}/${ROUNDS}: sealmesh under SVID rotation\n`);
-      rotation.push(await runRotation(bench, targets.find((target) => target.name === 'sealmesh') as Target));
+      rotation.push(await runRotation(bench, sealmesh));
     }
     const idleRssAfter: Record<string, number[]> = {};
-    for (const target of targets.slice(1)) idleRssAfter[target.name] = target.pids.map((pid) => processUsage(pid).rssBytes);
+    for (const target of targets.filter((entry) => entry.pids.length > 0)) idleRssAfter[target.name] = target.pids.map((pid) => processUsage(pid).rssBytes);
     return { parameters: { rounds: ROUNDS, durationSeconds: DURATION_S, warmupSeconds: WARMUP_S, rates: RATES, latencyConnections: LATENCY_CONNECTIONS, saturationConnections: SATURATION_CONNECTIONS, bulkConnections: BULK_CONNECTIONS, newConnectionClients: NEW_CONNECTION_CLIENTS }, tools, ...summarize(rounds, idleRss, idleRssAfter), rotation };
   } finally {
     await bench.stop();
@@ -195,6 +202,7 @@ const MIB = 1024 * 1024;
 /** Medians with spreads per setup, and per-round ratios to the direct setup and between proxies. */
 function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<string, number[]>, idleRssAfter: Record<string, number[]>): Record<string, unknown> {
   const names = Object.keys(rounds) as SetupName[];
+  const latencyRates = RATES.filter((rate) => names.every((name) => rounds[name]?.[0]?.latency[String(rate)] !== undefined));
   const proxies = names.filter((name) => name !== 'direct');
   const perSetup = (pick: (figures: RoundFigures) => number): Record<string, Spread> => Object.fromEntries(names.map((name) => [name, spread((rounds[name] ?? []).map(pick))]));
   /** The median over rounds of a figure computed from two setups of the same round. */
@@ -203,7 +211,7 @@ function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<strin
 
   const results: Record<string, unknown> = {};
   const latency: Record<string, unknown> = {};
-  for (const rate of RATES) {
+  for (const rate of latencyRates) {
     const key = String(rate);
     const pick = (field: 'p50' | 'p90' | 'p99' | 'p999') => perSetup((figures) => figures.latency[key]?.[field] ?? NaN);
     latency[key] = {
@@ -219,7 +227,7 @@ function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<strin
   const throughput = (label: string, pick: (figures: RoundFigures) => number) => {
     const ratios: Record<string, Spread> = {};
     for (const name of proxies) ratios[`${name}/direct`] = paired(name, 'direct', (x, y) => pick(x) / pick(y));
-    for (const peer of proxies.filter((name) => name !== 'sealmesh')) ratios[`sealmesh/${peer}`] = paired('sealmesh', peer, (x, y) => pick(x) / pick(y));
+    for (const peer of proxies.filter((name) => name !== 'sealmesh' && names.includes('sealmesh'))) ratios[`sealmesh/${peer}`] = paired('sealmesh', peer, (x, y) => pick(x) / pick(y));
     results[label] = { figures: perSetup(pick), ratios };
   };
   throughput('saturationRps', (figures) => figures.saturation.rps);

@@ -1,11 +1,11 @@
-import { SidecarProxy } from '../src/proxy/index.ts';
-import { parseUpstream } from '../src/proxy/index.ts';
-import { silentLogger } from '../src/log/index.ts';
+import { join } from 'node:path';
 
 /**
  * One sealmesh sidecar proxy in a process of its own, started by the data-path benchmark with
  * `child_process.fork`, so that its memory and CPU time can be read from /proc like HAProxy's and
- * nginx's. The configuration arrives as JSON in argv[2]. Over IPC it reports
+ * nginx's. The configuration arrives as JSON in argv[2]. The proxy is loaded from the compiled
+ * JavaScript in `build` when given, as the published package runs it, otherwise from the
+ * TypeScript sources. Over IPC it reports
  * `{ type: 'started', inboundPort, upstreamPort }` and takes `{ type: 'renew' }`, which renews the
  * SVID and reports `{ type: 'renewed' }` or `{ type: 'renew-failed', reason }`.
  */
@@ -17,9 +17,15 @@ interface ChildConfig {
   serverCa: string[];
   appPort: number;
   upstream?: string;
+  /** Directory of the compiled sources (`tsc -p tsconfig.build.json`). */
+  build?: string;
 }
 
 const config = JSON.parse(process.argv[2] ?? '{}') as ChildConfig;
+const base = config.build ?? join(import.meta.dirname, '..', 'src');
+const extension = config.build === undefined ? 'ts' : 'js';
+const { SidecarProxy, parseUpstream } = (await import(join(base, 'proxy', `index.${extension}`))) as typeof import('../src/proxy/index.ts');
+const { silentLogger } = (await import(join(base, 'log', `index.${extension}`))) as typeof import('../src/log/index.ts');
 const proxy = new SidecarProxy({
   service: config.service,
   joinToken: config.joinToken,

@@ -8,6 +8,7 @@ import { formatServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { isUnixAddress, type HostPort, type SocketAddress } from './address.ts';
+import { relay } from './relay.ts';
 
 /** A TLS client that has not finished its handshake by then is disconnected. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -156,7 +157,15 @@ export class InboundListener {
     let peer: SpiffeId;
     try {
       // Node verified the chain (rejectUnauthorized); this applies the SPIFFE X509-SVID name rules.
-      peer = spiffeIdFromPeerCertificate(downstream.getPeerX509Certificate()!, this.#options.trustDomain());
+      const certificate = downstream.getPeerX509Certificate()!;
+      peer = spiffeIdFromPeerCertificate(certificate, this.#options.trustDomain());
+      // A resumed session skips chain verification, so a client certificate that expired since the
+      // full handshake (at most the server's 300 s ticket lifetime ago) is rejected here.
+      if (downstream.isSessionReused() && Date.parse(certificate.validTo) <= Date.now()) {
+        this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { destination, remote: downstream.remoteAddress, reason: 'resumed session of an expired client certificate' });
+        downstream.destroy();
+        return;
+      }
     } catch (error) {
       const code: ErrorCode = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_PEER_SAN_INVALID';
       this.#reject(code, { destination, remote: downstream.remoteAddress, reason: (error as Error).message });
@@ -193,8 +202,7 @@ export class InboundListener {
     downstream.once('error', finish);
     downstream.once('close', finish);
     app.once('close', finish);
-    downstream.pipe(app);
-    app.pipe(downstream);
+    relay(downstream, app);
   }
 
   #reject(code: ErrorCode, fields: Record<string, unknown>, countInbound = true): void {

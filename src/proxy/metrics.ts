@@ -81,6 +81,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  readonly resumedSessions = new Counter({
+    name: 'sealmesh_proxy_upstream_tls_resumptions_total',
+    help: 'Connections to upstream instances that resumed a TLS session of an earlier verified handshake, by upstream.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });
   }

@@ -8,6 +8,8 @@ import type { Counter, Gauge } from 'prom-client';
 import type { ProxyMetrics } from './metrics.ts';
 import { DEFAULT_SOCKET_MODE, listenUnix, type SocketPermissions, type UnixSocketListener } from '../perimeter/unix-socket.ts';
 import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.ts';
+import { relay } from './relay.ts';
+import { PeerSessionCache } from './tls-sessions.ts';
 
 /** A dial to an upstream instance that has not completed its TLS handshake by then fails. */
 const CONNECT_TIMEOUT_MS = 5_000;
@@ -39,15 +41,19 @@ export class OutboundListener {
   #server: NetServer | undefined;
   #unixSocket: UnixSocketListener | undefined;
   #next = 0;
+  /** Sessions of verified upstream instances, resumed to skip the certificate exchange. */
+  readonly #sessions = new PeerSessionCache();
 
   /** Labelled metric children, resolved once instead of on every connection. */
   readonly #activeCount: Gauge.Internal<'direction'>;
   readonly #connectedCount: Counter.Internal;
+  readonly #resumedCount: Counter.Internal;
 
   constructor(options: OutboundOptions) {
     this.#options = options;
     this.#activeCount = options.metrics.activeConnections.labels('outbound');
     this.#connectedCount = options.metrics.outboundConnections.labels(options.upstream.service, 'connected');
+    this.#resumedCount = options.metrics.resumedSessions.labels(options.upstream.service);
     this.#rejections = new RejectionLog(options.log);
   }
 
@@ -134,17 +140,25 @@ export class OutboundListener {
     }
     const expected = { namespace: this.#options.upstream.namespace, service: this.#options.upstream.name };
     const trustDomain = this.#options.trustDomain();
+    const sessionKey = `${endpoint.instanceId}@${endpoint.address}:${endpoint.port}`;
+    const session = this.#sessions.get(sessionKey, secureContext, upstream);
+    /** notAfter of the certificate that passed the identity check; unknown on a resumed connection. */
+    let verifiedNotAfter: number | undefined;
     const remote: TLSSocket = tlsConnect({
       host: endpoint.address,
       port: endpoint.port,
       secureContext,
       rejectUnauthorized: true,
+      ...(session !== undefined ? { session } : {}),
       // Replaces hostname verification: the server must present the upstream's SPIFFE ID, so no
       // other mesh member can stand in for it even with a valid SVID of its own.
       checkServerIdentity: (_host: string, certificate: PeerCertificate): Error | undefined => {
         try {
           const peer = spiffeIdFromPeerCertificate(certificate, trustDomain);
-          if (peer.namespace === expected.namespace && peer.service === expected.service) return undefined;
+          if (peer.namespace === expected.namespace && peer.service === expected.service) {
+            verifiedNotAfter = Date.parse(certificate.valid_to);
+            return undefined;
+          }
           return new SealmeshError('SEALMESH_ERR_PEER_IDENTITY_MISMATCH', `instance ${endpoint.instanceId} presented an SVID for ${peer.namespace}/${peer.service}, expected ${upstream}`);
         } catch (error) {
           return error as Error;
@@ -152,6 +166,13 @@ export class OutboundListener {
       },
     });
     remote.setNoDelay(true);
+    // Node calls checkServerIdentity only in a full handshake, so a session is stored only from a
+    // connection that passed it or resumed a session that had.
+    remote.on('session', (ticket: Buffer) => {
+      if (remote.authorized && (verifiedNotAfter !== undefined || remote.isSessionReused())) {
+        this.#sessions.set(sessionKey, secureContext, upstream, ticket, verifiedNotAfter);
+      }
+    });
     remote.setTimeout(CONNECT_TIMEOUT_MS, () => remote.destroy(new Error(`no TLS handshake within ${CONNECT_TIMEOUT_MS} ms`)));
     const onConnectError = (error: Error & { code?: string }): void => {
       const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_SERVER_UNREACHABLE';
@@ -159,6 +180,7 @@ export class OutboundListener {
       if (isSealmeshError(error)) this.#options.metrics.rejections.inc({ code });
       this.#rejections.warn(`dial:${code}`, { upstream, instance: endpoint.instanceId, attempt, reason: error.code ?? error.message }, 'connection to an upstream instance failed');
       remote.destroy();
+      this.#sessions.delete(sessionKey);
       if (attempt < MAX_CONNECT_ATTEMPTS && !client.destroyed) this.#dial(client, attempt + 1);
       else client.destroy();
     };
@@ -171,11 +193,11 @@ export class OutboundListener {
         return;
       }
       this.#connectedCount.inc();
+      if (remote.isSessionReused()) this.#resumedCount.inc();
       remote.once('error', () => client.destroy());
       remote.once('close', () => client.destroy());
       client.once('close', () => remote.destroy());
-      client.pipe(remote);
-      remote.pipe(client);
+      relay(client, remote);
       client.resume();
     });
   }
