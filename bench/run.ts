@@ -1,6 +1,7 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { controlplaneBenchmark } from './controlplane.ts';
 import { datapathBenchmark } from './datapath.ts';
 import { storeRound, type StoreFigures } from './store.ts';
 
@@ -53,6 +54,7 @@ async function storeBenchmark(): Promise<Record<string, unknown>> {
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   store: storeBenchmark,
   datapath: datapathBenchmark,
+  controlplane: controlplaneBenchmark,
 };
 
 const requested = process.argv.slice(2);
