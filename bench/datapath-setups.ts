@@ -341,6 +341,8 @@ export async function startBench(): Promise<Bench> {
       await new Promise((resolve) => setTimeout(resolve, 300));
       for (const child of children) {
         if (child.exitCode === null) child.kill('SIGKILL');
+        // The stderr pipe can outlive the process and would keep this one from exiting.
+        child.stderr?.destroy();
       }
       await control.stop();
       if (process.env.SEALMESH_BENCH_KEEP !== '1') {

@@ -217,8 +217,8 @@ function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<strin
     latency[key] = {
       ms: { p50: pick('p50'), p90: pick('p90'), p99: pick('p99'), p999: pick('p999') },
       errors: perSetup((figures) => figures.latency[key]?.errors ?? NaN),
-      addedP99Ms: Object.fromEntries(proxies.map((name) => [name, paired(name, 'direct', (x, y) => (x.latency[key]?.p99 ?? NaN) - (y.latency[key]?.p99 ?? NaN))])),
-      addedP50Ms: Object.fromEntries(proxies.map((name) => [name, paired(name, 'direct', (x, y) => (x.latency[key]?.p50 ?? NaN) - (y.latency[key]?.p50 ?? NaN))])),
+      addedP99Ms: Object.fromEntries(proxies.filter(() => names.includes('direct')).map((name) => [name, paired(name, 'direct', (x, y) => (x.latency[key]?.p99 ?? NaN) - (y.latency[key]?.p99 ?? NaN))])),
+      addedP50Ms: Object.fromEntries(proxies.filter(() => names.includes('direct')).map((name) => [name, paired(name, 'direct', (x, y) => (x.latency[key]?.p50 ?? NaN) - (y.latency[key]?.p50 ?? NaN))])),
       cpuMsPer1000Requests: Object.fromEntries(proxies.map((name) => [name, spread((rounds[name] ?? []).map((figures) => figures.latency[key]?.cpuMsPer1000 ?? NaN))])),
       peakRssMiB: Object.fromEntries(proxies.map((name) => [name, ['client', 'server'].map((_, side) => spread((rounds[name] ?? []).map((figures) => (figures.latency[key]?.rssBytes[side] ?? NaN) / MIB)))])),
     };
@@ -226,7 +226,7 @@ function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<strin
   results.latency = latency;
   const throughput = (label: string, pick: (figures: RoundFigures) => number) => {
     const ratios: Record<string, Spread> = {};
-    for (const name of proxies) ratios[`${name}/direct`] = paired(name, 'direct', (x, y) => pick(x) / pick(y));
+    if (names.includes('direct')) for (const name of proxies) ratios[`${name}/direct`] = paired(name, 'direct', (x, y) => pick(x) / pick(y));
     for (const peer of proxies.filter((name) => name !== 'sealmesh' && names.includes('sealmesh'))) ratios[`sealmesh/${peer}`] = paired('sealmesh', peer, (x, y) => pick(x) / pick(y));
     results[label] = { figures: perSetup(pick), ratios };
   };

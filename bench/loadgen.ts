@@ -66,6 +66,7 @@ export async function runFixedRate(options: FixedRateOptions): Promise<LatencyFi
   let recorded = 0;
   let errors = 0;
   let timer: NodeJS.Timeout | undefined;
+  let stopped = false;
   let done: () => void = () => {};
   const allDone = new Promise<void>((resolve) => {
     done = resolve;
@@ -104,7 +105,7 @@ export async function runFixedRate(options: FixedRateOptions): Promise<LatencyFi
       if (connection.socket !== socket) return;
       complete(connection, false);
       // A short pause keeps a refused connection from turning into a busy loop.
-      if (finished < total) setTimeout(() => open(connection), 10);
+      if (!stopped && finished < total) setTimeout(() => open(connection), 10);
     });
   };
 
@@ -133,7 +134,7 @@ export async function runFixedRate(options: FixedRateOptions): Promise<LatencyFi
     if (connection.remaining > 0) return;
     complete(connection, connection.status === 200);
     connection.served += 1;
-    if (options.requestsPerConnection !== undefined && connection.served >= options.requestsPerConnection && finished < total) {
+    if (options.requestsPerConnection !== undefined && connection.served >= options.requestsPerConnection && !stopped && finished < total) {
       const old = connection.socket;
       open(connection);
       old.destroy();
@@ -166,6 +167,7 @@ export async function runFixedRate(options: FixedRateOptions): Promise<LatencyFi
   // Requests still queued or in flight well after the last one was due are failures.
   const overrun = setTimeout(() => done(), totalMs + 10_000);
   await allDone;
+  stopped = true;
   clearTimeout(overrun);
   if (timer !== undefined) clearTimeout(timer);
   errors += total - finished;
