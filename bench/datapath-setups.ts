@@ -11,9 +11,9 @@ import { ControlPlane } from '../src/server/index.ts';
 import { formatSpiffeId } from '../src/spiffe/index.ts';
 
 /**
- * The processes behind the data-path benchmark, all on 127.0.0.1: one nginx backend, and three
- * pairs of proxies in front of it (sealmesh, HAProxy, nginx stream), each pair a client-side proxy
- * that takes plaintext and originates mTLS to a server-side proxy that terminates it.
+ * The processes behind the data-path benchmark, all on 127.0.0.1: one nginx backend and three
+ * pairs of proxies in front of it (sealmesh, HAProxy, nginx stream). In each pair a client-side
+ * proxy takes plaintext and originates mTLS to a server-side proxy that terminates it.
  */
 
 /** Debian packages of the external tools, by executable. */

@@ -5,8 +5,8 @@ import * as hdr from 'hdr-histogram-js';
 /**
  * A fixed-rate HTTP/1.1 load generator in the manner of wrk2. Request i is due at
  * `start + i / rate`, and its latency is measured from that due time, not from when a connection
- * became free to send it, which corrects for coordinated omission: a stall of the system under
- * test counts against every request that should have been sent during it.
+ * became free to send it. This corrects for coordinated omission, because a stall of the system
+ * under test counts against every request that should have been sent during it.
  */
 
 export interface FixedRateOptions {
