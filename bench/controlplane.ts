@@ -48,6 +48,21 @@ async function pool<T>(items: T[], limit: number, work: (item: T, index: number)
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
 }
 
+let retries = 0;
+
+/** Runs `request` up to three times, as a proxy retries a failed call; counts the retries. */
+async function withRetry<T>(request: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await request();
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      retries += 1;
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+    }
+  }
+}
+
 function percentile(sorted: number[], p: number): number {
   if (sorted.length === 0) return NaN;
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
@@ -127,22 +142,25 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
     }
     const tokens: string[] = [];
     await pool(proxies, CONCURRENCY, async (proxy, index) => {
-      tokens[index] = (await operator.post<{ token: string }>('/v1/acl/tokens', { kind: 'join', service: proxy.service })).token;
+      tokens[index] = (await withRetry(() => operator.post<{ token: string }>('/v1/acl/tokens', { kind: 'join', service: proxy.service }))).token;
     });
 
     process.stderr.write(`controlplane: enrolling ${total} simulated proxies\n`);
     const enrollStart = performance.now();
     await pool(proxies, CONCURRENCY, async (proxy, index) => {
-      const response = await anonymous.with({ token: tokens[index] }).post<{ instanceId: string; chainPem: string; bundle: string[] }>('/v1/svid/enroll', {
-        csr: proxy.csr,
-        address: '127.0.0.1',
-        port: 20_000 + index,
-        upstreams: [],
-      });
+      const response = await withRetry(() =>
+        anonymous.with({ token: tokens[index] }).post<{ instanceId: string; chainPem: string; bundle: string[] }>('/v1/svid/enroll', {
+          csr: proxy.csr,
+          address: '127.0.0.1',
+          port: 20_000 + index,
+          upstreams: [],
+        }),
+      );
       proxy.instanceId = response.instanceId;
       proxy.context = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: proxy.keyPem, cert: response.chainPem, ca: [...new Set([...started.ca, ...response.bundle])] });
     });
     const enrollSeconds = (performance.now() - enrollStart) / 1000;
+    process.stderr.write(`controlplane: ${total} enrolled in ${enrollSeconds.toFixed(1)} s, ${retries} requests retried\n`);
     const rssAfterEnroll = rss();
 
     const stages: Record<string, unknown>[] = [];
@@ -152,7 +170,7 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
       process.stderr.write(`controlplane: opening watch streams up to ${count}\n`);
       const opening = proxies.slice(open, count);
       const openStart = performance.now();
-      await pool(opening, CONCURRENCY, (proxy) => openStream(anonymous, proxy));
+      await pool(opening, CONCURRENCY, (proxy) => withRetry(() => openStream(anonymous, proxy)));
       const openSeconds = (performance.now() - openStart) / 1000;
       open = count;
       // Let the first snapshots and the pushes that registrations caused settle.
@@ -183,7 +201,7 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
     }
     const renewStart = performance.now();
     await pool(renewing, CONCURRENCY, async (proxy, index) => {
-      await anonymous.with({ secureContext: proxy.context }).post('/v1/svid/renew', { csr: renewCsrs[index], instanceId: proxy.instanceId });
+      await withRetry(() => anonymous.with({ secureContext: proxy.context }).post('/v1/svid/renew', { csr: renewCsrs[index], instanceId: proxy.instanceId }));
     });
     const renewSeconds = (performance.now() - renewStart) / 1000;
 
@@ -193,6 +211,7 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
       svidsPerSecond: { enroll: round(total / enrollSeconds), renew: round(renewing.length / renewSeconds) },
       stages,
       serverRssMiB: { atStart: rssAtStart, afterEnroll: rssAfterEnroll, end: rss() },
+      retriedRequests: retries,
     };
   } finally {
     child.disconnect();
