@@ -7,12 +7,14 @@ import type { SnpCertificates, SnpCollateralRequest, SnpCollateralSource } from 
 import type { Evidence } from '../src/attest/index.ts';
 import {
   AMD_ARK_SPKI_SHA256,
+  checkSnpRevocation,
   encodeSnpCertTable,
   parseSnpCertTable,
   parseSnpReport,
   SevSnpVerifier,
   SNP_CERT_TABLE_GUIDS,
   type SevSnpVerifierOptions,
+  type SnpCrlSource,
 } from '../src/attest/sev-snp/index.ts';
 import { type ErrorCode, isSealmeshError } from '../src/errors/index.ts';
 import { nodeCrypto, x509 } from '../src/pki/x509.ts';
@@ -477,6 +479,7 @@ interface Chain {
 }
 
 async function certificate(options: {
+  serialNumber?: string;
   subject: string;
   issuer: string;
   publicKey: webcrypto.CryptoKey;
@@ -487,7 +490,7 @@ async function certificate(options: {
   signingAlgorithm?: webcrypto.Algorithm;
 }): Promise<Uint8Array> {
   const cert = await x509.X509CertificateGenerator.create({
-    serialNumber: '0a',
+    serialNumber: options.serialNumber ?? '0a',
     subject: options.subject,
     issuer: options.issuer,
     notBefore: options.notBefore ?? new Date('2023-01-01T00:00:00Z'),
@@ -505,8 +508,8 @@ async function buildChain(productLine: string, askName = `SEV-${productLine}`): 
   const askKeys = await keyPair(RSA_PSS_SHA384);
   const vekKeys = await keyPair(EC_P384);
   const arkName = `CN=ARK-${productLine}, O=Test Root`;
-  const ark = await certificate({ subject: arkName, issuer: arkName, publicKey: arkKeys.publicKey, signingKey: arkKeys.privateKey, extensions: caExtensions() });
-  const ask = await certificate({ subject: `CN=${askName}`, issuer: arkName, publicKey: askKeys.publicKey, signingKey: arkKeys.privateKey, extensions: caExtensions() });
+  const ark = await certificate({ serialNumber: '01', subject: arkName, issuer: arkName, publicKey: arkKeys.publicKey, signingKey: arkKeys.privateKey, extensions: caExtensions() });
+  const ask = await certificate({ serialNumber: '02', subject: `CN=${askName}`, issuer: arkName, publicKey: askKeys.publicKey, signingKey: arkKeys.privateKey, extensions: caExtensions() });
   const arkDigest = spkiSha256(ark);
   return { arkKeys, askKeys, vekKeys, ark, ask, arkDigest };
 }
@@ -803,6 +806,69 @@ describe('synthetic chains', () => {
     const p256 = await keyPair({ name: 'ECDSA', namedCurve: 'P-256' });
     const p256Vcek = await buildVek(milan, { keys: p256 });
     await assertRejects(verify(evidenceOf(buildReport(p256), tableOf(milan, p256Vcek))), 'SEALMESH_ERR_SNP_CERTIFICATE_ALGORITHM_UNSUPPORTED');
+  });
+
+  const buildCrl = async (options: { serials?: string[]; nextUpdate?: Date; signingKey?: webcrypto.CryptoKey; issuer?: string } = {}): Promise<Uint8Array> => {
+    const crl = await x509.X509CrlGenerator.create({
+      issuer: options.issuer ?? new x509.X509Certificate(milan.ark).subject,
+      thisUpdate: new Date('2024-12-01T00:00:00Z'),
+      nextUpdate: options.nextUpdate ?? new Date('2025-06-01T00:00:00Z'),
+      entries: (options.serials ?? []).map((serialNumber) => ({ serialNumber, revocationDate: new Date('2024-11-01T00:00:00Z') })),
+      signingKey: options.signingKey ?? milan.arkKeys.privateKey,
+      signingAlgorithm: PSS_SALT_48,
+    });
+    return new Uint8Array(crl.rawData);
+  };
+  const crlSource = (crl: Uint8Array | Error, requests: string[] = []): SnpCrlSource => ({
+    async crl(productLine, signingKey) {
+      requests.push(`${productLine}/${signingKey}`);
+      if (crl instanceof Error) {
+        throw crl;
+      }
+      return crl;
+    },
+  });
+
+  test('current CRL without entries verifies', async () => {
+    const requests: string[] = [];
+    const options = { ...verifierOptions, crl: crlSource(await buildCrl({ serials: ['7f'] }), requests) };
+    const result = await verify(evidenceOf(buildReport(milan.vekKeys), tableOf(milan, vcek)), options);
+    assert.equal(result.snp?.productLine, 'Milan');
+    assert.deepEqual(requests, ['Milan/vcek']);
+  });
+
+  test('CRL revoking the ASK or VCEK is rejected', async () => {
+    for (const serial of ['02', '0a']) {
+      const options = { ...verifierOptions, crl: crlSource(await buildCrl({ serials: [serial] })) };
+      await assertRejects(verify(evidenceOf(buildReport(milan.vekKeys), tableOf(milan, vcek)), options), 'SEALMESH_ERR_SNP_CERTIFICATE_REVOKED');
+    }
+  });
+
+  test('stale or foreign CRL is rejected', async () => {
+    const other = await keyPair(RSA_PSS_SHA384);
+    const crls = [
+      await buildCrl({ nextUpdate: new Date('2024-12-31T00:00:00Z') }),
+      await buildCrl({ signingKey: other.privateKey }),
+      await buildCrl({ issuer: 'CN=ARK-Genoa' }),
+      Buffer.from('not a CRL'),
+    ];
+    for (const crl of crls) {
+      const options = { ...verifierOptions, crl: crlSource(crl) };
+      await assertRejects(verify(evidenceOf(buildReport(milan.vekKeys), tableOf(milan, vcek)), options), 'SEALMESH_ERR_SNP_CRL_INVALID');
+    }
+  });
+
+  test('CRL source failure is rejected', async () => {
+    const options = { ...verifierOptions, crl: crlSource(new Error('KDS unreachable')) };
+    await assertRejects(verify(evidenceOf(buildReport(milan.vekKeys), tableOf(milan, vcek)), options), 'SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE');
+  });
+
+  test('revocation check works on DER certificates', async () => {
+    const unrelated = await buildCrl({ serials: ['7f'] });
+    assert.doesNotThrow(() => checkSnpRevocation(unrelated, { ark: milan.ark, ask: milan.ask, vcek }, VERIFY_AT));
+    const crl = await buildCrl({ serials: ['02'] });
+    assertThrowsCode(() => checkSnpRevocation(crl, { ark: milan.ark, ask: milan.ask }, VERIFY_AT), 'SEALMESH_ERR_SNP_CERTIFICATE_REVOKED');
+    assertThrowsCode(() => checkSnpRevocation(crl, { ark: milan.ark, ask: milan.ask }, new Date('2024-11-30T00:00:00Z')), 'SEALMESH_ERR_SNP_CRL_INVALID');
   });
 
   test('ASK with an RSASSA-PSS public key verifies', async () => {

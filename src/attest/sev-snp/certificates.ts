@@ -220,40 +220,52 @@ function requireRsaKey(certificate: AmdCertificate): void {
 
 /** Checks the signatureAlgorithm: RSASSA-PSS (RFC 4055 §3.1) with SHA-384, MGF1-SHA-384, salt 48, trailer 1. */
 export function requirePssSha384(certificate: AmdCertificate): void {
-  const algorithm = certificate.signatureAlgorithm;
-  const fail = (detail: string): SealmeshError =>
-    new SealmeshError(
+  const problem = pssSha384Problem(certificate.signatureAlgorithm);
+  if (problem !== undefined) {
+    throw new SealmeshError(
       'SEALMESH_ERR_SNP_CERTIFICATE_ALGORITHM_UNSUPPORTED',
-      `${certificate.role} certificate ${detail}, but AMD certificates use RSASSA-PSS with SHA-384, MGF1-SHA-384 and a 48-byte salt`,
+      `${certificate.role} certificate ${problem}, but AMD certificates use RSASSA-PSS with SHA-384, MGF1-SHA-384 and a 48-byte salt`,
     );
+  }
+}
+
+/**
+ * Returns why `algorithm` is not RSASSA-PSS with SHA-384, MGF1-SHA-384, a 48-byte salt and trailer
+ * field 1, or undefined when it is.
+ */
+export function pssSha384Problem(algorithm: AlgorithmIdentifier): string | undefined {
   if (algorithm.algorithm !== id_RSASSA_PSS) {
-    throw fail(`is signed with algorithm ${algorithm.algorithm}`);
+    return `is signed with algorithm ${algorithm.algorithm}`;
   }
   if (algorithm.parameters === null || algorithm.parameters === undefined) {
-    throw fail('has RSASSA-PSS without parameters');
+    return 'has RSASSA-PSS without parameters';
   }
   let params: RsaSaPssParams;
+  let mgfHash: AlgorithmIdentifier | undefined;
   try {
     params = AsnConvert.parse(algorithm.parameters, RsaSaPssParams);
+    if (params.maskGenAlgorithm.parameters != null) {
+      mgfHash = AsnConvert.parse(params.maskGenAlgorithm.parameters, AlgorithmIdentifier);
+    }
   } catch (error) {
-    throw fail(`has unreadable RSASSA-PSS parameters (${(error as Error).message})`);
+    return `has unreadable RSASSA-PSS parameters (${(error as Error).message})`;
   }
   if (params.hashAlgorithm.algorithm !== id_sha384) {
-    throw fail(`uses hash ${params.hashAlgorithm.algorithm}`);
+    return `uses hash ${params.hashAlgorithm.algorithm}`;
   }
-  if (params.maskGenAlgorithm.algorithm !== id_mgf1 || params.maskGenAlgorithm.parameters == null) {
-    throw fail(`uses mask generation ${params.maskGenAlgorithm.algorithm}`);
+  if (params.maskGenAlgorithm.algorithm !== id_mgf1 || mgfHash === undefined) {
+    return `uses mask generation ${params.maskGenAlgorithm.algorithm}`;
   }
-  const mgfHash = AsnConvert.parse(params.maskGenAlgorithm.parameters, AlgorithmIdentifier);
   if (mgfHash.algorithm !== id_sha384) {
-    throw fail(`uses MGF1 with hash ${mgfHash.algorithm}`);
+    return `uses MGF1 with hash ${mgfHash.algorithm}`;
   }
   if (params.saltLength !== AMD_PSS_SALT_LENGTH) {
-    throw fail(`uses a ${params.saltLength}-byte salt`);
+    return `uses a ${params.saltLength}-byte salt`;
   }
   if (params.trailerField !== 1) {
-    throw fail(`uses trailer field ${params.trailerField}`);
+    return `uses trailer field ${params.trailerField}`;
   }
+  return undefined;
 }
 
 // AMD's extension OIDs under 1.3.6.1.4.1.3704 (AMD's enterprise arc), from publication 57230.

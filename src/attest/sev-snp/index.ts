@@ -23,5 +23,6 @@ export {
   type SnpCertTable,
   type SnpCertTableRole,
 } from './cert-table.ts';
+export { checkSnpRevocation, MAX_AMD_CRL_BYTES, type SnpCrlSource } from './crl.ts';
 export { AMD_ARK_SPKI_SHA256 } from './roots.ts';
 export { SEV_SNP_PROVIDER, SevSnpVerifier, type SevSnpVerifierOptions } from './verifier.ts';

@@ -8,6 +8,7 @@ import { SealmeshError, type ErrorCode } from '../../errors/index.ts';
 import type { SnpCertificates, SnpCollateralRequest, SnpCollateralSource } from '../collateral.ts';
 import type { AttestationResult, Evidence, EvidenceVerifier } from '../index.ts';
 import { MAX_SNP_CERT_TABLE_BYTES, parseSnpCertTable } from './cert-table.ts';
+import { checkAmdCrl, type SnpCrlSource } from './crl.ts';
 import {
   checkValidity,
   parseAmdCertificate,
@@ -26,6 +27,11 @@ export const SEV_SNP_PROVIDER = 'sev-snp';
 export interface SevSnpVerifierOptions {
   /** Where to fetch the VCEK or VLEK, ASK and ARK when the evidence does not carry all of them. */
   collateral?: SnpCollateralSource;
+  /**
+   * Where to fetch the ARK's CRL. When set, the ASK (or ASVK) and the VCEK (or VLEK) must not be
+   * revoked and a CRL that cannot be fetched rejects the evidence.
+   */
+  crl?: SnpCrlSource;
   /**
    * Product line to request from `collateral` for version 2 reports, which carry no CPUID. The
    * pinned ARK still decides; a different ARK is rejected.
@@ -62,11 +68,13 @@ interface CertificateSet extends SnpCertificates {
 export class SevSnpVerifier implements EvidenceVerifier {
   readonly provider = SEV_SNP_PROVIDER;
   readonly #collateral: SnpCollateralSource | undefined;
+  readonly #crl: SnpCrlSource | undefined;
   readonly #productLine: SnpProductLine | undefined;
   readonly #trustedArks: ReadonlyMap<string, SnpProductLine>;
 
   constructor(options: SevSnpVerifierOptions = {}) {
     this.#collateral = options.collateral;
+    this.#crl = options.crl;
     if (options.productLine !== undefined && !SNP_PRODUCT_LINES.includes(options.productLine)) {
       throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `productLine ${JSON.stringify(options.productLine)} is not one of ${SNP_PRODUCT_LINES.join(', ')}`);
     }
@@ -94,10 +102,12 @@ export class SevSnpVerifier implements EvidenceVerifier {
    *    the ASK, all with RSASSA-PSS SHA-384, and the ARK and ASK are CA certificates;
    * 5. every certificate is valid at `now`;
    * 6. the certificate is the kind of key the report names (VCEK or VLEK) and has a P-384 key;
-   * 7. the report signature over bytes [0, 0x2A0) verifies with that key;
-   * 8. the certificate's product name matches the product line, its TCB extensions equal the
+   * 7. with a CRL source, the ARK's CRL is current, signed by the ARK, and revokes neither the
+   *    ASK nor the VCEK;
+   * 8. the report signature over bytes [0, 0x2A0) verifies with the VCEK or VLEK key;
+   * 9. the certificate's product name matches the product line, its TCB extensions equal the
    *    report's reported TCB, and a VCEK's hwID equals the report's chip id;
-   * 9. the report data equals `expectedReportData` (compared in constant time).
+   * 10. the report data equals `expectedReportData` (compared in constant time).
    *
    * Every failure throws a SealmeshError whose code names the check; see `src/errors/codes.ts`.
    */
@@ -114,7 +124,8 @@ export class SevSnpVerifier implements EvidenceVerifier {
 
     const report = parseSnpReport(decodeBase64(evidence.data, SNP_REPORT_SIZE, 'SEALMESH_ERR_SNP_REPORT_MALFORMED', 'SEV-SNP report'));
     const certificates = await this.#certificatesFor(report, evidence, now);
-    const { productLine, vek } = this.#verifyChain(report, certificates, now);
+    const { productLine, ark, ask, vek } = this.#verifyChain(report, certificates, now);
+    await this.#checkRevocation(productLine, report.signingKey, ark, [ask, vek], now);
 
     const signatureValid = verifyReportSignature(report, vek);
     if (!signatureValid) {
@@ -208,7 +219,34 @@ export class SevSnpVerifier implements EvidenceVerifier {
     };
   }
 
-  #verifyChain(report: SnpReport, certificates: CertificateSet, now: Date): { productLine: SnpProductLine; vek: AmdCertificate } {
+  async #checkRevocation(
+    productLine: SnpProductLine,
+    signingKey: 'vcek' | 'vlek',
+    ark: AmdCertificate,
+    revocable: AmdCertificate[],
+    now: Date,
+  ): Promise<void> {
+    if (this.#crl === undefined) {
+      return;
+    }
+    let crl: Uint8Array;
+    try {
+      crl = await this.#crl.crl(productLine, signingKey, now);
+    } catch (error) {
+      throw new SealmeshError(
+        'SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE',
+        `SEV-SNP CRL source failed to return the ${productLine} ${signingKey.toUpperCase()} CRL: ${(error as Error).message}`,
+        { cause: error },
+      );
+    }
+    checkAmdCrl(crl, ark, revocable, now);
+  }
+
+  #verifyChain(
+    report: SnpReport,
+    certificates: CertificateSet,
+    now: Date,
+  ): { productLine: SnpProductLine; ark: AmdCertificate; ask: AmdCertificate; vek: AmdCertificate } {
     const ark = parseAmdCertificate(certificates.ark, 'ARK');
     const ask = parseAmdCertificate(certificates.ask, 'ASK');
     const vek = parseAmdCertificate(certificates.vcek, report.signingKey === 'vcek' ? 'VCEK' : 'VLEK');
@@ -251,7 +289,7 @@ export class SevSnpVerifier implements EvidenceVerifier {
       );
     }
     requireP384Key(vek);
-    return { productLine, vek };
+    return { productLine, ark, ask, vek };
   }
 }
 
@@ -264,7 +302,7 @@ function verifyReportSignature(report: SnpReport, vek: AmdCertificate): boolean 
   }
 }
 
-/** Step 8 of `verify`: the VCEK or VLEK describes the platform that produced the report. */
+/** Step 9 of `verify`: the VCEK or VLEK describes the platform that produced the report. */
 function checkVekClaims(report: SnpReport, vek: AmdCertificate, claims: VekClaims, productLine: SnpProductLine): void {
   if (claims.productName === undefined && vek.role === 'VCEK') {
     throw new SealmeshError('SEALMESH_ERR_SNP_VEK_EXTENSION_INVALID', 'VCEK certificate lacks the productName extension (1.3.6.1.4.1.3704.1.2)');
