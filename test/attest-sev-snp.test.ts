@@ -210,7 +210,8 @@ describe('real Milan reports', () => {
   test('flipped byte in a certificate is rejected', async () => {
     const vcekName = gosevVcek.indexOf('SEV-VCEK');
     const arkModulus = amdArk.indexOf(Buffer.from('d0b779d9124e75e8', 'hex'));
-    assert.ok(vcekName > 0 && arkModulus > 0);
+    assert.ok(vcekName > 0, 'SEV-VCEK name found in the VCEK');
+    assert.ok(arkModulus > 0, 'modulus found in the ARK');
     const cases: { name: string; table: Buffer; code: ErrorCode }[] = [
       { name: 'VCEK subject', table: gosevTable({ vcek: flipped(gosevVcek, vcekName + 4) }), code: 'SEALMESH_ERR_SNP_VEK_SIGNATURE_INVALID' },
       { name: 'VCEK signature', table: gosevTable({ vcek: flipped(gosevVcek, gosevVcek.length - 1) }), code: 'SEALMESH_ERR_SNP_VEK_SIGNATURE_INVALID' },
@@ -517,6 +518,7 @@ async function buildChain(productLine: string, askName = `SEV-${productLine}`): 
 async function buildVek(chain: Chain, options: VekOptions = {}): Promise<Uint8Array> {
   const tcb = options.tcb ?? MILAN_TCB;
   const extension = (oid: string, value: Uint8Array): x509.Extension => new x509.Extension(oid, false, value);
+
   const extensions = [
     extension('1.3.6.1.4.1.3704.1.3.1', derInteger(tcb.bootloader)),
     extension('1.3.6.1.4.1.3704.1.3.2', derInteger(tcb.tee)),
@@ -526,6 +528,7 @@ async function buildVek(chain: Chain, options: VekOptions = {}): Promise<Uint8Ar
   if (tcb.fmc !== undefined) {
     extensions.push(extension('1.3.6.1.4.1.3704.1.3.9', derInteger(tcb.fmc)));
   }
+
   const productName = options.productName === undefined ? 'Milan-B0' : options.productName;
   if (productName !== null) {
     extensions.push(extension('1.3.6.1.4.1.3704.1.2', Buffer.concat([Buffer.from([0x16, productName.length]), Buffer.from(productName, 'ascii')])));
@@ -534,6 +537,7 @@ async function buildVek(chain: Chain, options: VekOptions = {}): Promise<Uint8Ar
   if (hwId !== null) {
     extensions.push(extension('1.3.6.1.4.1.3704.1.4', hwId));
   }
+
   const certificateOptions: Parameters<typeof certificate>[0] = {
     subject: `CN=${options.commonName ?? 'SEV-VCEK'}`,
     issuer: options.issuer ?? new x509.X509Certificate(chain.ask).subject,

@@ -37,9 +37,9 @@ export const MAX_SNP_CERT_TABLE_BYTES = 64 * 1024;
  * Parses a certificate table.
  *
  * Throws SEALMESH_ERR_SNP_CERT_TABLE_MALFORMED when the table is larger than
- * MAX_SNP_CERT_TABLE_BYTES, has no all-zero terminating entry, has a terminator with a nonzero
- * offset or length, names a GUID twice, or has an entry that is empty, points into the entry list
- * or reaches past the end of the buffer.
+ * MAX_SNP_CERT_TABLE_BYTES or lacks the all-zero terminating entry. The same code rejects a
+ * terminator with a nonzero offset or length, a GUID named twice, and an entry that is empty,
+ * points into the entry list or reaches past the end of the buffer.
  */
 export function parseSnpCertTable(bytes: Uint8Array): SnpCertTable {
   if (bytes.length > MAX_SNP_CERT_TABLE_BYTES) {
@@ -110,8 +110,8 @@ export function encodeSnpCertTable(certificates: Partial<Record<SnpCertTableRole
   return Buffer.concat([header, ...bodies]);
 }
 
-// The wire bytes of a GUID are its hex digits in the order written, the form that libuuid's
-// uuid_parse produces and that the Linux sev-guest driver and AMD's tools use.
+// The wire bytes of a GUID are its hex digits in the order written. This is the form that libuuid's
+// uuid_parse produces, and the one that AMD's sev-guest tool and virtee/sev write.
 function formatGuid(bytes: Uint8Array): string {
   const hex = Buffer.from(bytes).toString('hex');
   return `${hex.slice(0, 8)}-${hex.slice(8, 12)}-${hex.slice(12, 16)}-${hex.slice(16, 20)}-${hex.slice(20)}`;

@@ -54,8 +54,9 @@ export interface AmdCertificate {
 /**
  * Parses one DER certificate. Throws SEALMESH_ERR_SNP_CERTIFICATE_MALFORMED when the bytes are not
  * exactly one X.509 certificate, when its two signature algorithm fields differ (RFC 5280
- * §4.1.1.2), when its public key cannot be imported, or when it marks an extension other than
- * basicConstraints and keyUsage critical (RFC 5280 §4.2 requires rejecting unknown critical ones).
+ * §4.1.1.2), or when its public key cannot be imported. The same code rejects a certificate that
+ * marks an extension other than basicConstraints and keyUsage critical, because RFC 5280 §4.2
+ * requires rejecting unknown critical extensions.
  */
 export function parseAmdCertificate(der: Uint8Array, role: AmdCertificateRole): AmdCertificate {
   const fail = (detail: string, cause?: unknown): SealmeshError =>
@@ -130,9 +131,9 @@ export function parseAmdCertificate(der: Uint8Array, role: AmdCertificateRole): 
 }
 
 /**
- * Checks that `subject` was issued and signed by `issuer`: the subject's issuer name equals the
- * issuer's subject name, and the signature is RSASSA-PSS with SHA-384, MGF1 with SHA-384 and a
- * 48-byte salt (the only scheme AMD uses for the ARK, ASK, ASVK, VCEK and VLEK), made with the
+ * Checks that `subject` was issued and signed by `issuer`. The subject's issuer name must equal the
+ * issuer's subject name. The signature must be RSASSA-PSS with SHA-384, MGF1 with SHA-384 and a
+ * 48-byte salt, the one scheme AMD uses for the ARK, ASK, ASVK, VCEK and VLEK, made with the
  * issuer's RSA key of at least MIN_AMD_RSA_MODULUS_BITS bits.
  *
  * Throws SEALMESH_ERR_SNP_CERTIFICATE_ALGORITHM_UNSUPPORTED for any other algorithm, parameter or
@@ -279,7 +280,7 @@ export const AMD_OID = {
   hwId: '1.3.6.1.4.1.3704.1.4',
 } as const;
 
-/** What a VCEK or VLEK states about the platform that holds its private key. */
+/** Claims of a VCEK or VLEK about the platform that has its private key. */
 export interface VekClaims {
   bootloader: number;
   tee: number;

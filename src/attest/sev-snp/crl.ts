@@ -12,7 +12,7 @@ import { AMD_PSS_SALT_LENGTH, parseAmdCertificate, pssSha384Problem, type AmdCer
 import { DerError, encodingOf, readChildren, readSingleElement } from './der.ts';
 import type { SnpProductLine } from './report.ts';
 
-/** Where `SevSnpVerifier` fetches the ARK's CRL when revocation checking is enabled. */
+/** Source of the ARK's CRL, which `SevSnpVerifier` consults when revocation checking is enabled. */
 export interface SnpCrlSource {
   /** Returns the DER CRL of the `productLine` ARK for the chain that issues `signingKey` certificates. */
   crl(productLine: SnpProductLine, signingKey: 'vcek' | 'vlek', now: Date): Promise<Uint8Array>;
@@ -26,10 +26,11 @@ export const MAX_AMD_CRL_BYTES = 256 * 1024;
  * already be trusted (pinned and self-signed), as `SevSnpVerifier` establishes before it calls this.
  *
  * Throws SEALMESH_ERR_SNP_CRL_INVALID when the CRL is not DER, is larger than MAX_AMD_CRL_BYTES,
- * is not signed by the ARK with RSASSA-PSS SHA-384 and salt 48, has a critical extension (none is
- * defined for AMD's CRLs, and RFC 5280 §5.2 requires rejecting unknown ones), or when `now` lies
- * before its thisUpdate or after its nextUpdate. Throws SEALMESH_ERR_SNP_CERTIFICATE_REVOKED when
- * it lists the serial number of a certificate in `revocable`.
+ * or is not signed by the ARK with RSASSA-PSS SHA-384 and salt 48. The same code rejects a CRL
+ * with a critical extension, because AMD defines none and RFC 5280 §5.2 requires rejecting unknown
+ * ones, and a CRL whose thisUpdate is after `now` or whose nextUpdate is before it. Throws
+ * SEALMESH_ERR_SNP_CERTIFICATE_REVOKED when it lists the serial number of a certificate in
+ * `revocable`.
  */
 export function checkAmdCrl(crlDer: Uint8Array, ark: AmdCertificate, revocable: readonly AmdCertificate[], now: Date): void {
   const fail = (detail: string, cause?: unknown): SealmeshError =>

@@ -12,13 +12,13 @@ export const SNP_REPORT_SIZE = 0x4a0;
 /** The signature covers bytes [0, SNP_SIGNED_REPORT_SIZE) of the report. */
 export const SNP_SIGNED_REPORT_SIZE = 0x2a0;
 
-/** Report versions this parser knows. Version 3 adds CPUID fields, version 5 the mitigation vectors. */
+/** Report versions this parser reads. Version 3 adds CPUID fields, version 5 the mitigation vectors. */
 export const SUPPORTED_SNP_REPORT_VERSIONS: readonly number[] = [2, 3, 4, 5];
 
 /** SIGNATURE_ALGO value for ECDSA P-384 with SHA-384, the only algorithm the firmware defines. */
 export const SNP_SIGNATURE_ALGORITHM_ECDSA_P384_SHA384 = 1;
 
-/** AMD EPYC product lines whose SEV-SNP roots this verifier knows. */
+/** AMD EPYC product lines whose SEV-SNP roots this verifier pins. */
 export type SnpProductLine = 'Milan' | 'Genoa' | 'Turin';
 
 export const SNP_PRODUCT_LINES: readonly SnpProductLine[] = ['Milan', 'Genoa', 'Turin'];
@@ -78,8 +78,8 @@ export interface SnpReport {
   vmpl: number;
   signatureAlgorithm: number;
   /**
-   * Product line named by the CPUID fields (versions 3 and later); undefined for version 2, which
-   * carries no CPUID and whose product line comes from the certificate chain.
+   * Product line named by the CPUID fields (versions 3 and later). It is undefined for version 2,
+   * which carries no CPUID, so the certificate chain decides the product line.
    */
   productLine: SnpProductLine | undefined;
   /** CPUID family, model and stepping (versions 3 and later; zero in version 2). */
@@ -199,7 +199,7 @@ export function parseSnpReport(bytes: Uint8Array): SnpReport {
 
   const cpuid = { family: bytes[0x188]!, model: bytes[0x189]!, stepping: bytes[0x18a]! };
   const productLine = version >= 3 ? productLineFromCpuid(cpuid.family, cpuid.model) : undefined;
-  // Version 2 reports come from firmware older than Turin's, so they use the Milan and Genoa layout.
+  // Turin firmware produces version 3 or later reports, so version 2 uses the Milan and Genoa layout.
   const turinLayout = productLine === 'Turin';
   const tcbAt = (offset: number): SnpTcb => decodeTcb(bytes.subarray(offset, offset + 8), turinLayout);
 
@@ -290,9 +290,10 @@ export function decodeTcb(raw: Uint8Array, turinLayout: boolean): SnpTcb {
 }
 
 /**
- * Maps the report's CPUID family and model to a product line: family 19h models 00h–0Fh are Milan,
- * 10h–1Fh and A0h–AFh are Genoa (with Bergamo and Siena, which share Genoa's keys), family 1Ah
- * models 00h–11h are Turin.
+ * Maps the report's CPUID family and model to a product line, with the ranges that virtee/sev's
+ * `Generation::from_family_and_model` uses. Family 19h models 00h–0Fh are Milan, models 10h–1Fh
+ * and A0h–AFh are Genoa (with Bergamo and Siena, which share Genoa's keys), and family 1Ah models
+ * 00h–11h are Turin.
  */
 export function productLineFromCpuid(family: number, model: number): SnpProductLine {
   if (family === 0x19 && model <= 0x0f) {

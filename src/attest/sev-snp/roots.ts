@@ -2,7 +2,7 @@
  * The AMD root keys (ARKs) that SEV-SNP evidence must chain to, one per product line, pinned by
  * the SHA-256 of their DER SubjectPublicKeyInfo. The values were computed from the ARK
  * certificates in the chains that AMD's Key Distribution Service serves for each product line
- * (`/vcek/v1/<product>/cert_chain`); the VLEK chains carry the same ARKs. Pinning the key rather than the certificate keeps a reissued ARK certificate valid
+ * (`/vcek/v1/<product>/cert_chain`). The VLEK chains carry the same ARKs. Pinning the key rather than the certificate keeps a reissued ARK certificate valid
  * as long as AMD keeps the key.
  */
 import type { SnpProductLine } from './report.ts';

@@ -25,11 +25,11 @@ import { AMD_ARK_SPKI_SHA256 } from './roots.ts';
 export const SEV_SNP_PROVIDER = 'sev-snp';
 
 export interface SevSnpVerifierOptions {
-  /** Where to fetch the VCEK or VLEK, ASK and ARK when the evidence does not carry all of them. */
+  /** Source of the VCEK or VLEK, ASK and ARK when the evidence does not carry all of them. */
   collateral?: SnpCollateralSource;
   /**
-   * Where to fetch the ARK's CRL. When set, the ASK (or ASVK) and the VCEK (or VLEK) must not be
-   * revoked and a CRL that cannot be fetched rejects the evidence.
+   * Source of the ARK's CRL. When set, the ASK (or ASVK) and the VCEK (or VLEK) must not be
+   * revoked, and a CRL that cannot be fetched rejects the evidence.
    */
   crl?: SnpCrlSource;
   /**
