@@ -332,6 +332,7 @@ describe('real Milan reports', () => {
     const verifier = new SevSnpVerifier();
     const good = evidenceOf(gosevReport, gosevTable());
     await assertRejects(verifier.verify({ ...good, provider: 'tdx' }, gosevReportData, VERIFY_AT), 'SEALMESH_ERR_INVALID_ARGUMENT');
+    await assertRejects(verifier.verify(null as unknown as Evidence, gosevReportData, VERIFY_AT), 'SEALMESH_ERR_INVALID_ARGUMENT');
     await assertRejects(verifier.verify(good, gosevReportData.subarray(0, 32), VERIFY_AT), 'SEALMESH_ERR_INVALID_ARGUMENT');
     await assertRejects(verifier.verify(good, gosevReportData, new Date(Number.NaN)), 'SEALMESH_ERR_INVALID_ARGUMENT');
     assertThrowsCode(() => new SevSnpVerifier({ trustedArkSpkiSha256: { Milan: 'ABC' } }), 'SEALMESH_ERR_INVALID_ARGUMENT');
@@ -654,6 +655,13 @@ describe('synthetic chains', () => {
     await assertRejects(verify(evidenceOf(buildReport(milan.vekKeys), tableOf(milan, vcek)), options), 'SEALMESH_ERR_SNP_PRODUCT_MISMATCH');
   });
 
+  test('chain named for another line is rejected', async () => {
+    const genoaNamed = await buildChain('Genoa');
+    const genoaVcek = await buildVek(genoaNamed);
+    const options = { trustedArkSpkiSha256: { Milan: genoaNamed.arkDigest } };
+    await assertRejects(verify(evidenceOf(buildReport(genoaNamed.vekKeys), tableOf(genoaNamed, genoaVcek)), options), 'SEALMESH_ERR_SNP_PRODUCT_MISMATCH');
+  });
+
   test('ASK not signed by the ARK is rejected', async () => {
     const otherArk = await keyPair(RSA_PSS_SHA384);
     const forgedAsk = await certificate({
@@ -733,6 +741,9 @@ describe('synthetic chains', () => {
     // The same key presented as a VCEK does not stand in for the VLEK the report names.
     const asVcek = await buildVek(vlekChain, { commonName: 'SEV-VCEK', hwId: null });
     await assertRejects(verify(evidenceOf(report, tableOf(vlekChain, asVcek, 'vlek'))), 'SEALMESH_ERR_SNP_SIGNING_KEY_MISMATCH');
+    // A VCEK under the ASVK does not stand in for a VCEK under the ASK.
+    const vcekUnderAsvk = await buildVek(vlekChain);
+    await assertRejects(verify(evidenceOf(buildReport(milan.vekKeys), tableOf(vlekChain, vcekUnderAsvk))), 'SEALMESH_ERR_SNP_SIGNING_KEY_MISMATCH');
     // A VCEK-only table does not serve a VLEK-signed report.
     await assertRejects(verify(evidenceOf(report, tableOf(vlekChain, vlek, 'vcek'))), 'SEALMESH_ERR_SNP_CERTIFICATES_MISSING');
   });

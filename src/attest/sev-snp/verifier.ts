@@ -101,7 +101,8 @@ export class SevSnpVerifier implements EvidenceVerifier {
    * 4. the ARK is self-signed, the ASK (or ASVK) is signed by the ARK and the VCEK (or VLEK) by
    *    the ASK, all with RSASSA-PSS SHA-384, and the ARK and ASK are CA certificates;
    * 5. every certificate is valid at `now`;
-   * 6. the certificate is the kind of key the report names (VCEK or VLEK) and has a P-384 key;
+   * 6. the certificate is the kind of key the report names (VCEK or VLEK) and has a P-384 key,
+   *    and the ARK and ASK (or ASVK) names match that kind and the product line;
    * 7. with a CRL source, the ARK's CRL is current, signed by the ARK, and revokes neither the
    *    ASK nor the VCEK;
    * 8. the report signature over bytes [0, 0x2A0) verifies with the VCEK or VLEK key;
@@ -112,6 +113,9 @@ export class SevSnpVerifier implements EvidenceVerifier {
    * Every failure throws a SealmeshError whose code names the check; see `src/errors/codes.ts`.
    */
   async verify(evidence: Evidence, expectedReportData: Uint8Array, now: Date): Promise<AttestationResult> {
+    if (typeof evidence !== 'object' || evidence === null) {
+      throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', 'evidence must be an object with provider, data and optional aux');
+    }
     if (evidence.provider !== SEV_SNP_PROVIDER) {
       throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `evidence from provider ${JSON.stringify(evidence.provider)} was passed to the SEV-SNP verifier`);
     }
@@ -289,8 +293,28 @@ export class SevSnpVerifier implements EvidenceVerifier {
       );
     }
     requireP384Key(vek);
+    checkChainNames(report.signingKey, productLine, ark, ask);
     return { productLine, ark, ask, vek };
   }
+}
+
+/**
+ * Checks the names AMD gives the chain: `ARK-<product>` for the ARK, and `SEV-<product>` for the
+ * ASK or `SEV-VLEK-<product>` for the ASVK that issues VLEKs.
+ */
+function checkChainNames(signingKey: 'vcek' | 'vlek', productLine: SnpProductLine, ark: AmdCertificate, ask: AmdCertificate): void {
+  if (ark.commonName !== `ARK-${productLine}`) {
+    throw new SealmeshError('SEALMESH_ERR_SNP_PRODUCT_MISMATCH', `ARK common name ${JSON.stringify(ark.commonName ?? '')} is not ARK-${productLine}`);
+  }
+  const expected = signingKey === 'vcek' ? `SEV-${productLine}` : `SEV-VLEK-${productLine}`;
+  if (ask.commonName === expected) {
+    return;
+  }
+  const kindMatches = (ask.commonName ?? '').startsWith('SEV-VLEK-') === (signingKey === 'vlek');
+  throw new SealmeshError(
+    kindMatches ? 'SEALMESH_ERR_SNP_PRODUCT_MISMATCH' : 'SEALMESH_ERR_SNP_SIGNING_KEY_MISMATCH',
+    `ASK common name ${JSON.stringify(ask.commonName ?? '')} is not ${expected}, the ${signingKey === 'vcek' ? 'ASK' : 'ASVK'} that issues ${signingKey.toUpperCase()}s for ${productLine}`,
+  );
 }
 
 function verifyReportSignature(report: SnpReport, vek: AmdCertificate): boolean {
