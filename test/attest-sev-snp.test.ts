@@ -175,6 +175,18 @@ describe('real Milan reports', () => {
     assert.equal(result.snp?.chipId.slice(0, 16), '3ac3fe21e13fb099');
   });
 
+  test('repeated verification reruns every check', async () => {
+    const verifier = new SevSnpVerifier();
+    const evidence = evidenceOf(gosevReport, gosevTable());
+    const first = await verifier.verify(evidence, gosevReportData, VERIFY_AT);
+    assert.equal(first.tcbStatus, 'UpToDate');
+    await assertRejects(verifier.verify(evidence, gosevReportData, new Date('2029-09-25T00:00:00Z')), 'SEALMESH_ERR_SNP_CERTIFICATE_EXPIRED');
+    await assertRejects(verifier.verify(evidence, flipped(gosevReportData, 0), VERIFY_AT), 'SEALMESH_ERR_SNP_REPORT_DATA_MISMATCH');
+    await assertRejects(verifier.verify(evidenceOf(gosevReport, gosevTable({ vcek: virteeVcek })), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_REPORT_SIGNATURE_INVALID');
+    const again = await verifier.verify(evidence, gosevReportData, VERIFY_AT);
+    assert.deepEqual(again, first);
+  });
+
   test('virtee report verifies through the collateral source', async () => {
     const collateral = new FixedCollateral({ vcek: virteeVcek, ask: virteeAsk, ark: virteeArk });
     const verifier = new SevSnpVerifier({ collateral, productLine: 'Milan' });

@@ -17,6 +17,7 @@ import {
   requireP384Key,
   verifyAmdSignature,
   type AmdCertificate,
+  type AmdCertificateRole,
   type VekClaims,
 } from './certificates.ts';
 import { parseSnpReport, SNP_PRODUCT_LINES, SNP_REPORT_SIZE, type SnpProductLine, type SnpReport } from './report.ts';
@@ -53,6 +54,13 @@ const PRODUCT_NAME_LINES: ReadonlyMap<string, SnpProductLine> = new Map([
   ['Turin', 'Turin'],
 ]);
 
+/**
+ * Parsed certificates kept per verifier, by role and SHA-256 of their DER. Decoding one AMD
+ * certificate with @peculiar/asn1-schema takes about 10 ms, while a fleet presents few distinct
+ * ARKs, ASKs and VCEKs. Only the decoding is reused: every check runs on every verification.
+ */
+const PARSED_CERTIFICATE_CACHE_SIZE = 256;
+
 // Subject common names AMD gives the two kinds of report-signing certificates.
 const VEK_COMMON_NAMES = { vcek: 'SEV-VCEK', vlek: 'SEV-VLEK' } as const;
 
@@ -71,6 +79,7 @@ export class SevSnpVerifier implements EvidenceVerifier {
   readonly #crl: SnpCrlSource | undefined;
   readonly #productLine: SnpProductLine | undefined;
   readonly #trustedArks: ReadonlyMap<string, SnpProductLine>;
+  readonly #parsed = new Map<string, AmdCertificate>();
 
   constructor(options: SevSnpVerifierOptions = {}) {
     this.#collateral = options.collateral;
@@ -223,6 +232,21 @@ export class SevSnpVerifier implements EvidenceVerifier {
     };
   }
 
+  #parseCertificate(der: Uint8Array, role: AmdCertificateRole): AmdCertificate {
+    const key = `${role}:${createHash('sha256').update(der).digest('hex')}`;
+    const cached = this.#parsed.get(key);
+    if (cached !== undefined) {
+      return cached;
+    }
+    const parsed = parseAmdCertificate(Uint8Array.from(der), role);
+    if (this.#parsed.size >= PARSED_CERTIFICATE_CACHE_SIZE) {
+      // Maps iterate in insertion order, so this drops the oldest entry.
+      this.#parsed.delete(this.#parsed.keys().next().value!);
+    }
+    this.#parsed.set(key, parsed);
+    return parsed;
+  }
+
   async #checkRevocation(
     productLine: SnpProductLine,
     signingKey: 'vcek' | 'vlek',
@@ -251,9 +275,9 @@ export class SevSnpVerifier implements EvidenceVerifier {
     certificates: CertificateSet,
     now: Date,
   ): { productLine: SnpProductLine; ark: AmdCertificate; ask: AmdCertificate; vek: AmdCertificate } {
-    const ark = parseAmdCertificate(certificates.ark, 'ARK');
-    const ask = parseAmdCertificate(certificates.ask, 'ASK');
-    const vek = parseAmdCertificate(certificates.vcek, report.signingKey === 'vcek' ? 'VCEK' : 'VLEK');
+    const ark = this.#parseCertificate(certificates.ark, 'ARK');
+    const ask = this.#parseCertificate(certificates.ask, 'ASK');
+    const vek = this.#parseCertificate(certificates.vcek, report.signingKey === 'vcek' ? 'VCEK' : 'VLEK');
 
     const arkDigest = createHash('sha256').update(ark.spkiDer).digest('hex');
     const productLine = this.#trustedArks.get(arkDigest);
