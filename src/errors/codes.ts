@@ -137,6 +137,33 @@ export const ERROR_CODES = {
   SEALMESH_ERR_NFT_LIST_FAILED: { status: 500, summary: 'nft failed to list the perimeter table' },
 
   // Attestation: SEV-SNP verifier.
+  SEALMESH_ERR_SNP_REPORT_MALFORMED: { status: 400, summary: 'the SEV-SNP report is not valid base64, is not 0x4A0 bytes, or has a nonzero reserved field' },
+  SEALMESH_ERR_SNP_REPORT_VERSION_UNSUPPORTED: { status: 400, summary: 'the SEV-SNP report version is not 2, 3, 4 or 5' },
+  SEALMESH_ERR_SNP_POLICY_INVALID: { status: 400, summary: 'the SEV-SNP guest policy has reserved bit 17 clear or sets a bit this verifier does not know' },
+  SEALMESH_ERR_SNP_SIGNATURE_ALGORITHM_UNSUPPORTED: { status: 400, summary: 'the SEV-SNP report is not signed with ECDSA P-384 and SHA-384' },
+  SEALMESH_ERR_SNP_SIGNING_KEY_UNSUPPORTED: { status: 400, summary: 'the SEV-SNP report is signed by neither a VCEK nor a VLEK' },
+  SEALMESH_ERR_SNP_PRODUCT_UNKNOWN: { status: 400, summary: 'the SEV-SNP product line (Milan, Genoa, Turin) cannot be determined' },
+  SEALMESH_ERR_SNP_PRODUCT_MISMATCH: { status: 403, summary: 'the report, the ARK and the VCEK name different SEV-SNP product lines' },
+  SEALMESH_ERR_SNP_CERT_TABLE_MALFORMED: { status: 400, summary: 'the SEV-SNP certificate table (auxblob) is malformed' },
+  SEALMESH_ERR_SNP_CERTIFICATES_MISSING: { status: 400, summary: 'neither the evidence nor a collateral source provides the VCEK or VLEK, ASK and ARK' },
+  SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE: { status: 503, summary: 'the SEV-SNP collateral source failed to return the certificates' },
+  SEALMESH_ERR_SNP_CERTIFICATE_MALFORMED: { status: 400, summary: 'an AMD certificate is not a single valid DER X.509 certificate' },
+  SEALMESH_ERR_SNP_CERTIFICATE_ALGORITHM_UNSUPPORTED: { status: 403, summary: 'an AMD certificate is not signed with RSASSA-PSS, SHA-384, salt 48, or its key has the wrong type' },
+  SEALMESH_ERR_SNP_CERTIFICATE_NOT_CA: { status: 403, summary: 'the ARK or ASK lacks basicConstraints cA or the keyCertSign key usage' },
+  SEALMESH_ERR_SNP_CERTIFICATE_NOT_YET_VALID: { status: 403, summary: 'an AMD certificate is not yet valid at the verification time' },
+  SEALMESH_ERR_SNP_CERTIFICATE_EXPIRED: { status: 403, summary: 'an AMD certificate has expired at the verification time' },
+  SEALMESH_ERR_SNP_ARK_UNTRUSTED: { status: 403, summary: 'the ARK public key is not a pinned AMD root' },
+  SEALMESH_ERR_SNP_ARK_SIGNATURE_INVALID: { status: 403, summary: 'the ARK is not self-signed' },
+  SEALMESH_ERR_SNP_ASK_SIGNATURE_INVALID: { status: 403, summary: 'the ASK or ASVK is not signed by the ARK' },
+  SEALMESH_ERR_SNP_VEK_SIGNATURE_INVALID: { status: 403, summary: 'the VCEK or VLEK is not signed by the ASK or ASVK' },
+  SEALMESH_ERR_SNP_SIGNING_KEY_MISMATCH: { status: 403, summary: 'the report names a VCEK but the certificate is a VLEK, or the reverse' },
+  SEALMESH_ERR_SNP_REPORT_SIGNATURE_INVALID: { status: 403, summary: 'the SEV-SNP report signature does not verify with the VCEK or VLEK' },
+  SEALMESH_ERR_SNP_VEK_EXTENSION_INVALID: { status: 403, summary: 'a VCEK or VLEK TCB, product name or hardware id extension is missing or malformed' },
+  SEALMESH_ERR_SNP_TCB_MISMATCH: { status: 403, summary: 'the reported TCB differs from the TCB in the VCEK or VLEK' },
+  SEALMESH_ERR_SNP_CHIP_ID_MISMATCH: { status: 403, summary: 'the report chip id differs from the VCEK hardware id' },
+  SEALMESH_ERR_SNP_REPORT_DATA_MISMATCH: { status: 403, summary: 'the SEV-SNP report data differs from the expected report data' },
+  SEALMESH_ERR_SNP_CRL_INVALID: { status: 403, summary: 'the AMD CRL is malformed, not signed by the ARK, or outside its validity window' },
+  SEALMESH_ERR_SNP_CERTIFICATE_REVOKED: { status: 403, summary: 'the AMD CRL revokes the ASK, ASVK, VCEK or VLEK' },
 
   // Attestation: Intel DCAP verifier (TDX and SGX).
 
