@@ -22,6 +22,6 @@ export {
 } from './quote.ts';
 export { parsePckExtension, parsePckExtensionValue, SGX_EXTENSION_OID, type PckExtension, type PckTcb } from './pck.ts';
 export { INTEL_SGX_ROOT_CA_SPKI_SHA256 } from './chain.ts';
-export { parseQeIdentity, parseTcbInfo, type QeIdentity, type TcbInfo, type TcbLevel } from './documents.ts';
+export { parseQeIdentity, parseTcbInfo, verifyQeIdentity, verifyTcbInfo, type QeIdentity, type TcbInfo, type TcbLevel } from './documents.ts';
 export { dcapCollateralFromJson, extractSignedDocument, type SignedDocumentText } from './collateral-json.ts';
 export { combineTcbStatus, type LevelMatch } from './tcb.ts';
