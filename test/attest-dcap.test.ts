@@ -78,7 +78,7 @@ function loadVector(teeType: 'tdx' | 'sgx'): Vector {
   return { teeType, quote, collateral, now, expiry };
 }
 
-/** A collateral source over one fixed bundle that records every request. */
+/** Creates a collateral source that returns one fixed bundle and records every request. */
 function fixedSource(collateral: DcapCollateral, requests: DcapCollateralRequest[] = []) {
   return {
     requests,
@@ -421,6 +421,7 @@ test('truncated and unknown quotes are rejected with stable codes', () => {
     { name: 'key type 3', bytes: withU16(quote, 2, 3), code: 'SEALMESH_ERR_DCAP_QUOTE_KEY_TYPE_UNSUPPORTED' },
     { name: 'TEE type 0x82', bytes: withU16(quote, 4, 0x82), code: 'SEALMESH_ERR_DCAP_QUOTE_TEE_TYPE_UNSUPPORTED' },
     { name: 'TDX in quote v3', bytes: withU16(quote, 0, 3), code: 'SEALMESH_ERR_DCAP_QUOTE_TEE_TYPE_UNSUPPORTED' },
+    { name: 'foreign QE vendor id', bytes: withU16(quote, 12, 0x1234), code: 'SEALMESH_ERR_DCAP_QE_VENDOR_UNSUPPORTED' },
     { name: 'certification data type 4', bytes: withU16(quote, signatureData + 128, 4), code: 'SEALMESH_ERR_DCAP_QUOTE_CERTIFICATION_DATA_UNSUPPORTED' },
     { name: 'nested certification data type 3', bytes: withU16(quote, signatureData + 128 + 6 + 384 + 64 + 2 + 32, 3), code: 'SEALMESH_ERR_DCAP_QUOTE_CERTIFICATION_DATA_UNSUPPORTED' },
     { name: 'QE auth data overruns', bytes: withU16(quote, signatureData + 128 + 6 + 384 + 64, 0xffff), code: 'SEALMESH_ERR_DCAP_QUOTE_TRUNCATED' },

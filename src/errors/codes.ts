@@ -144,6 +144,7 @@ export const ERROR_CODES = {
   SEALMESH_ERR_DCAP_QUOTE_VERSION_UNSUPPORTED: { status: 400, summary: 'the DCAP quote version is not 3, 4 or 5' },
   SEALMESH_ERR_DCAP_QUOTE_KEY_TYPE_UNSUPPORTED: { status: 400, summary: 'the DCAP quote attestation key type is not 2 (ECDSA P-256)' },
   SEALMESH_ERR_DCAP_QUOTE_TEE_TYPE_UNSUPPORTED: { status: 400, summary: 'the DCAP quote TEE type is neither SGX (0x00) nor TDX (0x81), or not the one this verifier accepts' },
+  SEALMESH_ERR_DCAP_QE_VENDOR_UNSUPPORTED: { status: 400, summary: 'the DCAP quote comes from a QE other than Intel\'s (QE vendor id 939a7233f79c4ca9940a0db3957f0607)' },
   SEALMESH_ERR_DCAP_QUOTE_BODY_TYPE_UNSUPPORTED: { status: 400, summary: 'the DCAP quote v5 body type is not an SGX enclave report or a TD report 1.0 or 1.5' },
   SEALMESH_ERR_DCAP_QUOTE_CERTIFICATION_DATA_UNSUPPORTED: { status: 400, summary: 'the DCAP quote certification data is not a QE report (type 6) carrying a PCK certificate chain (type 5)' },
   SEALMESH_ERR_DCAP_PCK_CHAIN_INVALID: { status: 403, summary: 'the PCK certificate chain in the quote is malformed, out of order or has a bad signature' },

@@ -1,7 +1,8 @@
 /**
- * A synthetic Intel DCAP PKI for tests: a root CA, a PCK CA and PCK certificate with the SGX
- * extension, a TCB signing certificate, both CRLs, TCB info and QE identity signed by the TCB
- * signing key, and SGX or TDX quotes whose attestation key a QE report signed by the PCK key binds.
+ * A synthetic Intel DCAP PKI for tests. It contains a root CA, a PCK CA and a PCK certificate with
+ * the SGX extension, a TCB signing certificate, both CRLs, and TCB info and QE identity signed by
+ * the TCB signing key. Its SGX or TDX quotes carry a QE report, signed by the PCK key, that binds
+ * the attestation key.
  * Every structure follows Intel's published formats, so the verifier checks it exactly as it
  * checks Intel's own; only the root differs, and tests pass its key hash as the trust anchor.
  */

@@ -14,7 +14,7 @@ import { SealmeshError, type ErrorCode } from '../../errors/index.ts';
  */
 export const INTEL_SGX_ROOT_CA_SPKI_SHA256 = 'a0af031289f5d5d4132f9186068a7fc13628633ba235777472e29b6b6c67a49e';
 
-/** Which chain a failure belongs to, so that each gets its own error code. */
+/** Kind of chain, so that failures of the quote's chain and of collateral chains get their own codes. */
 export type ChainKind = 'pck' | 'collateral';
 
 const PEM_CERTIFICATE = /-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g;
@@ -25,16 +25,16 @@ function chainError(kind: ChainKind, message: string, cause?: unknown): Sealmesh
 }
 
 /** Parses a PEM bundle into certificates in their order in the text. */
-export function parsePemChain(pem: string, kind: ChainKind, what: string): X509Certificate[] {
+export function parsePemChain(pem: string, kind: ChainKind, label: string): X509Certificate[] {
   const blocks = pem.match(PEM_CERTIFICATE) ?? [];
   if (blocks.length === 0) {
-    throw chainError(kind, `${what} contains no PEM certificate`);
+    throw chainError(kind, `${label} contains no PEM certificate`);
   }
   return blocks.map((block, index) => {
     try {
       return new X509Certificate(block);
     } catch (error) {
-      throw chainError(kind, `${what} certificate ${index} is not a valid X.509 certificate`, error);
+      throw chainError(kind, `${label} certificate ${index} is not a valid X.509 certificate`, error);
     }
   });
 }
@@ -55,7 +55,7 @@ export function commonName(distinguishedName: string): string | undefined {
 export interface ChainExpectation {
   kind: ChainKind;
   /** Name of the chain in messages, such as `PCK certificate chain`. */
-  what: string;
+  label: string;
   /** Exact number of certificates, leaf first, root last. */
   length: number;
   /** Expected CN of each certificate, leaf first; a function checks names with variants. */
@@ -74,20 +74,20 @@ export interface ChainExpectation {
  * does not match the pin, and `SEALMESH_ERR_DCAP_CERT_NOT_VALID_AT_TIME` for a validity failure.
  */
 export function verifyCertificateChain(chain: X509Certificate[], expectation: ChainExpectation): void {
-  const { kind, what } = expectation;
+  const { kind, label } = expectation;
   if (chain.length !== expectation.length) {
-    throw chainError(kind, `${what} has ${chain.length} certificates; expected ${expectation.length} (leaf, intermediates, root)`);
+    throw chainError(kind, `${label} has ${chain.length} certificates; expected ${expectation.length} (leaf, intermediates, root)`);
   }
   chain.forEach((certificate, index) => {
     const name = commonName(certificate.subject) ?? '';
     const expected = expectation.commonNames[index];
     const matches = typeof expected === 'function' ? expected(name) : expected === name;
     if (!matches) {
-      throw chainError(kind, `${what} certificate ${index} has CN ${JSON.stringify(name)}, which is not the expected Intel SGX certificate name`);
+      throw chainError(kind, `${label} certificate ${index} has CN ${JSON.stringify(name)}, which is not the expected Intel SGX certificate name`);
     }
     const mustBeCa = index > 0 || expectation.leafIsCa === true;
     if (certificate.ca !== mustBeCa) {
-      throw chainError(kind, `${what} certificate ${index} (${name}) ${mustBeCa ? 'is not a CA certificate' : 'is a CA certificate but must be a leaf'}`);
+      throw chainError(kind, `${label} certificate ${index} (${name}) ${mustBeCa ? 'is not a CA certificate' : 'is a CA certificate but must be a leaf'}`);
     }
   });
 
@@ -97,7 +97,7 @@ export function verifyCertificateChain(chain: X509Certificate[], expectation: Ch
   if (pinned.length !== actual.length || !timingSafeEqual(pinned, actual)) {
     throw new SealmeshError(
       'SEALMESH_ERR_DCAP_ROOT_UNTRUSTED',
-      `${what} ends at a root whose public key SHA-256 is ${actual.toString('hex')}, not the pinned Intel SGX Root CA key`,
+      `${label} ends at a root whose public key SHA-256 is ${actual.toString('hex')}, not the pinned Intel SGX Root CA key`,
     );
   }
 
@@ -105,10 +105,10 @@ export function verifyCertificateChain(chain: X509Certificate[], expectation: Ch
     const certificate = chain[index]!;
     const issuer = chain[Math.min(index + 1, chain.length - 1)]!;
     if (!certificate.checkIssued(issuer)) {
-      throw chainError(kind, `${what} certificate ${index} (${commonName(certificate.subject)}) was not issued by the next certificate`);
+      throw chainError(kind, `${label} certificate ${index} (${commonName(certificate.subject)}) was not issued by the next certificate`);
     }
     if (!certificate.verify(issuer.publicKey)) {
-      throw chainError(kind, `${what} certificate ${index} (${commonName(certificate.subject)}) has a signature that does not verify with its issuer's key`);
+      throw chainError(kind, `${label} certificate ${index} (${commonName(certificate.subject)}) has a signature that does not verify with its issuer's key`);
     }
   }
 
@@ -116,7 +116,7 @@ export function verifyCertificateChain(chain: X509Certificate[], expectation: Ch
     if (expectation.now < certificate.validFromDate || expectation.now > certificate.validToDate) {
       throw new SealmeshError(
         'SEALMESH_ERR_DCAP_CERT_NOT_VALID_AT_TIME',
-        `${what} certificate ${JSON.stringify(commonName(certificate.subject))} is valid from ${certificate.validFromDate.toISOString()} to ` +
+        `${label} certificate ${JSON.stringify(commonName(certificate.subject))} is valid from ${certificate.validFromDate.toISOString()} to ` +
           `${certificate.validToDate.toISOString()}, which does not include the verification time ${expectation.now.toISOString()}`,
       );
     }

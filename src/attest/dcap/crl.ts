@@ -9,8 +9,8 @@ import { commonName } from './chain.ts';
 
 export interface CheckedCrl {
   crl: x509.X509Crl;
-  /** Display name of the CRL in messages. */
-  what: string;
+  /** Name of the CRL in messages. */
+  label: string;
 }
 
 function invalid(message: string, cause?: unknown): SealmeshError {
@@ -18,7 +18,7 @@ function invalid(message: string, cause?: unknown): SealmeshError {
 }
 
 /** Accepts a CRL in DER, or in PEM as some caching services serve it. */
-function decodeCrl(bytes: Uint8Array, what: string): x509.X509Crl {
+function decodeCrl(bytes: Uint8Array, label: string): x509.X509Crl {
   const buffer = Buffer.from(bytes.buffer, bytes.byteOffset, bytes.byteLength);
   const text = buffer.subarray(0, 32).toString('latin1');
   try {
@@ -27,7 +27,7 @@ function decodeCrl(bytes: Uint8Array, what: string): x509.X509Crl {
     }
     return new x509.X509Crl(buffer);
   } catch (error) {
-    throw invalid(`${what} is not a valid DER or PEM X.509 CRL`, error);
+    throw invalid(`${label} is not a valid DER or PEM X.509 CRL`, error);
   }
 }
 
@@ -35,32 +35,32 @@ function decodeCrl(bytes: Uint8Array, what: string): x509.X509Crl {
  * Parses a CRL and checks that `issuer` issued and signed it and that `now` lies in
  * [thisUpdate, nextUpdate]. A CRL without nextUpdate is rejected, since its freshness is unknown.
  */
-export async function verifyCrl(bytes: Uint8Array, issuer: X509Certificate, now: Date, what: string): Promise<CheckedCrl> {
-  const crl = decodeCrl(bytes, what);
+export async function verifyCrl(bytes: Uint8Array, issuer: X509Certificate, now: Date, label: string): Promise<CheckedCrl> {
+  const crl = decodeCrl(bytes, label);
   const issuerCertificate = new x509.X509Certificate(issuer.raw);
   if (!Buffer.from(crl.issuerName.toArrayBuffer()).equals(Buffer.from(issuerCertificate.subjectName.toArrayBuffer()))) {
-    throw invalid(`${what} was issued by ${JSON.stringify(crl.issuer)}, not by ${JSON.stringify(commonName(issuer.subject))}`);
+    throw invalid(`${label} was issued by ${JSON.stringify(crl.issuer)}, not by ${JSON.stringify(commonName(issuer.subject))}`);
   }
   let signatureValid: boolean;
   try {
     signatureValid = await crl.verify({ publicKey: issuerCertificate });
   } catch (error) {
-    throw invalid(`${what} signature could not be checked`, error);
+    throw invalid(`${label} signature could not be checked`, error);
   }
   if (!signatureValid) {
-    throw invalid(`${what} signature does not verify with the key of ${JSON.stringify(commonName(issuer.subject))}`);
+    throw invalid(`${label} signature does not verify with the key of ${JSON.stringify(commonName(issuer.subject))}`);
   }
   const nextUpdate = crl.nextUpdate;
   if (nextUpdate === undefined) {
-    throw invalid(`${what} has no nextUpdate`);
+    throw invalid(`${label} has no nextUpdate`);
   }
   if (now < crl.thisUpdate || now > nextUpdate) {
     throw new SealmeshError(
       'SEALMESH_ERR_DCAP_CRL_NOT_VALID_AT_TIME',
-      `${what} is valid from ${crl.thisUpdate.toISOString()} to ${nextUpdate.toISOString()}, which does not include the verification time ${now.toISOString()}`,
+      `${label} is valid from ${crl.thisUpdate.toISOString()} to ${nextUpdate.toISOString()}, which does not include the verification time ${now.toISOString()}`,
     );
   }
-  return { crl, what };
+  return { crl, label };
 }
 
 /** Returns true when the CRL lists the certificate's serial number. */

@@ -15,6 +15,8 @@ export const TD_REPORT_BODY_1_5_SIZE = 648;
 export const ATTESTATION_KEY_TYPE_ECDSA_P256 = 2;
 export const TEE_TYPE_SGX = 0x00;
 export const TEE_TYPE_TDX = 0x81;
+/** QE vendor id of Intel's quoting enclaves, the only QE whose identity Intel's collateral describes. */
+export const INTEL_QE_VENDOR_ID = '939a7233f79c4ca9940a0db3957f0607';
 
 /** Body types of quote v5. */
 export const BODY_TYPE_SGX_ENCLAVE_REPORT = 1;
@@ -176,13 +178,20 @@ export function parseQuoteHeader(bytes: Buffer): QuoteHeader {
       `DCAP quote v${version} has TEE type 0x${teeTypeRaw.toString(16)}; expected 0x00 (SGX) or, from v4, 0x81 (TDX)`,
     );
   }
+  const qeVendorId = header.subarray(12, 28);
+  if (qeVendorId.toString('hex') !== INTEL_QE_VENDOR_ID) {
+    throw new SealmeshError(
+      'SEALMESH_ERR_DCAP_QE_VENDOR_UNSUPPORTED',
+      `DCAP quote QE vendor id ${qeVendorId.toString('hex')} is not Intel's (${INTEL_QE_VENDOR_ID}), so no Intel QE identity applies to it`,
+    );
+  }
   return {
     version,
     attestationKeyType,
     teeType,
     qeSvn: header.readUInt16LE(8),
     pceSvn: header.readUInt16LE(10),
-    qeVendorId: header.subarray(12, 28),
+    qeVendorId,
     userData: header.subarray(28, 48),
   };
 }

@@ -2,9 +2,9 @@
  * TCB level evaluation, following the rules of Intel's SGX/TDX DCAP Quote Verification Library
  * (QVL, `TcbLevelCheck.cpp`, `TdxModuleCheck.cpp`, `EnclaveReportVerifier.cpp`):
  *
- * - Platform: the first TCB level (in the document's order, which Intel publishes highest first)
- *   whose 16 SGX component SVNs and PCESVN are all ≤ the PCK certificate's, and for TDX whose 16
- *   TDX component SVNs are all ≤ the quote's TEE_TCB_SVN. When the TDX module major version
+ * - Platform: the first TCB level, in the document's order (Intel publishes the highest first),
+ *   whose 16 SGX component SVNs and PCESVN are all ≤ the PCK certificate's. For TDX, its 16 TDX
+ *   component SVNs must also be ≤ the quote's TEE_TCB_SVN. When the TDX module major version
  *   (TEE_TCB_SVN[1]) is not 0, components 0 and 1 are left to the TDX module identity instead.
  * - TDX module: MRSIGNERSEAM and SEAMATTRIBUTES must match the TCB info's `tdxModule`, or for module
  *   version v > 0 its `tdxModuleIdentities` entry `TDX_vv`, whose first level with
@@ -115,8 +115,8 @@ export function checkTdxModule(tcbInfo: TcbInfo, report: TdReportBody): LevelMat
  */
 export function checkQeIdentity(identity: QeIdentity, qeReport: SgxReportBody, teeType: 'sgx' | 'tdx'): LevelMatch {
   const expectedId = teeType === 'tdx' ? 'TD_QE' : 'QE';
-  const mismatch = (what: string): SealmeshError =>
-    new SealmeshError('SEALMESH_ERR_DCAP_QE_IDENTITY_MISMATCH', `QE report does not match the ${identity.id} identity: ${what}`);
+  const mismatch = (detail: string): SealmeshError =>
+    new SealmeshError('SEALMESH_ERR_DCAP_QE_IDENTITY_MISMATCH', `QE report does not match the ${identity.id} identity: ${detail}`);
   if (identity.id !== expectedId) {
     throw mismatch(`a ${teeType.toUpperCase()} quote needs the ${expectedId} identity`);
   }

@@ -1,7 +1,7 @@
 /**
  * The DCAP evidence verifier that the server registers for `tdx` or `sgx` evidence. It parses the
- * quote, asks the collateral source for the TCB info, QE identity and CRLs that match the PCK
- * certificate, and runs `verifyPreparedQuote`.
+ * quote, requests the TCB info, QE identity and CRLs that match the PCK certificate from the
+ * collateral source, and runs `verifyPreparedQuote`.
  */
 import { channel } from 'node:diagnostics_channel';
 import { SealmeshError, isSealmeshError } from '../../errors/index.ts';
@@ -13,8 +13,8 @@ import { prepareQuote, verifyPreparedQuote } from './verify.ts';
 export const MAX_QUOTE_SIZE = 64 * 1024;
 
 /**
- * Diagnostics channel on which every rejection is published as `{ provider, code, message }`, so
- * that the program embedding the verifier logs and counts rejections; the verifier does not log.
+ * Diagnostics channel on which every rejection is published as `{ provider, code, message }`. The
+ * verifier does not log, so the program that embeds it subscribes here to log and count rejections.
  */
 export const DCAP_REJECTION_CHANNEL = 'sealmesh:attest:dcap:rejection';
 const rejections = channel(DCAP_REJECTION_CHANNEL);

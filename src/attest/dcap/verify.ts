@@ -68,7 +68,7 @@ export function prepareQuote(quoteBytes: Uint8Array, now: Date, options: Omit<Ve
   const chain = parsePemChain(quote.signatureData.pckChainPem, 'pck', 'PCK certificate chain');
   verifyCertificateChain(chain, {
     kind: 'pck',
-    what: 'PCK certificate chain',
+    label: 'PCK certificate chain',
     length: 3,
     commonNames: [PCK_CERTIFICATE_NAME, (name) => name === PLATFORM_CA_NAME || name === PROCESSOR_CA_NAME, ROOT_CA_NAME],
     trustedRootSpkiSha256: options.trustedRootSpkiSha256 ?? INTEL_SGX_ROOT_CA_SPKI_SHA256,
@@ -106,7 +106,7 @@ async function checkRevocation(prepared: PreparedQuote, collateral: DcapCollater
   const crlChain = parsePemChain(collateral.pckCrlIssuerChain, 'collateral', 'PCK CRL issuer chain');
   verifyCertificateChain(crlChain, {
     kind: 'collateral',
-    what: 'PCK CRL issuer chain',
+    label: 'PCK CRL issuer chain',
     length: 2,
     commonNames: [commonName(pckCaCertificate.subject) ?? PLATFORM_CA_NAME, ROOT_CA_NAME],
     trustedRootSpkiSha256: rootPin,
@@ -124,12 +124,12 @@ async function checkRevocation(prepared: PreparedQuote, collateral: DcapCollater
 }
 
 /** Verifies a TCB signing chain from collateral, including its revocation by the root CRL. */
-function verifyTcbSigningChain(pem: string, what: string, now: Date, rootPin: string, rootCrl: Awaited<ReturnType<typeof verifyCrl>>): X509Certificate {
-  const chain = parsePemChain(pem, 'collateral', what);
-  verifyCertificateChain(chain, { kind: 'collateral', what, length: 2, commonNames: [TCB_SIGNING_NAME, ROOT_CA_NAME], trustedRootSpkiSha256: rootPin, now });
+function verifyTcbSigningChain(pem: string, label: string, now: Date, rootPin: string, rootCrl: Awaited<ReturnType<typeof verifyCrl>>): X509Certificate {
+  const chain = parsePemChain(pem, 'collateral', label);
+  verifyCertificateChain(chain, { kind: 'collateral', label, length: 2, commonNames: [TCB_SIGNING_NAME, ROOT_CA_NAME], trustedRootSpkiSha256: rootPin, now });
   const signer = chain[0]!;
   if (isRevoked(rootCrl, signer)) {
-    throw new SealmeshError('SEALMESH_ERR_DCAP_CA_REVOKED', `${what} certificate ${commonName(signer.subject)} (serial ${signer.serialNumber}) is revoked by the Intel SGX Root CA CRL`);
+    throw new SealmeshError('SEALMESH_ERR_DCAP_CA_REVOKED', `${label} certificate ${commonName(signer.subject)} (serial ${signer.serialNumber}) is revoked by the Intel SGX Root CA CRL`);
   }
   return signer;
 }
@@ -169,7 +169,7 @@ function checkTcbInfoApplies(tcbInfo: TcbInfo, prepared: PreparedQuote): void {
   }
 }
 
-/** The QVL counts every QE level status other than UpToDate and Revoked as OutOfDate. */
+/** Maps every QE level status other than UpToDate and Revoked to OutOfDate, as the QVL does. */
 function qeComponentStatus(status: TcbStatus): TcbStatus {
   return status === 'UpToDate' || status === 'Revoked' ? status : 'OutOfDate';
 }
@@ -247,7 +247,9 @@ export async function verifyPreparedQuote(prepared: PreparedQuote, collateral: D
   const withModule = combineTcbStatus(platformTcb.status, moduleComponentStatus(tdxModuleTcb));
   const tcbStatus = combineTcbStatus(withModule, qeComponentStatus(qeTcb.status));
   if (tcbStatus === 'Revoked') {
-    const part = platformTcb.status === 'Revoked' ? 'platform' : tdxModuleTcb?.status === 'Revoked' ? 'TDX module' : 'QE';
+    let part = 'QE';
+    if (platformTcb.status === 'Revoked') part = 'platform';
+    else if (tdxModuleTcb?.status === 'Revoked') part = 'TDX module';
     throw new SealmeshError('SEALMESH_ERR_DCAP_TCB_REVOKED', `the ${part} TCB level of this ${prepared.quote.header.teeType.toUpperCase()} quote is Revoked`);
   }
 
