@@ -3,9 +3,11 @@ import { X509Certificate, createHash } from 'node:crypto';
 import { subscribe, unsubscribe } from 'node:diagnostics_channel';
 import { test } from 'node:test';
 import type { DcapCollateral, DcapCollateralRequest } from '../src/attest/collateral.ts';
+import type { TcbStatus } from '../src/attest/index.ts';
 import {
   DCAP_REJECTION_CHANNEL,
   DcapVerifier,
+  combineTcbStatus,
   INTEL_SGX_ROOT_CA_SPKI_SHA256,
   dcapCollateralFromJson,
   extractSignedDocument,
@@ -439,4 +441,34 @@ test('truncated and unknown quotes are rejected with stable codes', () => {
       return true;
     });
   }
+});
+
+test('TCB status combination follows the QVL rule', () => {
+  const table: Array<[TcbStatus, TcbStatus | undefined, TcbStatus]> = [
+    ['UpToDate', undefined, 'UpToDate'],
+    ['UpToDate', 'UpToDate', 'UpToDate'],
+    ['UpToDate', 'OutOfDate', 'OutOfDate'],
+    ['SWHardeningNeeded', 'OutOfDate', 'OutOfDate'],
+    ['ConfigurationNeeded', 'OutOfDate', 'OutOfDateConfigurationNeeded'],
+    ['ConfigurationAndSWHardeningNeeded', 'OutOfDate', 'OutOfDateConfigurationNeeded'],
+    ['OutOfDate', 'OutOfDate', 'OutOfDate'],
+    ['OutOfDateConfigurationNeeded', 'OutOfDate', 'OutOfDateConfigurationNeeded'],
+    ['UpToDate', 'Revoked', 'Revoked'],
+    ['ConfigurationNeeded', 'Revoked', 'Revoked'],
+    ['Revoked', 'UpToDate', 'Revoked'],
+    ['SWHardeningNeeded', 'UpToDate', 'SWHardeningNeeded'],
+  ];
+  for (const [platform, component, expected] of table) {
+    assert.equal(combineTcbStatus(platform, component), expected, `${platform} with ${String(component)}`);
+  }
+});
+
+test('signed document text is extracted exactly', () => {
+  const signed = '{"id":"QE","nested":{"a":"}\\"","b":[1,{"c":2}]},"version":2}';
+  const body = `{ "signature" : "ab12",\n  "enclaveIdentity" :${signed} , "extra": [ "x" ] }`;
+  const extracted = extractSignedDocument(body, 'enclaveIdentity');
+  assert.equal(extracted.text, signed);
+  assert.equal(extracted.signature, 'ab12');
+  assert.throws(() => extractSignedDocument('{"signature":"ab"}', 'tcbInfo'), (error: unknown) => isSealmeshError(error, 'SEALMESH_ERR_INVALID_ARGUMENT'));
+  assert.throws(() => extractSignedDocument('{"tcbInfo":{}', 'tcbInfo'), (error: unknown) => isSealmeshError(error, 'SEALMESH_ERR_INVALID_ARGUMENT'));
 });
