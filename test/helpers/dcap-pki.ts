@@ -4,7 +4,7 @@
  * the TCB signing key. Its SGX or TDX quotes carry a QE report, signed by the PCK key, that binds
  * the attestation key.
  * Every structure follows Intel's published formats, so the verifier checks it exactly as it
- * checks Intel's own; only the root differs, and tests pass its key hash as the trust anchor.
+ * checks Intel's own. Only the root differs, and tests pass its key hash as the trust anchor.
  */
 import { createHash, generateKeyPairSync, sign, webcrypto } from 'node:crypto';
 import type { DcapCollateral } from '../../src/attest/collateral.ts';

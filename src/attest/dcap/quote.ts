@@ -158,6 +158,7 @@ export function parseQuoteHeader(bytes: Buffer): QuoteHeader {
   const version = header.readUInt16LE(0);
   const attestationKeyType = header.readUInt16LE(2);
   const teeTypeRaw = header.readUInt32LE(4);
+
   if (version !== 3 && version !== 4 && version !== 5) {
     throw new SealmeshError('SEALMESH_ERR_DCAP_QUOTE_VERSION_UNSUPPORTED', `DCAP quote version ${version} is not supported; expected 3 (SGX), 4 or 5`);
   }
@@ -167,6 +168,7 @@ export function parseQuoteHeader(bytes: Buffer): QuoteHeader {
       `DCAP quote attestation key type ${attestationKeyType} is not supported; expected ${ATTESTATION_KEY_TYPE_ECDSA_P256} (ECDSA P-256)`,
     );
   }
+
   let teeType: 'sgx' | 'tdx';
   if (teeTypeRaw === TEE_TYPE_SGX) {
     teeType = 'sgx';
@@ -178,6 +180,7 @@ export function parseQuoteHeader(bytes: Buffer): QuoteHeader {
       `DCAP quote v${version} has TEE type 0x${teeTypeRaw.toString(16)}; expected 0x00 (SGX) or, from v4, 0x81 (TDX)`,
     );
   }
+
   const qeVendorId = header.subarray(12, 28);
   if (qeVendorId.toString('hex') !== INTEL_QE_VENDOR_ID) {
     throw new SealmeshError(

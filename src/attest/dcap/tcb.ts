@@ -9,7 +9,7 @@
  * - TDX module: MRSIGNERSEAM and SEAMATTRIBUTES must match the TCB info's `tdxModule`, or for module
  *   version v > 0 its `tdxModuleIdentities` entry `TDX_vv`, whose first level with
  *   isvsvn ≤ TEE_TCB_SVN[0] gives the module status.
- * - QE: the QE report must match the QE identity under its masks; the first level with
+ * - QE: the QE report must match the QE identity under its masks. The first level with
  *   isvsvn ≤ the QE's ISVSVN gives the QE status.
  * - Combination, applied for the TDX module and then for the QE: a Revoked part makes the result
  *   Revoked; an OutOfDate part turns UpToDate and SWHardeningNeeded into OutOfDate, and
