@@ -73,10 +73,11 @@ test('expired and not yet valid PCK certificates are rejected', async () => {
   await assertRejects(verifyFixture(future), 'SEALMESH_ERR_DCAP_CERT_NOT_VALID_AT_TIME');
 });
 
-test('revoked PCK and PCK CA are rejected', async () => {
+test('revoked PCK, PCK CA and TCB signer are rejected', async () => {
   await assertRejects(verifyWith({ teeType: 'sgx', revokePck: true }), 'SEALMESH_ERR_DCAP_PCK_REVOKED');
   await assertRejects(verifyWith({ teeType: 'tdx', revokePck: true }), 'SEALMESH_ERR_DCAP_PCK_REVOKED');
   await assertRejects(verifyWith({ teeType: 'sgx', revokePckCa: true }), 'SEALMESH_ERR_DCAP_CA_REVOKED');
+  await assertRejects(verifyWith({ teeType: 'tdx', revokeTcbSigning: true }), 'SEALMESH_ERR_DCAP_CA_REVOKED');
 });
 
 test('TCB info for another platform is rejected', async () => {

@@ -174,6 +174,7 @@ export interface DcapFixtureOptions {
   pckNotAfter?: Date;
   revokePck?: boolean;
   revokePckCa?: boolean;
+  revokeTcbSigning?: boolean;
   rootCrlNextUpdate?: Date;
   omitFmspcExtension?: boolean;
 }
@@ -337,7 +338,8 @@ export async function buildDcapFixture(options: DcapFixtureOptions): Promise<Dca
 
   const issued = new Date(now.getTime() - DAY_MS);
   const nextUpdate = new Date(now.getTime() + 30 * DAY_MS);
-  const rootCrl = await createCrl(root, issued, options.rootCrlNextUpdate ?? nextUpdate, options.revokePckCa === true ? ['02'] : []);
+  const rootRevoked = [...(options.revokePckCa === true ? ['02'] : []), ...(options.revokeTcbSigning === true ? ['03'] : [])];
+  const rootCrl = await createCrl(root, issued, options.rootCrlNextUpdate ?? nextUpdate, rootRevoked);
   const pckCrl = await createCrl(pckCa, issued, nextUpdate, options.revokePck === true ? ['1234', pckSerial] : ['1234']);
   const tcbInfo = tcbInfoJson(options, issued, nextUpdate);
   const qeIdentity = qeIdentityJson(options, issued, nextUpdate);

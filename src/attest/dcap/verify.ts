@@ -113,10 +113,14 @@ async function checkRevocation(prepared: PreparedQuote, collateral: DcapCollater
     now,
     leafIsCa: true,
   });
-  const pckCrl = await verifyCrl(collateral.pckCrl, crlChain[0]!, now, 'PCK CRL');
-  if (!pckCertificate.checkIssued(crlChain[0]!)) {
-    throw new SealmeshError('SEALMESH_ERR_DCAP_CRL_INVALID', `PCK CRL was issued by ${commonName(crlChain[0]!.subject)}, not by the CA that issued the PCK certificate`);
+  const crlIssuer = crlChain[0]!;
+  if (!pckCertificate.checkIssued(crlIssuer)) {
+    throw new SealmeshError('SEALMESH_ERR_DCAP_CRL_INVALID', `PCK CRL issuer chain starts at ${commonName(crlIssuer.subject)}, not at the CA that issued the PCK certificate`);
   }
+  if (isRevoked(rootCrl, crlIssuer)) {
+    throw new SealmeshError('SEALMESH_ERR_DCAP_CA_REVOKED', `PCK CRL issuer ${commonName(crlIssuer.subject)} (serial ${crlIssuer.serialNumber}) is revoked by the Intel SGX Root CA CRL`);
+  }
+  const pckCrl = await verifyCrl(collateral.pckCrl, crlIssuer, now, 'PCK CRL');
   if (isRevoked(pckCrl, pckCertificate)) {
     throw new SealmeshError('SEALMESH_ERR_DCAP_PCK_REVOKED', `PCK certificate (serial ${pckCertificate.serialNumber}) is revoked by the PCK CRL`);
   }
@@ -238,6 +242,7 @@ export async function verifyPreparedQuote(prepared: PreparedQuote, collateral: D
   const body = prepared.quote.body;
   const tdReport = body.type === 'sgx-enclave-report' ? undefined : body.report;
   const platformTcb = matchPlatformTcbLevel(tcbInfo, prepared.pck.tcb, tdReport?.teeTcbSvn);
+  // NOTE: TD report 1.5 quotes are not checked for the TDRelaunchAdvised statuses that Intel's QVL derives from TEE_TCB_SVN2; their status is computed as for TD report 1.0.
   const tdxModuleTcb = tdReport === undefined ? undefined : checkTdxModule(tcbInfo, tdReport);
 
   const qeSigner = verifyTcbSigningChain(collateral.qeIdentityIssuerChain, 'QE identity issuer chain', now, rootPin, rootCrl);
