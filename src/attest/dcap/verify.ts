@@ -8,7 +8,7 @@ import { SealmeshError } from '../../errors/index.ts';
 import type { DcapCollateral } from '../collateral.ts';
 import type { AttestationResult, TcbStatus } from '../index.ts';
 import { INTEL_SGX_ROOT_CA_SPKI_SHA256, commonName, parsePemChain, verifyCertificateChain } from './chain.ts';
-import { isRevoked, verifyCrl } from './crl.ts';
+import { isRevoked, verifyCrl, type CheckedCrl } from './crl.ts';
 import { verifyQeIdentity, verifyTcbInfo, type QeIdentity, type TcbInfo } from './documents.ts';
 import { parsePckExtension, type PckExtension } from './pck.ts';
 import { parseQuote, type DcapQuote } from './quote.ts';
@@ -96,7 +96,7 @@ function verifyP256(data: Buffer, signature: Buffer, key: KeyObject): boolean {
 }
 
 /** Checks both CRLs and the revocation of the PCK CA and PCK certificate; returns the checked root CRL. */
-async function checkRevocation(prepared: PreparedQuote, collateral: DcapCollateral, now: Date, rootPin: string) {
+async function checkRevocation(prepared: PreparedQuote, collateral: DcapCollateral, now: Date, rootPin: string): Promise<CheckedCrl> {
   const [pckCertificate, pckCaCertificate, root] = prepared.pckChain;
   const rootCrl = await verifyCrl(collateral.rootCaCrl, root, now, 'Intel SGX Root CA CRL');
   if (isRevoked(rootCrl, pckCaCertificate)) {
@@ -128,7 +128,7 @@ async function checkRevocation(prepared: PreparedQuote, collateral: DcapCollater
 }
 
 /** Verifies a TCB signing chain from collateral, including its revocation by the root CRL. */
-function verifyTcbSigningChain(pem: string, label: string, now: Date, rootPin: string, rootCrl: Awaited<ReturnType<typeof verifyCrl>>): X509Certificate {
+function verifyTcbSigningChain(pem: string, label: string, now: Date, rootPin: string, rootCrl: CheckedCrl): X509Certificate {
   const chain = parsePemChain(pem, 'collateral', label);
   verifyCertificateChain(chain, { kind: 'collateral', label, length: 2, commonNames: [TCB_SIGNING_NAME, ROOT_CA_NAME], trustedRootSpkiSha256: rootPin, now });
   const signer = chain[0]!;
