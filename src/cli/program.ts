@@ -3,7 +3,7 @@ import { SealmeshError } from '../errors/index.ts';
 import type { Intention } from '../policy/index.ts';
 import type { Instance, ServiceSummary, TokenRecord } from '../server/index.ts';
 import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
-import type { runProxy } from './run.ts';
+import type { runProxy, runServer } from './run.ts';
 import type { ApplyFlags } from '../perimeter/index.ts';
 import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
@@ -44,9 +44,13 @@ export function buildProgram(): Command {
     .option('--addr <host:port>', 'address of the HTTPS API (default: 127.0.0.1:8501)')
     .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
     .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects (default: 30s)')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
+    .option('--collateral-dir <dir>', 'directory of attestation collateral (AMD VCEKs and chains, Intel TCB info, QE identity, CRLs), tried before the services')
+    .option('--pccs-url <url>', 'PCCS or Intel PCS base URL for TDX and SGX collateral; fetched documents are cached in the store until they expire')
+    .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs and chains')
+    .option('--collateral-ca-file <path>', 'PEM roots for an HTTPS --pccs-url or --kds-url (default: the system roots)');
   addSealOptions(server).action(
-    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags) => {
+    async (flags: Parameters<typeof runServer>[0]) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
       await runServer(flags);
@@ -220,6 +224,8 @@ export function buildProgram(): Command {
     .option('--app-health-path <path>', 'HTTP path the app is checked at, such as /healthz (default: a TCP or Unix socket connect)')
     .option('--manifest-genesis <digest>', 'SHA-256 digest of the genesis manifest to pin (`sealmesh manifest show`); default: the first one received')
     .option('--svid-ttl <duration>', 'requested SVID lifetime (default: the server\'s)')
+    .option('--attestation <mode>', 'evidence to enroll with: auto (detect configfs-tsm or Gramine /dev/attestation), sev-snp, tdx, sgx, dev (INSECURE software evidence) or none', 'auto')
+    .option('--dev-measurement <hex>', 'with --attestation dev: the 48-byte measurement (96 hex digits) that the dev evidence claims')
     .option('--drain <duration>', 'how long SIGTERM waits for open connections (default: 10s)')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')

@@ -25,6 +25,20 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
+  readonly attestations = new Counter({
+    name: 'sealmesh_server_attestations_total',
+    help: 'Attestation evidence checked at enrollment and renewal, by provider, result (accepted or rejected) and whether the provider is insecure (dev).',
+    labelNames: ['provider', 'result', 'insecure'] as const,
+    registers: [this.registry],
+  });
+
+  readonly attestationRejections = new Counter({
+    name: 'sealmesh_server_attestation_rejections_total',
+    help: 'Rejected attestation evidence, by the error code that names the reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly watchStreams = new Gauge({
     name: 'sealmesh_server_watch_streams',
     help: 'Open proxy watch streams.',

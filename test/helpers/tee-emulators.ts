@@ -1,7 +1,9 @@
-import { createHash, generateKeyPairSync, randomBytes, sign, type KeyObject } from 'node:crypto';
+import { createHash, generateKeyPairSync, randomBytes, sign, verify, type KeyObject } from 'node:crypto';
 import { mkdir, readFile, rm, rmdir, writeFile } from 'node:fs/promises';
 import { basename, dirname, join } from 'node:path';
+import type { AttestationResult, Evidence, EvidenceVerifier } from '../../src/attest/index.ts';
 import type { TeeFilesystem } from '../../src/attest/providers/index.ts';
+import { SealmeshError } from '../../src/errors/index.ts';
 
 /**
  * Emulators of the TEE interfaces that evidence providers use. Each one performs every call on
@@ -254,5 +256,67 @@ export class GramineEmulator implements TeeFilesystem {
       await writeFile(path, quote);
     }
     return readFile(path);
+  }
+}
+
+/**
+ * A verifier for the reports of SoftwareSnpSigner, written for tests in the shape of a real
+ * SEV-SNP verifier: it checks the report size and signature algorithm, the ECDSA P-384 signature
+ * with the signer's public key (in place of the VCEK chain), and the report data binding, then
+ * returns the claims from the report's fields. Its TCB status is `UpToDate`, because no TCB
+ * collateral exists for a software signer.
+ */
+export class SoftwareSnpVerifier implements EvidenceVerifier {
+  readonly provider = 'sev-snp';
+  readonly #publicKey: KeyObject;
+
+  constructor(publicKey: KeyObject) {
+    this.#publicKey = publicKey;
+  }
+
+  async verify(evidence: Evidence, expectedReportData: Uint8Array, now: Date): Promise<AttestationResult> {
+    const report = Buffer.from(evidence.data, 'base64');
+    if (report.length !== SNP_REPORT.size || report.readUInt32LE(SNP_REPORT.signatureAlgorithm) !== 1) {
+      throw new SealmeshError('SEALMESH_ERR_ATTESTATION_EVIDENCE_INVALID', `SEV-SNP report is ${report.length} bytes or has another signature algorithm`);
+    }
+    const r = Buffer.from(report.subarray(SNP_REPORT.signature, SNP_REPORT.signature + 48)).reverse();
+    const s = Buffer.from(report.subarray(SNP_REPORT.signature + 72, SNP_REPORT.signature + 120)).reverse();
+    const signed = report.subarray(0, SNP_REPORT.signature);
+    if (!verify('sha384', signed, { key: this.#publicKey, dsaEncoding: 'ieee-p1363' }, Buffer.concat([r, s]))) {
+      throw new SealmeshError('SEALMESH_ERR_ATTESTATION_EVIDENCE_INVALID', 'SEV-SNP report signature does not verify');
+    }
+    const reportData = report.subarray(SNP_REPORT.reportData, SNP_REPORT.reportData + 64);
+    if (!reportData.equals(Buffer.from(expectedReportData))) {
+      throw new SealmeshError('SEALMESH_ERR_ATTESTATION_BINDING_MISMATCH', 'SEV-SNP report data does not match the enrollment binding');
+    }
+    const policy = report.readBigUInt64LE(SNP_REPORT.policy);
+    const tcb = SNP_REPORT.reportedTcb;
+    return {
+      provider: 'sev-snp',
+      insecure: false,
+      verifiedAt: now.toISOString(),
+      debug: (policy & SNP_POLICY.debug) !== 0n,
+      reportData: reportData.toString('hex'),
+      measurements: {
+        measurement: report.subarray(SNP_REPORT.measurement, SNP_REPORT.measurement + 48).toString('hex'),
+        hostData: report.subarray(SNP_REPORT.hostData, SNP_REPORT.hostData + 32).toString('hex'),
+      },
+      tcbStatus: 'UpToDate',
+      snp: {
+        vmpl: report.readUInt32LE(SNP_REPORT.vmpl),
+        policy: {
+          debug: (policy & SNP_POLICY.debug) !== 0n,
+          smt: (policy & SNP_POLICY.smt) !== 0n,
+          migrationAgent: (policy & SNP_POLICY.migrationAgent) !== 0n,
+          singleSocket: (policy & SNP_POLICY.singleSocket) !== 0n,
+          abiMajor: Number((policy >> 8n) & 0xffn),
+          abiMinor: Number(policy & 0xffn),
+        },
+        reportedTcb: { bootloader: report.readUInt8(tcb), tee: report.readUInt8(tcb + 1), snp: report.readUInt8(tcb + 6), microcode: report.readUInt8(tcb + 7) },
+        productLine: 'Genoa',
+        chipId: report.subarray(SNP_REPORT.chipId, SNP_REPORT.chipId + 64).toString('hex'),
+        signingKey: 'vcek',
+      },
+    };
   }
 }
