@@ -8,7 +8,7 @@ import type { ApplyFlags } from '../perimeter/index.ts';
 import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
-import { addSealOptions, type SealFlags } from './seal-flags.ts';
+import { addSealOptions } from './seal-flags.ts';
 
 function addClientOptions(command: Command): Command {
   return command

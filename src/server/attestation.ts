@@ -95,7 +95,8 @@ export class AttestationGate {
    * Checks the request's evidence and returns what the catalog records, or undefined for a request
    * without evidence that the manifest lets in on its join token or SVID alone. In order:
    * evidence is required when the manifest sets `attestation.required` or has a policy for the
-   * service; a nonce must accompany it; dev evidence needs `allowDevProvider`; the verifier checks
+   * service; dev evidence needs `allowDevProvider`; the server must have a verifier for the
+   * provider; a nonce issued to this caller must accompany the evidence; the verifier checks
    * it at `now` against SHA-512(SPKI || nonce); the result's report data must equal that binding;
    * the nonce is consumed; then the service's policy is evaluated. Every rejection is logged,
    * counted, audited as `attestation.reject`, and raised with its own code.
@@ -134,20 +135,20 @@ export class AttestationGate {
       }
       return undefined;
     }
-    if (request.nonce === undefined) {
-      throw new SealmeshError('SEALMESH_ERR_ATTESTATION_NONCE_MISSING', 'the request carries evidence but no nonce; request one from POST /v1/svid/nonce and bind the evidence to it');
-    }
-    const nonce = this.#nonces.check(request.nonce, request.holder);
-    state.nonceHeld = true;
     if (evidence.provider === 'dev' && !settings.allowDevProvider) {
       throw new SealmeshError(
         'SEALMESH_ERR_ATTESTATION_DEV_PROVIDER_REJECTED',
         'the evidence comes from the dev provider, which proves nothing; only a development manifest with attestation.allowDevProvider: true accepts it',
       );
     }
+    const verifier = this.#verifiers.get(evidence.provider);
+    if (request.nonce === undefined) {
+      throw new SealmeshError('SEALMESH_ERR_ATTESTATION_NONCE_MISSING', 'the request carries evidence but no nonce; request one from POST /v1/svid/nonce and bind the evidence to it');
+    }
+    const nonce = this.#nonces.check(request.nonce, request.holder);
+    state.nonceHeld = true;
 
     const expected = enrollmentReportData(request.spkiDer, nonce);
-    const verifier = this.#verifiers.get(evidence.provider);
     const result: AttestationResult = await verifier.verify(evidence, expected, request.now);
     // The verifier compares the report data too; this check keeps a faulty verifier from binding
     // evidence to another key or nonce.

@@ -32,7 +32,7 @@ const csr = z.string().min(1).max(64 * 1024);
 
 const evidence = z.strictObject({
   provider: z.string().min(1).max(32),
-  data: z.base64().min(1).max(256 * 1024),
+  data: z.base64().max(256 * 1024),
   aux: z.base64().max(64 * 1024).optional(),
 });
 
