@@ -1,4 +1,4 @@
-import { X509Certificate, X509Crl } from '@peculiar/x509';
+import { x509 } from '../../pki/x509.ts';
 import { SealmeshError } from '../../errors/index.ts';
 
 /**
@@ -103,16 +103,17 @@ export function parseSignedJson(text: string, member: 'tcbInfo' | 'enclaveIdenti
 export function decodeCrl(bytes: Uint8Array, what: string): { der: Uint8Array; nextUpdate: Date } {
   const text = Buffer.from(bytes).toString('latin1').trim();
   let der: Uint8Array;
-  if (text.startsWith('-----BEGIN X509 CRL-----')) {
-    der = new Uint8Array(Buffer.from(text.replace(/-----(BEGIN|END) X509 CRL-----/g, '').replace(/\s+/g, ''), 'base64'));
+  // OpenSSL labels a PEM CRL `X509 CRL`; some tools write `CRL`.
+  if (/^-----BEGIN (X509 )?CRL-----/.test(text)) {
+    der = new Uint8Array(Buffer.from(text.replace(/-----(BEGIN|END) (X509 )?CRL-----/g, '').replace(/\s+/g, ''), 'base64'));
   } else if (/^[0-9a-fA-F]+$/.test(text) && text.length % 2 === 0) {
     der = new Uint8Array(Buffer.from(text, 'hex'));
   } else {
     der = new Uint8Array(bytes);
   }
-  let crl: X509Crl;
+  let crl: x509.X509Crl;
   try {
-    crl = new X509Crl(der);
+    crl = new x509.X509Crl(der);
   } catch {
     throw invalidCollateral(what, 'it is not a CRL in DER, PEM or hex');
   }
@@ -121,12 +122,12 @@ export function decodeCrl(bytes: Uint8Array, what: string): { der: Uint8Array; n
 }
 
 /** Parses a PEM chain, returns it normalised and the earliest notAfter among its certificates. */
-export function parsePemChain(text: string, what: string, minimum = 1): { pem: string; certificates: X509Certificate[]; notAfter: Date } {
+export function parsePemChain(text: string, what: string, minimum = 1): { pem: string; certificates: x509.X509Certificate[]; notAfter: Date } {
   const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
   if (blocks.length < minimum) throw invalidCollateral(what, `it holds ${blocks.length} PEM certificate(s), expected at least ${minimum}`);
-  let certificates: X509Certificate[];
+  let certificates: x509.X509Certificate[];
   try {
-    certificates = blocks.map((block) => new X509Certificate(block));
+    certificates = blocks.map((block) => new x509.X509Certificate(block));
   } catch {
     throw invalidCollateral(what, 'a certificate cannot be decoded');
   }
@@ -138,7 +139,7 @@ export function parsePemChain(text: string, what: string, minimum = 1): { pem: s
 export function decodeCertificate(bytes: Uint8Array, what: string): { der: Uint8Array; notAfter: Date } {
   const text = Buffer.from(bytes).toString('latin1');
   try {
-    const certificate = text.includes('-----BEGIN CERTIFICATE-----') ? new X509Certificate(text) : new X509Certificate(new Uint8Array(bytes));
+    const certificate = text.includes('-----BEGIN CERTIFICATE-----') ? new x509.X509Certificate(text) : new x509.X509Certificate(new Uint8Array(bytes));
     return { der: new Uint8Array(certificate.rawData), notAfter: certificate.notAfter };
   } catch {
     throw invalidCollateral(what, 'it is not an X.509 certificate in DER or PEM');
