@@ -6,6 +6,8 @@ import { DEFAULT_DEV_MEASUREMENT, DevEvidenceProvider } from '../src/attest/prov
 import { isSealmeshError, type ErrorCode } from '../src/errors/index.ts';
 import type { SidecarProxy } from '../src/proxy/index.ts';
 import type { Instance, ServiceSummary } from '../src/server/index.ts';
+import { join } from 'node:path';
+import { runCli } from './helpers/cli.ts';
 import { TestManifestChain } from './helpers/manifests.ts';
 import { startHttpApp, startProxy, startServer, type TestServer } from './helpers/mesh.ts';
 
@@ -67,6 +69,20 @@ describe('attested enrollment end to end', () => {
     assert.equal(instance?.attestation?.insecure, true);
     assert.equal(instance?.attestation?.measurements.measurement, DEFAULT_DEV_MEASUREMENT);
     assert.match(await proxy.metrics.registry.metrics(), /sealmesh_proxy_attestation_provider\{provider="dev",insecure="true"\} 1/);
+  });
+
+  test('service list marks dev evidence insecure', async () => {
+    const result = await runCli(['service', 'list', '--addr', mesh.url, '--ca-file', join(mesh.dir, 'trust-bundle.pem'), '--token', mesh.operatorToken], { timeoutMs: 30_000 });
+    assert.equal(result.code, 0, result.stderr);
+    assert.match(result.stdout, /ATTESTATION/);
+    assert.match(result.stdout, /dev \(INSECURE\)/);
+  });
+
+  test('unknown attestation mode rejected', async () => {
+    const result = await runCli(['proxy', '--service', 'web', '--join-token', 'x', '--listen', '127.0.0.1:0', '--app', '127.0.0.1:1', '--ca-file', join(mesh.dir, 'trust-bundle.pem'), '--attestation', 'tpm'], { timeoutMs: 30_000 });
+    assert.notEqual(result.code, 0);
+    assert.match(result.stderr, /SEALMESH_ERR_CONFIG_INVALID/);
+    assert.match(result.stderr, /--attestation "tpm" is invalid/);
   });
 
   test('renewal presents fresh evidence', async () => {

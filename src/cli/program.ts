@@ -30,6 +30,14 @@ function exposureCell(instance: Instance): string {
 }
 
 /** Builds the `sealmesh` command tree. Each action returns once its work is done. */
+/** Writes an instance's evidence for `service list`: the provider, `INSECURE` for dev evidence, or `-` without evidence. */
+function attestationCell(instance: Instance): string {
+  const attestation = instance.attestation;
+  if (attestation === undefined) return '-';
+  const details = [attestation.insecure ? 'INSECURE' : attestation.tcbStatus, attestation.policy === 'unpinned' ? 'unpinned' : undefined].filter((detail) => detail !== undefined);
+  return details.length === 0 ? attestation.provider : `${attestation.provider} (${details.join(', ')})`;
+}
+
 export function buildProgram(): Command {
   const program = new Command('sealmesh')
     .description('sealmesh: a service mesh built to keep keys, configuration and access policies safe from whoever can read the disk, the configuration or process memory (docs/threat-model.md says what holds today)')
@@ -187,9 +195,11 @@ export function buildProgram(): Command {
         const { services } = await clientFromFlags(flags).get<{ services: ServiceSummary[] }>('/v1/catalog/services');
         // The APP EXPOSED column is shown once any instance's proxy has reported how its app is bound.
         const showExposure = services.some((summary) => summary.instances.some((instance) => instance.appExposure !== undefined));
+        // The ATTESTATION column is shown once any instance enrolled with evidence.
+        const showAttestation = services.some((summary) => summary.instances.some((instance) => instance.attestation !== undefined));
         print(flags, { services }, () =>
           table(
-            ['SERVICE', 'INSTANCE', 'ADDRESS', 'HEALTH', 'SPIFFE ID', 'SVID EXPIRES', ...(showExposure ? ['APP EXPOSED'] : [])],
+            ['SERVICE', 'INSTANCE', 'ADDRESS', 'HEALTH', 'SPIFFE ID', 'SVID EXPIRES', ...(showExposure ? ['APP EXPOSED'] : []), ...(showAttestation ? ['ATTESTATION'] : [])],
             services.flatMap((summary) =>
               summary.instances.map((instance) => [
                 summary.namespace === 'default' ? summary.name : `${summary.namespace}/${summary.name}`,
@@ -199,6 +209,7 @@ export function buildProgram(): Command {
                 instance.spiffeId,
                 instance.svidNotAfter ?? '-',
                 ...(showExposure ? [exposureCell(instance)] : []),
+                ...(showAttestation ? [attestationCell(instance)] : []),
               ]),
             ),
           ),
