@@ -42,7 +42,7 @@ interface Pki {
   chainPem: string;
 }
 
-/** A root and a signing certificate like Intel's SGX Root CA and TCB Signing certificate, valid for a year. */
+/** Creates a root and a signing certificate, valid for a year, like Intel's SGX Root CA and TCB Signing certificate. */
 async function makePki(name: string): Promise<Pki> {
   const rootKeys = await generateKeyPair();
   const root = await x509.X509CertificateGenerator.createSelfSigned(
@@ -240,7 +240,7 @@ describe('collateral from a caching service', () => {
     const directory = tempDir('sealmesh-collateral-dir-').path;
     const sources = createCollateralSources({ directory, kdsUrl: base }, store, silentLogger());
     requests.length = 0;
-    // The directory has no VCEK, so the service answers.
+    // The directory has no VCEK, so the service provides it.
     const certificates = await sources.snpCollateral!.certificates({ ...snpRequest }, beforeExpiry);
     assert.deepEqual(Buffer.from(certificates.vcek), Buffer.from(vcek.rawData));
     assert.equal(sources.dcapCollateral !== undefined, true);

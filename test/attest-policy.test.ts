@@ -198,7 +198,7 @@ describe('manifest attestation schema', () => {
   test('production manifest rejects the dev provider at acceptance', async () => {
     const signer = FileManifestSigner.fromPem(operator.privateKeyPem);
     for (const environment of [undefined, 'production'] as const) {
-      // signManifest refuses to sign such a manifest, so the signature is made by hand.
+      // signManifest rejects such a manifest, so the signature is made by hand.
       const manifest = manifestWith({ allowDevProvider: true, services: {} }, environment);
       const signature = Buffer.from(await signer.sign(manifestSigningInput(manifest))).toString('base64');
       const document = { manifest, signatures: [{ keyId: signer.keyId, algorithm: signer.algorithm, signature }] };

@@ -96,15 +96,15 @@ describe('attested enrollment end to end', () => {
     assert.match(await mesh.server.metrics.registry.metrics(), /sealmesh_server_attestations_total\{provider="dev",result="accepted",insecure="true"\} 2/);
   });
 
-  test('proxy without evidence refused', async () => {
+  test('proxy without evidence rejected', async () => {
     await rejectsWith(startProxy(mesh, 'web', app.port, [], { attestation: 'none' }), 'SEALMESH_ERR_ATTESTATION_REQUIRED');
   });
 
-  test('evidence for another CSR refused', async () => {
+  test('evidence for another CSR rejected', async () => {
     await rejectsWith(startProxy(mesh, 'web', app.port, [], { evidenceProvider: new ForeignBindingProvider() }), 'SEALMESH_ERR_ATTESTATION_BINDING_MISMATCH');
   });
 
-  test('dev proxy refused once sev-snp is required', async () => {
+  test('dev proxy rejected once sev-snp required', async () => {
     await chain.apply({
       environment: 'development',
       attestation: { required: true, allowDevProvider: true, services: { web: { providers: ['sev-snp'], 'sev-snp': { measurement: ['ab'.repeat(48)] } } } },

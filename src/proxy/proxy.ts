@@ -64,8 +64,8 @@ export interface ProxyOptions {
   /** Interval of the health check of the app. */
   healthCheckIntervalMs?: number;
   /**
-   * Which evidence to enroll and renew with: `auto` (the default) detects configfs-tsm or
-   * Gramine's /dev/attestation, `none` sends none, and `dev` sends insecure software evidence.
+   * Evidence provider to enroll and renew with. `auto` (the default) detects configfs-tsm or
+   * Gramine's /dev/attestation, `none` sends no evidence, and `dev` sends insecure software evidence.
    */
   attestation?: AttestationMode;
   /** Measurement that the dev provider claims, 96 hex digits. */

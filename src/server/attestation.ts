@@ -8,7 +8,7 @@ import type { Logger } from '../log/index.ts';
 import type { ServerMetrics } from './metrics.ts';
 import type { NonceStore } from './nonces.ts';
 
-/** What the catalog keeps about the evidence an instance last enrolled or renewed with. */
+/** The catalog record of the evidence an instance last enrolled or renewed with. */
 export interface InstanceAttestation {
   provider: string;
   /** True for evidence that proves nothing, such as the dev provider's. */

@@ -3,7 +3,7 @@ import { SealmeshError } from '../errors/index.ts';
 
 /** Lifetime of an enrollment nonce: long enough to collect evidence, short enough to bound replay. */
 export const NONCE_TTL_MS = 60_000;
-/** Outstanding nonces a server holds at most; a caller past it waits for older ones to expire. */
+/** Maximum number of unused nonces in memory. Past it, callers wait for older nonces to expire. */
 export const MAX_OUTSTANDING_NONCES = 10_000;
 const NONCE_BYTES = 32;
 

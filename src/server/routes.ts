@@ -224,9 +224,9 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     return { deleted: { source: query.source, destination: query.destination } };
   });
 
-  // A nonce binds attestation evidence to one enrollment or renewal. A proxy that enrolls asks
-  // with its join token, one that renews asks over mTLS with its SVID; the nonce is valid only
-  // for the same credential.
+  // A nonce binds attestation evidence to one enrollment or renewal. A proxy that enrolls requests
+  // it with its join token, and one that renews requests it over mTLS with its SVID. The nonce is
+  // valid only for the same credential.
   app.post('/v1/svid/nonce', async (request) => {
     parseBody(schemas.emptyBody, request.body, 'request body');
     const holder = await nonceHolder(request);

@@ -124,7 +124,7 @@ export function decodeCrl(bytes: Uint8Array, what: string): { der: Uint8Array; n
 /** Parses a PEM chain, returns it normalised and the earliest notAfter among its certificates. */
 export function parsePemChain(text: string, what: string, minimum = 1): { pem: string; certificates: x509.X509Certificate[]; notAfter: Date } {
   const blocks = text.match(/-----BEGIN CERTIFICATE-----[\s\S]+?-----END CERTIFICATE-----/g) ?? [];
-  if (blocks.length < minimum) throw invalidCollateral(what, `it holds ${blocks.length} PEM certificate(s), expected at least ${minimum}`);
+  if (blocks.length < minimum) throw invalidCollateral(what, `it contains ${blocks.length} PEM certificate(s), expected at least ${minimum}`);
   let certificates: x509.X509Certificate[];
   try {
     certificates = blocks.map((block) => new x509.X509Certificate(block));

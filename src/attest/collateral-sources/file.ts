@@ -48,7 +48,7 @@ export class FileCollateralSource implements SnpCollateralSource, DcapCollateral
   async certificates(request: SnpCollateralRequest, now: Date): Promise<SnpCertificates> {
     checkSnpRequest(request);
     if (request.signingKey === 'vlek') {
-      throw new SealmeshError('SEALMESH_ERR_ATTESTATION_COLLATERAL_UNAVAILABLE', 'a VLEK-signed report must carry its certificates in the certificate table; the collateral directory holds VCEKs only');
+      throw new SealmeshError('SEALMESH_ERR_ATTESTATION_COLLATERAL_UNAVAILABLE', 'a VLEK-signed report must carry its certificates in the certificate table, because the collateral directory contains VCEKs only');
     }
     const tcb = request.reportedTcb;
     const hwid = tcb.fmc === undefined ? request.chipId : request.chipId.slice(0, 16);

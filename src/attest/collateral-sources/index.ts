@@ -14,7 +14,7 @@ export { KdsCollateralSource, vcekPath, type KdsOptions } from './kds.ts';
 export { PccsCollateralSource, type PccsOptions } from './pccs.ts';
 export { fetchDocument, type FetchOptions } from './http.ts';
 
-/** Where a server reads attestation collateral from. Any combination; none leaves the verifiers without collateral. */
+/** Sources of attestation collateral, in any combination. Without any, the hardware verifiers have no collateral. */
 export interface CollateralConfig {
   /** A directory in the layout of `FileCollateralSource`, tried first. */
   directory?: string;

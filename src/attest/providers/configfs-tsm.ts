@@ -6,7 +6,7 @@ import type { Evidence, EvidenceProvider } from '../index.ts';
 import { errnoCode, hostFilesystem, type TeeFilesystem } from './filesystem.ts';
 import { checkReportData } from './report-data.ts';
 
-/** Where Linux mounts configfs-tsm (Documentation/ABI/testing/configfs-tsm in the kernel tree, 6.7 and later). */
+/** Mount point of configfs-tsm (Linux 6.7 and later; Documentation/ABI/testing/configfs-tsm in the kernel tree). */
 export const DEFAULT_TSM_ROOT = '/sys/kernel/config/tsm';
 
 /** The evidence provider name for each configfs-tsm `provider` value. */

@@ -4,7 +4,7 @@ import type { Evidence, EvidenceProvider } from '../index.ts';
 import { errnoCode, hostFilesystem, type TeeFilesystem } from './filesystem.ts';
 import { checkReportData } from './report-data.ts';
 
-/** Where Gramine exposes its attestation pseudo-files inside an SGX enclave. */
+/** Directory of Gramine's attestation pseudo-files inside an SGX enclave. */
 export const DEFAULT_GRAMINE_ROOT = '/dev/attestation';
 
 export interface GramineSgxOptions {
