@@ -16,7 +16,7 @@ import {
   type AttestationServicePolicy,
   type Manifest,
 } from '../src/manifest/index.ts';
-import { NonceStore } from '../src/server/nonces.ts';
+import { MAX_NONCES_PER_HOLDER, NonceStore } from '../src/server/nonces.ts';
 
 const hex = (byte: number, bytes: number): string => byte.toString(16).padStart(2, '0').repeat(bytes);
 
@@ -238,10 +238,22 @@ describe('nonce store', () => {
     let now = 0;
     const store = new NonceStore({ ttlMs: 1000, maxOutstanding: 2, now: () => now });
     store.issue('token:a');
-    store.issue('token:a');
-    assert.throws(() => store.issue('token:a'), (error: unknown) => isSealmeshError(error, 'SEALMESH_ERR_ATTESTATION_NONCE_LIMIT'));
+    store.issue('token:b');
+    assert.throws(() => store.issue('token:c'), (error: unknown) => isSealmeshError(error, 'SEALMESH_ERR_ATTESTATION_NONCE_LIMIT'));
     now += 1000;
-    assert.doesNotThrow(() => store.issue('token:a'));
+    assert.doesNotThrow(() => store.issue('token:c'));
+  });
+
+  test('one caller holds a bounded share', () => {
+    const store = new NonceStore();
+    const first = store.issue('token:a').nonce;
+    for (let index = 1; index < MAX_NONCES_PER_HOLDER; index += 1) store.issue('token:a');
+    assert.equal(store.size, MAX_NONCES_PER_HOLDER);
+    store.issue('token:a');
+    assert.equal(store.size, MAX_NONCES_PER_HOLDER);
+    assert.throws(() => store.check(first, 'token:a'), (error: unknown) => isSealmeshError(error, 'SEALMESH_ERR_ATTESTATION_NONCE_INVALID'));
+    store.issue('token:b');
+    assert.equal(store.size, MAX_NONCES_PER_HOLDER + 1);
   });
 
   test('nonce consumed once', () => {

@@ -93,7 +93,7 @@ describe('attested enrollment end to end', () => {
     const renewed = await instanceOf(mesh, proxy);
     assert.notEqual(renewed?.svidSerial, before?.svidSerial);
     assert.ok(Date.parse(renewed?.attestation?.verifiedAt ?? '') > Date.parse(before?.attestation?.verifiedAt ?? ''), 'the renewal was attested again');
-    assert.match(await mesh.server.metrics.registry.metrics(), /sealmesh_server_attestations_total\{provider="dev",result="accepted",insecure="true"\} 2/);
+    assert.match(await mesh.server.metrics.registry.metrics(), /sealmesh_server_attestations_total\{provider="dev",result="accepted",insecure="true",kind="renew"\} 1/);
   });
 
   test('proxy without evidence rejected', async () => {

@@ -121,7 +121,7 @@ describe('enrollment under a development manifest', () => {
     const status = await mesh.anonymous.get<{ attestation: { byProvider: Record<string, number>; insecure: number } }>('/v1/status');
     assert.equal(status.attestation.byProvider.dev, 1);
     assert.equal(status.attestation.insecure, 1);
-    assert.match(await metricsText(mesh), /sealmesh_server_attestations_total\{provider="dev",result="accepted",insecure="true"\} 1/);
+    assert.match(await metricsText(mesh), /sealmesh_server_attestations_total\{provider="dev",result="accepted",insecure="true",kind="enroll"\} 1/);
   });
 
   test('join token alone refused when the service has a policy', async () => {

@@ -106,8 +106,8 @@ export class AttestationGate {
     const state = { nonceHeld: false };
     try {
       const attestation = await this.#check(request, state);
+      this.#metrics.attestations.inc({ provider, result: 'accepted', insecure: String(attestation?.insecure ?? false), kind: request.kind });
       if (attestation !== undefined) {
-        this.#metrics.attestations.inc({ provider, result: 'accepted', insecure: String(attestation.insecure) });
         const fields = { spiffeId: formatSpiffeId(request.identity), kind: request.kind, provider, measurementDigest: attestation.measurementDigest, policy: attestation.policy };
         if (attestation.insecure) this.#log.warn({ ...fields, insecure: true }, 'INSECURE attestation accepted: the dev provider\'s evidence proves nothing');
         else this.#log.info({ ...fields, tcbStatus: attestation.tcbStatus }, 'attestation accepted');
@@ -186,7 +186,7 @@ export class AttestationGate {
     const code: ErrorCode = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL';
     const field = error instanceof AttestationPolicyError ? error.field : undefined;
     const spiffeId = formatSpiffeId(request.identity);
-    this.#metrics.attestations.inc({ provider, result: 'rejected', insecure: String(provider === 'dev') });
+    this.#metrics.attestations.inc({ provider, result: 'rejected', insecure: String(provider === 'dev'), kind: request.kind });
     this.#metrics.attestationRejections.inc({ reason: code });
     this.#log.warn({ code, spiffeId, kind: request.kind, provider, field, reason: (error as Error).message }, 'attestation rejected');
     try {

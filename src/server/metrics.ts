@@ -27,8 +27,8 @@ export class ServerMetrics {
 
   readonly attestations = new Counter({
     name: 'sealmesh_server_attestations_total',
-    help: 'Attestation evidence checked at enrollment and renewal, by provider, result (accepted or rejected) and whether the provider is insecure (dev).',
-    labelNames: ['provider', 'result', 'insecure'] as const,
+    help: 'Enrollments and renewals by evidence provider (none without evidence), result (accepted or rejected), whether the provider is insecure (dev), and kind (enroll or renew).',
+    labelNames: ['provider', 'result', 'insecure', 'kind'] as const,
     registers: [this.registry],
   });
 

@@ -5,6 +5,8 @@ import { SealmeshError } from '../errors/index.ts';
 export const NONCE_TTL_MS = 60_000;
 /** Maximum number of unused nonces in memory. Past it, callers wait for older nonces to expire. */
 export const MAX_OUTSTANDING_NONCES = 10_000;
+/** Unused nonces one caller may hold; a further request replaces that caller's oldest nonce. */
+export const MAX_NONCES_PER_HOLDER = 8;
 const NONCE_BYTES = 32;
 
 interface IssuedNonce {
@@ -27,6 +29,7 @@ export class NonceStore {
   // A Map iterates in insertion order, and every nonce has the same lifetime, so the oldest
   // entries are also the first to expire.
   readonly #issued = new Map<string, IssuedNonce>();
+  readonly #byHolder = new Map<string, string[]>();
 
   constructor(options: { ttlMs?: number; maxOutstanding?: number; now?: () => number } = {}) {
     this.ttlMs = options.ttlMs ?? NONCE_TTL_MS;
@@ -47,9 +50,14 @@ export class NonceStore {
         `the server holds ${this.maxOutstanding} unused nonces, its maximum; retry in ${Math.ceil(this.ttlMs / 1000)} s when older nonces have expired`,
       );
     }
+    // One caller cannot fill the store for everyone: past its share, its oldest nonce goes.
+    const held = this.#byHolder.get(holder) ?? [];
+    while (held.length >= MAX_NONCES_PER_HOLDER) this.#issued.delete(held.shift()!);
     const nonce = randomBytes(NONCE_BYTES).toString('base64url');
     const expiresAt = this.#now() + this.ttlMs;
     this.#issued.set(nonce, { holder, expiresAt });
+    held.push(nonce);
+    this.#byHolder.set(holder, held);
     return { nonce, expiresAt: new Date(expiresAt) };
   }
 
@@ -76,19 +84,28 @@ export class NonceStore {
   /** Consumes a nonce that `check` accepted. Throws SEALMESH_ERR_ATTESTATION_NONCE_INVALID when a concurrent request consumed it first. */
   consume(nonce: string, holder: string): void {
     this.check(nonce, holder);
-    this.#issued.delete(nonce);
+    this.#remove(nonce);
   }
 
   /** Forgets a nonce whatever its state, after a failed attempt, so that it cannot be tried again. */
   discard(nonce: string): void {
+    this.#remove(nonce);
+  }
+
+  #remove(nonce: string): void {
+    const issued = this.#issued.get(nonce);
+    if (issued === undefined) return;
     this.#issued.delete(nonce);
+    const held = (this.#byHolder.get(issued.holder) ?? []).filter((candidate) => candidate !== nonce);
+    if (held.length === 0) this.#byHolder.delete(issued.holder);
+    else this.#byHolder.set(issued.holder, held);
   }
 
   #purgeExpired(): void {
     const now = this.#now();
     for (const [nonce, issued] of this.#issued) {
       if (issued.expiresAt > now) break;
-      this.#issued.delete(nonce);
+      this.#remove(nonce);
     }
   }
 }
