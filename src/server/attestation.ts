@@ -65,11 +65,6 @@ function settingsFor(posture: EffectivePosture | undefined, identity: SpiffeId):
 export class AttestationGate {
   readonly #verifiers: VerifierRegistry;
   readonly #nonces: NonceStore;
-  /** The nonces that bind evidence to requests; `POST /v1/svid/nonce` issues them. */
-  get nonces(): NonceStore {
-    return this.#nonces;
-  }
-
   readonly #posture: () => Promise<EffectivePosture | undefined>;
   readonly #metrics: ServerMetrics;
   readonly #audit: AuditLog;
@@ -89,6 +84,11 @@ export class AttestationGate {
     this.#metrics = options.metrics;
     this.#audit = options.audit;
     this.#log = options.log;
+  }
+
+  /** The nonces that bind evidence to requests; `POST /v1/svid/nonce` issues them. */
+  get nonces(): NonceStore {
+    return this.#nonces;
   }
 
   /**
