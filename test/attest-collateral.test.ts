@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { createServer, type Server } from 'node:http';
 import { join } from 'node:path';
 import type { webcrypto } from 'node:crypto';
@@ -18,6 +18,8 @@ import { silentLogger } from '../src/log/index.ts';
 import { generateKeyPair } from '../src/pki/index.ts';
 import { nodeCrypto, x509 } from '../src/pki/x509.ts';
 import { SqliteStore, type Store } from '../src/store/index.ts';
+import { initializeSealedFile } from '../src/store/sealed-api.ts';
+import { TestSealProvider } from './helpers/test-seal.ts';
 import { tempDir } from './helpers/mesh.ts';
 
 async function rejectsWith(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
@@ -224,6 +226,26 @@ describe('collateral from a caching service', () => {
     requests.length = 0;
     await rejectsWith(source.certificates(snpRequest, new Date(issued.getTime() + 201 * DAY)), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID');
     assert.equal(requests.length, 1);
+  });
+
+  test('cache in a sealed store is encrypted', async () => {
+    const path = join(tempDir('sealmesh-collateral-sealed-').path, 'store.db');
+    const sealed = await initializeSealedFile(path, new TestSealProvider());
+    try {
+      const source = new KdsCollateralSource({ url: base, cache: new CollateralCache(sealed) });
+      requests.length = 0;
+      await source.certificates(snpRequest, beforeExpiry);
+      assert.equal(requests.length, 2);
+      await new KdsCollateralSource({ url: base, cache: new CollateralCache(sealed) }).certificates(snpRequest, beforeExpiry);
+      assert.equal(requests.length, 2, 'served from the sealed cache');
+      assert.equal((await sealed.list(COLLATERAL_CACHE_PREFIX)).length, 2);
+    } finally {
+      await sealed.close();
+    }
+    const raw = readFileSync(path);
+    assert.ok(!raw.includes(Buffer.from('/vcek/v1/Genoa')), 'the cached URL is not stored in plaintext');
+    // The cache record keeps the body as base64 text inside JSON.
+    assert.ok(!raw.includes(Buffer.from(Buffer.from(vcek.rawData).toString('base64').slice(0, 48))), 'the cached VCEK is not stored in plaintext');
   });
 
   test('VLEK not served by KDS', async () => {
