@@ -37,6 +37,7 @@ export const AUDIT_ACTIONS = [
   'snapshot.restore',
   'ca.rotate',
   'ca.intermediate-renewed',
+  'attestation.reject',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 

@@ -1,5 +1,6 @@
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
+import { ATTESTATION_MODES, type AttestationMode } from '../attest/providers/index.ts';
 import { SidecarProxy, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
@@ -43,7 +44,18 @@ function missingSetting(flag: string, key: string): SealmeshError {
  * --config file is read, and each flag given on the command line replaces the file's value.
  */
 export async function runServer(
-  flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags,
+  flags: {
+    config?: string;
+    dataDir?: string;
+    addr?: string;
+    trustDomain?: string;
+    lease?: string;
+    logLevel?: string;
+    collateralDir?: string;
+    pccsUrl?: string;
+    kdsUrl?: string;
+    collateralCaFile?: string;
+  } & SealFlags,
 ): Promise<void> {
   checkEnvironment(process.env);
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'server');
@@ -63,6 +75,12 @@ export async function runServer(
     leaseSeconds,
     log,
     ...(flags.trustDomain !== undefined ? { trustDomain: flags.trustDomain } : {}),
+    collateral: {
+      ...(flags.collateralDir !== undefined ? { directory: flags.collateralDir } : {}),
+      ...(flags.pccsUrl !== undefined ? { pccsUrl: parseServiceUrl(flags.pccsUrl, '--pccs-url') } : {}),
+      ...(flags.kdsUrl !== undefined ? { kdsUrl: parseServiceUrl(flags.kdsUrl, '--kds-url') } : {}),
+      ...(flags.collateralCaFile !== undefined ? { ca: readCaFile(flags.collateralCaFile) } : {}),
+    },
   });
   // Listening for signals before the start means a SIGTERM during it still ends in a clean stop.
   const signalled = untilSignal();
@@ -97,8 +115,11 @@ export async function runProxy(flags: {
   addr?: string;
   caFile?: string;
   logLevel?: string;
+  attestation?: string;
+  devMeasurement?: string;
 }): Promise<void> {
   checkEnvironment(process.env);
+  const attestation = parseAttestationMode(flags.attestation ?? 'auto');
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'proxy');
   const service = flags.service ?? file.service;
   if (service === undefined) throw missingSetting('--service <name>', 'service');
@@ -145,13 +166,40 @@ export async function runProxy(flags: {
     ...(flags.appHealthPath !== undefined ? { appHealthPath: parseHealthPath(flags.appHealthPath) } : {}),
     ...(flags.manifestGenesis !== undefined ? { manifestGenesis: parseDigest(flags.manifestGenesis) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
+    attestation,
+    ...(flags.devMeasurement !== undefined ? { devMeasurement: flags.devMeasurement } : {}),
   });
+  if (attestation === 'dev') {
+    console.error('WARNING: --attestation dev sends INSECURE software evidence that proves nothing; only a development manifest accepts it.');
+  }
   const signalled = untilSignal();
   await proxy.start();
   const signal = await signalled;
   log.info({ signal }, 'stopping');
   await proxy.stop();
   log.flush();
+}
+
+/** Checks the URL of a collateral caching service: http or https, without credentials. */
+function parseServiceUrl(value: string, flag: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `${flag} ${JSON.stringify(value)} is not a URL; use a base URL such as https://pccs.example:8081`);
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '') {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `${flag} must be an http or https URL without credentials`);
+  }
+  return url.toString().replace(/\/+$/, '');
+}
+
+/** Checks a `--attestation` value. */
+function parseAttestationMode(value: string): AttestationMode {
+  if (!(ATTESTATION_MODES as readonly string[]).includes(value)) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--attestation ${JSON.stringify(value)} is invalid: use one of ${ATTESTATION_MODES.join(', ')}`);
+  }
+  return value as AttestationMode;
 }
 
 /** Checks a `--manifest-genesis` value: 64 lowercase hex digits of a SHA-256 digest. */

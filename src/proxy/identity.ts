@@ -1,11 +1,11 @@
-import { X509Certificate, type webcrypto } from 'node:crypto';
+import { X509Certificate, webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { ApiClient } from '../client/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { generateCsr, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
 import { formatSpiffeId, type SpiffeId } from '../spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../tls/index.ts';
-import type { Evidence } from '../attest/index.ts';
+import { enrollmentReportData, type Evidence, type EvidenceProvider } from '../attest/index.ts';
 
 /** The control plane's response to an enrollment or a renewal. */
 export interface SvidResponse {
@@ -16,6 +16,8 @@ export interface SvidResponse {
   notAfter: string;
   bundle: string[];
   trustDomain: string;
+  /** The server's record of the evidence, when the request carried some. */
+  attestation?: { provider: string; insecure: boolean; policy: 'enforced' | 'unpinned' };
 }
 
 /**
@@ -42,7 +44,20 @@ export interface EnrollRequest {
   port: number;
   upstreams: string[];
   ttlSeconds?: number;
-  evidence?: Evidence;
+  /** Produces evidence bound to the new key and a fresh server nonce; none is sent when absent. */
+  evidenceProvider?: EvidenceProvider;
+}
+
+/**
+ * Asks the server for a nonce with `client`'s credential and returns evidence whose report data is
+ * SHA-512 over the CSR's public key and the nonce, so that the evidence is valid for this key and
+ * this request only.
+ */
+async function collectEvidence(client: ApiClient, provider: EvidenceProvider, keys: webcrypto.CryptoKeyPair): Promise<{ nonce: string; evidence: Evidence }> {
+  const { nonce } = await client.post<{ nonce: string; expiresAt: string }>('/v1/svid/nonce', {});
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  const evidence = await provider.collect(enrollmentReportData(spki, Buffer.from(nonce, 'base64url')));
+  return { nonce, evidence };
 }
 
 /**
@@ -88,13 +103,15 @@ export async function enroll(
   controlCa: string[],
 ): Promise<{ response: SvidResponse; contexts: SvidContexts }> {
   const { keys, csr } = await newKeyAndCsr(identity);
-  const response = await client.with({ token: request.joinToken }).post<SvidResponse>('/v1/svid/enroll', {
+  const joinClient = client.with({ token: request.joinToken });
+  const attested = request.evidenceProvider === undefined ? undefined : await collectEvidence(joinClient, request.evidenceProvider, keys);
+  const response = await joinClient.post<SvidResponse>('/v1/svid/enroll', {
     csr,
     address: request.address,
     port: request.port,
     upstreams: request.upstreams,
     ...(request.ttlSeconds !== undefined ? { ttlSeconds: request.ttlSeconds } : {}),
-    ...(request.evidence !== undefined ? { evidence: request.evidence } : {}),
+    ...(attested !== undefined ? attested : {}),
   });
   if (response.spiffeId !== formatSpiffeId({ ...identity, trustDomain: response.trustDomain })) {
     throw new SealmeshError(
@@ -105,7 +122,7 @@ export async function enroll(
   return { response, contexts: await buildContexts(keys, response, controlCa) };
 }
 
-/** Renews over mTLS with the current SVID, with a new key pair. */
+/** Renews over mTLS with the current SVID, with a new key pair and, with a provider, fresh evidence. */
 export async function renew(
   client: ApiClient,
   current: SvidContexts,
@@ -113,12 +130,16 @@ export async function renew(
   instanceId: string,
   controlCa: string[],
   ttlSeconds?: number,
+  evidenceProvider?: EvidenceProvider,
 ): Promise<{ response: SvidResponse; contexts: SvidContexts }> {
   const { keys, csr } = await newKeyAndCsr(identity);
-  const response = await client.with({ secureContext: current.control, token: undefined }).post<SvidResponse>('/v1/svid/renew', {
+  const mtlsClient = client.with({ secureContext: current.control, token: undefined });
+  const attested = evidenceProvider === undefined ? undefined : await collectEvidence(mtlsClient, evidenceProvider, keys);
+  const response = await mtlsClient.post<SvidResponse>('/v1/svid/renew', {
     csr,
     instanceId,
     ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+    ...(attested !== undefined ? attested : {}),
   });
   return { response, contexts: await buildContexts(keys, response, controlCa) };
 }

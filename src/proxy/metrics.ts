@@ -45,6 +45,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  readonly attestationProvider = new Gauge({
+    name: 'sealmesh_proxy_attestation_provider',
+    help: 'Set to 1 for the evidence provider this proxy enrolls with (none when it presents no evidence); insecure is true for the dev provider.',
+    labelNames: ['provider', 'insecure'] as const,
+    registers: [this.registry],
+  });
+
   readonly svidExpirySeconds = new Gauge({
     name: 'sealmesh_proxy_svid_expiry_seconds',
     help: 'Seconds until the current SVID expires.',

@@ -17,6 +17,8 @@ import { OutboundListener } from './outbound.ts';
 import { WatchClient } from './watch-client.ts';
 import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
+import type { EvidenceProvider } from '../attest/index.ts';
+import { createEvidenceProvider, type AttestationMode } from '../attest/providers/index.ts';
 
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
@@ -61,6 +63,19 @@ export interface ProxyOptions {
   drainSeconds?: number;
   /** Interval of the health check of the app. */
   healthCheckIntervalMs?: number;
+  /**
+   * Evidence provider to enroll and renew with. `auto` (the default) detects configfs-tsm or
+   * Gramine's /dev/attestation, `none` sends no evidence, and `dev` sends insecure software evidence.
+   */
+  attestation?: AttestationMode;
+  /** Measurement that the dev provider claims, 96 hex digits. */
+  devMeasurement?: string;
+  /** Mount point of configfs-tsm; default /sys/kernel/config/tsm. */
+  tsmRoot?: string;
+  /** Gramine's attestation directory; default /dev/attestation. */
+  gramineRoot?: string;
+  /** An evidence provider to use in place of the one `attestation` selects. */
+  evidenceProvider?: EvidenceProvider;
   log?: Logger;
 }
 
@@ -99,6 +114,8 @@ export class SidecarProxy {
   #inboundPort = 0;
   readonly #upstreamAddresses = new Map<string, SocketAddress>();
   #stopping = false;
+  #evidenceProvider: EvidenceProvider | undefined;
+  #attestation: { provider: string; insecure: boolean; policy: string } | null = null;
 
   constructor(options: ProxyOptions) {
     this.options = options;
@@ -217,6 +234,12 @@ export class SidecarProxy {
       await this.#abortStart();
       throw error;
     });
+    try {
+      this.#evidenceProvider = await this.#selectEvidenceProvider();
+    } catch (error) {
+      await this.#abortStart();
+      throw error;
+    }
     const { response, contexts } = await enroll(
       this.#client,
       { trustDomain, ...self },
@@ -226,6 +249,7 @@ export class SidecarProxy {
         port: advertise.port === 0 ? this.#inboundPort : advertise.port,
         upstreams: this.options.upstreams.map((upstream) => upstream.service),
         ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
+        ...(this.#evidenceProvider !== undefined ? { evidenceProvider: this.#evidenceProvider } : {}),
       },
       this.options.serverCa,
     ).catch(async (error: unknown) => {
@@ -235,7 +259,11 @@ export class SidecarProxy {
     this.#trustDomain = response.trustDomain;
     this.#instanceId = response.instanceId;
     this.#installSvid(contexts);
-    this.log.info({ spiffeId: contexts.spiffeId, instance: this.#instanceId, serial: contexts.serial, notAfter: contexts.notAfter.toISOString() }, 'enrolled');
+    this.#recordAttestation(response.attestation);
+    this.log.info(
+      { spiffeId: contexts.spiffeId, instance: this.#instanceId, serial: contexts.serial, notAfter: contexts.notAfter.toISOString(), attestation: this.#attestation?.provider ?? 'none', insecure: this.#attestation?.insecure },
+      this.#attestation?.insecure === true ? 'enrolled with INSECURE dev attestation evidence' : 'enrolled',
+    );
 
     this.#watch = new WatchClient({
       client: () => this.#client.with({ secureContext: this.#svid?.control }),
@@ -326,20 +354,44 @@ export class SidecarProxy {
     return this.#snapshot?.upstreams[upstream] ?? [];
   }
 
+  /** The evidence this proxy last enrolled or renewed with, as the server recorded it; null without evidence. */
+  get attestation(): { provider: string; insecure: boolean; policy: string } | null {
+    return this.#attestation;
+  }
+
+  async #selectEvidenceProvider(): Promise<EvidenceProvider | undefined> {
+    if (this.options.evidenceProvider !== undefined) return this.options.evidenceProvider;
+    return createEvidenceProvider({
+      mode: this.options.attestation ?? 'auto',
+      ...(this.options.devMeasurement !== undefined ? { devMeasurement: this.options.devMeasurement } : {}),
+      ...(this.options.tsmRoot !== undefined ? { tsmRoot: this.options.tsmRoot } : {}),
+      ...(this.options.gramineRoot !== undefined ? { gramineRoot: this.options.gramineRoot } : {}),
+      log: this.log.child({ subsystem: 'attestation' }),
+    });
+  }
+
+  #recordAttestation(attestation: { provider: string; insecure: boolean; policy: string } | undefined): void {
+    this.metrics.attestationProvider.reset();
+    this.#attestation = attestation ?? null;
+    this.metrics.attestationProvider.set({ provider: attestation?.provider ?? 'none', insecure: String(attestation?.insecure ?? false) }, 1);
+  }
+
   /** Renews the SVID now with a new key pair; established connections keep running. */
   async renewNow(): Promise<void> {
     const current = this.#svid;
     if (current === undefined) throw new SealmeshError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID to renew; it must enroll first');
     try {
-      const { contexts } = await renew(
+      const { response, contexts } = await renew(
         this.#client,
         current,
         { trustDomain: this.#trustDomain, ...this.identity },
         this.#instanceId,
         this.options.serverCa,
         this.options.svidTtlSeconds,
+        this.#evidenceProvider,
       );
       this.#installSvid(contexts);
+      this.#recordAttestation(response.attestation);
       this.metrics.svidRenewals.inc({ result: 'success' });
       this.log.info({ serial: contexts.serial, notAfter: contexts.notAfter.toISOString() }, 'SVID renewed');
     } catch (error) {

@@ -25,6 +25,20 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
+  readonly attestations = new Counter({
+    name: 'sealmesh_server_attestations_total',
+    help: 'Enrollments and renewals by evidence provider (none without evidence), result (accepted or rejected), whether the provider is insecure (dev), and kind (enroll or renew).',
+    labelNames: ['provider', 'result', 'insecure', 'kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly attestationRejections = new Counter({
+    name: 'sealmesh_server_attestation_rejections_total',
+    help: 'Rejected attestation evidence, by the error code that names the reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly watchStreams = new Gauge({
     name: 'sealmesh_server_watch_streams',
     help: 'Open proxy watch streams.',

@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SealmeshError } from '../errors/index.ts';
-import { spiffeIdFromPeerCertificate, type CertificateAuthority } from '../pki/index.ts';
+import { spiffeIdFromPeerCertificate, validateCsr, type CertificateAuthority } from '../pki/index.ts';
 import { formatServiceRef, formatSpiffeId, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
-import type { VerifierRegistry } from '../attest/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AclService } from './acl.ts';
 import type { Catalog, Instance } from './catalog.ts';
@@ -17,6 +16,8 @@ import { registerOperatorRoutes } from './routes-operator.ts';
 import type { SealLifecycle } from './seal-lifecycle.ts';
 import type { AuditActor, AuditLog } from '../audit/index.ts';
 import type { ManifestService } from './manifest-service.ts';
+import type { AttestationGate } from './attestation.ts';
+import type { NonceStore } from './nonces.ts';
 import { registerManifestRoutes } from './manifest-routes.ts';
 import { registerAuditRoutes } from './audit-routes.ts';
 
@@ -27,7 +28,9 @@ export interface RouteContext {
   intentions: IntentionStore;
   hub: WatchHub;
   metrics: ServerMetrics;
-  verifiers: VerifierRegistry;
+  /** Decides whether enrollment and renewal evidence is acceptable. */
+  attestation: AttestationGate;
+  nonces: NonceStore;
   log: Logger;
   trustDomain: string;
   manifests: ManifestService;
@@ -69,6 +72,32 @@ async function assertIntentionsWritable(manifests: ManifestService): Promise<voi
   }
 }
 
+/** Returns the nonce holder of a join token. */
+function joinHolder(token: { accessorId: string }): string {
+  return `token:${token.accessorId}`;
+}
+
+/** Returns the nonce holder of a proxy that authenticated with its SVID. */
+function spiffeHolder(peer: SpiffeId): string {
+  return `spiffe:${formatSpiffeId(peer)}`;
+}
+
+/** Counts instances by the provider of their evidence, with the insecure ones apart, for `/v1/status`. */
+function summarizeAttestation(instances: Instance[]): { byProvider: Record<string, number>; insecure: number; unattested: number } {
+  const byProvider: Record<string, number> = {};
+  let insecure = 0;
+  let unattested = 0;
+  for (const instance of instances) {
+    if (instance.attestation === undefined) {
+      unattested += 1;
+      continue;
+    }
+    byProvider[instance.attestation.provider] = (byProvider[instance.attestation.provider] ?? 0) + 1;
+    if (instance.attestation.insecure) insecure += 1;
+  }
+  return { byProvider, insecure, unattested };
+}
+
 /** Interval between heartbeat lines on a watch stream, so that both ends notice a dead peer. */
 const WATCH_HEARTBEAT_MS = 15_000;
 
@@ -93,6 +122,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   app.get('/v1/status', async () => {
     const posture = (await manifests.posture()) ?? null;
+    const instances = await catalog.instances();
     return {
       trustDomain: context.trustDomain,
       rootFingerprintSha256: ca.rootFingerprintSha256(),
@@ -104,7 +134,8 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       manifest: posture === null ? null : { version: posture.version, digest: posture.digest },
       posture,
       // Counts only: which proxy enforces what is in `GET /v1/manifest`, behind a read token.
-      proxiesByManifestVersion: countByManifestVersion(await catalog.instances()),
+      proxiesByManifestVersion: countByManifestVersion(instances),
+      attestation: summarizeAttestation(instances),
     };
   });
 
@@ -193,16 +224,44 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     return { deleted: { source: query.source, destination: query.destination } };
   });
 
+  // A nonce binds attestation evidence to one enrollment or renewal. A proxy that enrolls requests
+  // it with its join token, and one that renews requests it over mTLS with its SVID. The nonce is
+  // valid only for the same credential.
+  app.post('/v1/svid/nonce', async (request) => {
+    parseBody(schemas.emptyBody, request.body, 'request body');
+    const holder = await nonceHolder(request);
+    const issued = context.nonces.issue(holder);
+    return { nonce: issued.nonce, expiresAt: issued.expiresAt.toISOString() };
+  });
+
+  async function nonceHolder(request: FastifyRequest): Promise<string> {
+    const token = presentedToken(request);
+    const socket = request.raw.socket as TLSSocket;
+    if (token !== undefined || socket.getPeerX509Certificate?.() === undefined) {
+      // Without a client certificate a join token is required; its absence is reported as such.
+      return joinHolder(await acl.authorize(token, 'join'));
+    }
+    return spiffeHolder(peerIdentity(request, context.trustDomain));
+  }
+
   app.post('/v1/svid/enroll', async (request) => {
     const token = await acl.authorize(presentedToken(request), 'join');
     const body = parseBody(schemas.enrollBody, request.body, 'request body');
-    if (body.evidence !== undefined) {
-      // Fails closed for a provider the server cannot verify.
-      context.verifiers.get(body.evidence.provider);
-    }
     const entitled: SpiffeId = { trustDomain: context.trustDomain, namespace: token.namespace ?? 'default', service: token.service ?? '' };
-    // The CSR is validated before the token is consumed, so a malformed request does not burn it.
+    // The CSR and the evidence are checked before the token is consumed, so a malformed or
+    // rejected request does not burn it.
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'reject');
+    const { spkiDer } = await validateCsr(body.csr, entitled);
+    const attestation = await context.attestation.check({
+      kind: 'enroll',
+      identity: entitled,
+      spkiDer,
+      evidence: body.evidence,
+      nonce: body.nonce,
+      holder: joinHolder(token),
+      actor: tokenActor(token),
+      now: new Date(),
+    });
     const svid = await ca.issueSvid({ csrPem: body.csr, entitled, ttlSeconds });
     await acl.consumeJoinToken(token);
     const instance: Instance = {
@@ -217,10 +276,14 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       registeredAt: new Date().toISOString(),
       svidSerial: svid.serialNumber,
       svidNotAfter: svid.notAfter.toISOString(),
+      ...(attestation !== undefined ? { attestation } : {}),
     };
     await catalog.register(instance);
     metrics.svidsIssued.inc({ kind: 'enroll' });
-    log.info({ spiffeId: svid.spiffeId, instance: instance.id, serial: svid.serialNumber, tokenAccessor: token.accessorId }, 'proxy enrolled');
+    log.info(
+      { spiffeId: svid.spiffeId, instance: instance.id, serial: svid.serialNumber, tokenAccessor: token.accessorId, attestation: attestation?.provider ?? 'none', insecure: attestation?.insecure },
+      'proxy enrolled',
+    );
     return {
       instanceId: instance.id,
       spiffeId: svid.spiffeId,
@@ -229,6 +292,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       notAfter: svid.notAfter.toISOString(),
       bundle: ca.bundle(),
       trustDomain: context.trustDomain,
+      ...(attestation !== undefined ? { attestation: { provider: attestation.provider, insecure: attestation.insecure, policy: attestation.policy } } : {}),
     };
   });
 
@@ -236,14 +300,30 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     const peer = peerIdentity(request, context.trustDomain);
     const body = parseBody(schemas.renewBody, request.body, 'request body');
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'clamp');
+    const { spkiDer } = await validateCsr(body.csr, peer);
+    const attestation = await context.attestation.check({
+      kind: 'renew',
+      identity: peer,
+      spkiDer,
+      evidence: body.evidence,
+      nonce: body.nonce,
+      holder: spiffeHolder(peer),
+      actor: { kind: 'system', accessorId: 'server' },
+      now: new Date(),
+    });
     const svid = await ca.issueSvid({ csrPem: body.csr, entitled: peer, ttlSeconds });
-    await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
-      ...instance,
-      svidSerial: svid.serialNumber,
-      svidNotAfter: svid.notAfter.toISOString(),
-    }));
+    await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => {
+      // Each renewal records the evidence it presented, or removes the record when it presented none.
+      const { attestation: _previous, ...rest } = instance;
+      return {
+        ...rest,
+        svidSerial: svid.serialNumber,
+        svidNotAfter: svid.notAfter.toISOString(),
+        ...(attestation !== undefined ? { attestation } : {}),
+      };
+    });
     metrics.svidsIssued.inc({ kind: 'renew' });
-    log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber }, 'SVID renewed');
+    log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber, attestation: attestation?.provider ?? 'none' }, 'SVID renewed');
     return {
       instanceId: body.instanceId,
       spiffeId: svid.spiffeId,
@@ -252,6 +332,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       notAfter: svid.notAfter.toISOString(),
       bundle: ca.bundle(),
       trustDomain: context.trustDomain,
+      ...(attestation !== undefined ? { attestation: { provider: attestation.provider, insecure: attestation.insecure, policy: attestation.policy } } : {}),
     };
   });
 

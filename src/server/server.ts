@@ -8,7 +8,11 @@ import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { silentLogger, type Logger } from '../log/index.ts';
 import type { Store } from '../store/index.ts';
 import { CertificateAuthority, StoreKeyCustody, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
-import { VerifierRegistry } from '../attest/index.ts';
+import type { VerifierRegistry } from '../attest/index.ts';
+import { createVerifierRegistry } from '../attest/registry.ts';
+import { createCollateralSources, type CollateralConfig } from '../attest/collateral-sources/index.ts';
+import { AttestationGate } from './attestation.ts';
+import { NonceStore } from './nonces.ts';
 import { assertTrustDomain, generateTrustDomain } from '../spiffe/index.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import { AuditLog } from '../audit/index.ts';
@@ -54,6 +58,13 @@ export interface ServerOptions {
   counter?: CounterConfig;
   /** Control socket of a Shamir-sealed server; a sibling of the data directory when absent. */
   unsealSocket?: string;
+  /** Where attestation collateral comes from: a directory, a caching service, or both. */
+  collateral?: CollateralConfig;
+  /**
+   * The verifiers of attestation evidence. Default: `createVerifierRegistry` with the collateral
+   * sources of `collateral`. Tests pass their own.
+   */
+  verifiers?: VerifierRegistry;
 }
 
 interface ClusterMeta {
@@ -165,6 +176,17 @@ export class ControlPlane {
     this.#audit = audit;
     const svidTtlSeconds = this.options.svidTtlSeconds ?? DEFAULT_SVID_TTL_SECONDS;
     const manifests = new ManifestService(store, svidTtlSeconds);
+    const verifiers =
+      this.options.verifiers ??
+      createVerifierRegistry(createCollateralSources(this.options.collateral ?? {}, store, this.log.child({ subsystem: 'collateral' })));
+    const attestation = new AttestationGate({
+      verifiers,
+      nonces: new NonceStore(),
+      posture: () => manifests.posture(),
+      metrics: this.metrics,
+      audit,
+      log: this.log.child({ subsystem: 'attestation' }),
+    });
     const hub = new WatchHub({
       store,
       catalog,
@@ -199,7 +221,8 @@ export class ControlPlane {
       intentions,
       hub,
       metrics: this.metrics,
-      verifiers: new VerifierRegistry(),
+      attestation,
+      nonces: attestation.nonces,
       log: this.log.child({ subsystem: 'api' }),
       trustDomain: this.#trustDomain,
       manifests,

@@ -1,0 +1,266 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { webcrypto } from 'node:crypto';
+import { join } from 'node:path';
+import { enrollmentReportData, type EvidenceProvider } from '../src/attest/index.ts';
+import { ConfigfsTsmProvider, DevEvidenceProvider } from '../src/attest/providers/index.ts';
+import { createVerifierRegistry } from '../src/attest/registry.ts';
+import type { AuditEntry } from '../src/audit/index.ts';
+import { isSealmeshError, type ErrorCode } from '../src/errors/index.ts';
+import type { ServiceSummary } from '../src/server/index.ts';
+import { generateCsr, generateKeyPair } from '../src/pki/index.ts';
+import { TestManifestChain } from './helpers/manifests.ts';
+import { joinToken, startServer, tempDir, type TestServer } from './helpers/mesh.ts';
+import { SNP_POLICY, SoftwareSnpSigner, SoftwareSnpVerifier, TsmEmulator, defaultSnpGuest, type SnpGuest } from './helpers/tee-emulators.ts';
+
+async function rejectsWith(promise: Promise<unknown>, code: ErrorCode): Promise<void> {
+  await assert.rejects(promise, (error: unknown) => {
+    assert.ok(isSealmeshError(error), `expected a SealmeshError, got ${String(error)}`);
+    assert.equal(error.code, code, error.message);
+    return true;
+  });
+}
+
+interface EnrollAttempt {
+  token: string;
+  service: string;
+  provider?: EvidenceProvider;
+  /** Replaces the nonce the server issued. */
+  nonce?: string | null;
+  /** Binds the evidence to another key than the CSR's. */
+  foreignKey?: boolean;
+}
+
+/** Enrolls like a proxy does: key pair, CSR, nonce, evidence over SHA-512(SPKI || nonce). */
+async function enrollWith(mesh: TestServer, attempt: EnrollAttempt): Promise<{ instanceId: string; attestation?: { provider: string; insecure: boolean } }> {
+  const keys = await generateKeyPair();
+  const csr = await generateCsr(`spiffe://${mesh.server.trustDomain}/ns/default/svc/${attempt.service}`, keys);
+  const client = mesh.anonymous.with({ token: attempt.token });
+  const body: Record<string, unknown> = { csr, address: '127.0.0.1', port: 20000, upstreams: [] };
+  if (attempt.provider !== undefined) {
+    const { nonce } = await client.post<{ nonce: string }>('/v1/svid/nonce', {});
+    const bound = attempt.foreignKey === true ? await generateKeyPair() : keys;
+    const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', bound.publicKey));
+    body.evidence = await attempt.provider.collect(enrollmentReportData(spki, Buffer.from(nonce, 'base64url')));
+    if (attempt.nonce !== null) body.nonce = attempt.nonce ?? nonce;
+  }
+  return client.post('/v1/svid/enroll', body);
+}
+
+async function auditEntries(mesh: TestServer, action: string): Promise<AuditEntry[]> {
+  const { entries } = await mesh.operator.get<{ entries: AuditEntry[] }>('/v1/audit');
+  return entries.filter((entry) => entry.action === action);
+}
+
+async function metricsText(mesh: TestServer): Promise<string> {
+  return mesh.server.metrics.registry.metrics();
+}
+
+describe('enrollment without a manifest', () => {
+  let mesh: TestServer;
+  before(async () => {
+    mesh = await startServer();
+  });
+  after(async () => {
+    await mesh.stop();
+  });
+
+  test('join token alone enrolls', async () => {
+    const enrolled = await enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web' });
+    assert.equal(enrolled.attestation, undefined);
+  });
+
+  test('dev evidence rejected without allowDevProvider', async () => {
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web', provider: new DevEvidenceProvider() }), 'SEALMESH_ERR_ATTESTATION_DEV_PROVIDER_REJECTED');
+    const entries = await auditEntries(mesh, 'attestation.reject');
+    assert.equal(entries.at(-1)?.details?.code, 'SEALMESH_ERR_ATTESTATION_DEV_PROVIDER_REJECTED');
+    assert.equal(entries.at(-1)?.subject, `spiffe://${mesh.server.trustDomain}/ns/default/svc/web`);
+    assert.match(await metricsText(mesh), /sealmesh_server_attestation_rejections_total\{reason="SEALMESH_ERR_ATTESTATION_DEV_PROVIDER_REJECTED"\} 1/);
+  });
+
+  test('nonce requires a credential', async () => {
+    await rejectsWith(mesh.anonymous.post('/v1/svid/nonce', {}), 'SEALMESH_ERR_ACL_TOKEN_MISSING');
+    const { token } = await mesh.operator.post<{ token: string }>('/v1/acl/tokens', { kind: 'read' });
+    await rejectsWith(mesh.anonymous.with({ token }).post('/v1/svid/nonce', {}), 'SEALMESH_ERR_ACL_PERMISSION_DENIED');
+  });
+
+  test('nonce is fresh and short-lived', async () => {
+    const client = mesh.anonymous.with({ token: await joinToken(mesh, 'web') });
+    const first = await client.post<{ nonce: string; expiresAt: string }>('/v1/svid/nonce', {});
+    const second = await client.post<{ nonce: string; expiresAt: string }>('/v1/svid/nonce', {});
+    assert.notEqual(first.nonce, second.nonce);
+    assert.equal(Buffer.from(first.nonce, 'base64url').length, 32);
+    const lifetime = Date.parse(first.expiresAt) - Date.now();
+    assert.ok(lifetime > 0 && lifetime <= 60_000, `nonce lifetime ${lifetime} ms`);
+  });
+});
+
+describe('enrollment under a development manifest', () => {
+  let mesh: TestServer;
+  let chain: TestManifestChain;
+  before(async () => {
+    mesh = await startServer();
+    chain = new TestManifestChain(mesh);
+    await chain.apply({
+      environment: 'development',
+      attestation: { required: false, allowDevProvider: true, services: { web: { providers: ['dev'] } } },
+    });
+  });
+  after(async () => {
+    await mesh.stop();
+  });
+
+  test('dev evidence enrolls and is recorded as insecure', async () => {
+    const enrolled = await enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web', provider: new DevEvidenceProvider() });
+    assert.deepEqual(enrolled.attestation, { provider: 'dev', insecure: true, policy: 'enforced' });
+    const { services } = await mesh.operator.get<{ services: ServiceSummary[] }>('/v1/catalog/services');
+    const instance = services.find((service) => service.name === 'web')?.instances.find((candidate) => candidate.id === enrolled.instanceId);
+    assert.equal(instance?.attestation?.provider, 'dev');
+    assert.equal(instance?.attestation?.insecure, true);
+    assert.match(instance?.attestation?.measurementDigest ?? '', /^[0-9a-f]{64}$/);
+    const status = await mesh.anonymous.get<{ attestation: { byProvider: Record<string, number>; insecure: number } }>('/v1/status');
+    assert.equal(status.attestation.byProvider.dev, 1);
+    assert.equal(status.attestation.insecure, 1);
+    assert.match(await metricsText(mesh), /sealmesh_server_attestations_total\{provider="dev",result="accepted",insecure="true",kind="enroll"\} 1/);
+  });
+
+  test('join token alone refused when the service has a policy', async () => {
+    const token = await joinToken(mesh, 'web');
+    await rejectsWith(enrollWith(mesh, { token, service: 'web' }), 'SEALMESH_ERR_ATTESTATION_REQUIRED');
+    // The refusal does not spend the token.
+    const enrolled = await enrollWith(mesh, { token, service: 'web', provider: new DevEvidenceProvider() });
+    assert.equal(enrolled.attestation?.provider, 'dev');
+  });
+
+  test('service without a policy enrolls on its token', async () => {
+    const enrolled = await enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api' });
+    assert.equal(enrolled.attestation, undefined);
+  });
+
+  test('evidence for another key rejected', async () => {
+    await rejectsWith(
+      enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web', provider: new DevEvidenceProvider(), foreignKey: true }),
+      'SEALMESH_ERR_ATTESTATION_BINDING_MISMATCH',
+    );
+  });
+
+  test('evidence without nonce rejected', async () => {
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web', provider: new DevEvidenceProvider(), nonce: null }), 'SEALMESH_ERR_ATTESTATION_NONCE_MISSING');
+  });
+
+  test('unknown nonce rejected', async () => {
+    await rejectsWith(
+      enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web', provider: new DevEvidenceProvider(), nonce: Buffer.alloc(32, 7).toString('base64url') }),
+      'SEALMESH_ERR_ATTESTATION_NONCE_INVALID',
+    );
+  });
+
+  test('nonce of another token rejected', async () => {
+    const other = mesh.anonymous.with({ token: await joinToken(mesh, 'web') });
+    const { nonce } = await other.post<{ nonce: string }>('/v1/svid/nonce', {});
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web', provider: new DevEvidenceProvider(), nonce }), 'SEALMESH_ERR_ATTESTATION_NONCE_INVALID');
+  });
+
+  test('nonce used once only', async () => {
+    const token = await joinToken(mesh, 'web');
+    const client = mesh.anonymous.with({ token });
+    const { nonce } = await client.post<{ nonce: string }>('/v1/svid/nonce', {});
+    const provider = new DevEvidenceProvider();
+    const keys = await generateKeyPair();
+    const csr = await generateCsr(`spiffe://${mesh.server.trustDomain}/ns/default/svc/web`, keys);
+    const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+    const evidence = await provider.collect(enrollmentReportData(spki, Buffer.from(nonce, 'base64url')));
+    const body = { csr, address: '127.0.0.1', port: 20000, upstreams: [], evidence, nonce };
+    await client.post('/v1/svid/enroll', body);
+    // A second join token replays the same nonce and evidence.
+    await rejectsWith(mesh.anonymous.with({ token: await joinToken(mesh, 'web') }).post('/v1/svid/enroll', body), 'SEALMESH_ERR_ATTESTATION_NONCE_INVALID');
+  });
+
+  test('production manifest with the dev provider rejected', async () => {
+    await rejectsWith(
+      chain.apply({ environment: 'production', attestation: { required: false, allowDevProvider: true, services: {} } }),
+      'SEALMESH_ERR_MANIFEST_INVALID',
+    );
+  });
+});
+
+describe('enrollment with SEV-SNP evidence', () => {
+  const signer = new SoftwareSnpSigner();
+  let mesh: TestServer;
+  let chain: TestManifestChain;
+  const guest = defaultSnpGuest();
+  const measurement = guest.measurement.toString('hex');
+
+  async function snpProvider(changes: Partial<SnpGuest> = {}): Promise<ConfigfsTsmProvider> {
+    const root = join(tempDir('sealmesh-tsm-').path, 'tsm');
+    const emulator = new TsmEmulator(root, { kernelProvider: 'sev_guest', snp: { signer, guest: { ...guest, ...changes } } });
+    await emulator.install();
+    return new ConfigfsTsmProvider({ provider: 'sev-snp', root, fs: emulator });
+  }
+
+  before(async () => {
+    const verifiers = createVerifierRegistry();
+    verifiers.register(new SoftwareSnpVerifier(signer.publicKey));
+    mesh = await startServer({ verifiers });
+    chain = new TestManifestChain(mesh);
+    await chain.apply({
+      attestation: {
+        required: true,
+        services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [measurement], minTcb: { bootloader: 3, tee: 0, snp: 20, microcode: 200 } } } },
+      },
+    });
+  });
+  after(async () => {
+    await mesh.stop();
+  });
+
+  test('measured guest enrolls', async () => {
+    const enrolled = await enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider() });
+    assert.deepEqual(enrolled.attestation, { provider: 'sev-snp', insecure: false, policy: 'enforced' });
+  });
+
+  test('other measurement rejected', async () => {
+    await rejectsWith(
+      enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider({ measurement: Buffer.alloc(48, 1) }) }),
+      'SEALMESH_ERR_ATTESTATION_SNP_MEASUREMENT_MISMATCH',
+    );
+    const entry = (await auditEntries(mesh, 'attestation.reject')).at(-1);
+    assert.equal(entry?.details?.field, 'sev-snp.measurement');
+    assert.equal(entry?.details?.provider, 'sev-snp');
+  });
+
+  test('debug guest rejected', async () => {
+    await rejectsWith(
+      enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider({ policy: SNP_POLICY.reserved | SNP_POLICY.debug }) }),
+      'SEALMESH_ERR_ATTESTATION_DEBUG_REJECTED',
+    );
+  });
+
+  test('SMT guest rejected by default', async () => {
+    await rejectsWith(
+      enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider({ policy: SNP_POLICY.reserved | SNP_POLICY.smt }) }),
+      'SEALMESH_ERR_ATTESTATION_SMT_REJECTED',
+    );
+  });
+
+  test('old microcode rejected', async () => {
+    await rejectsWith(
+      enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider({ reportedTcb: { ...guest.reportedTcb, microcode: 100 } }) }),
+      'SEALMESH_ERR_ATTESTATION_SNP_TCB_MICROCODE_TOO_OLD',
+    );
+  });
+
+  test('dev evidence rejected under a production manifest', async () => {
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: new DevEvidenceProvider() }), 'SEALMESH_ERR_ATTESTATION_DEV_PROVIDER_REJECTED');
+  });
+
+  test('required attestation without a service policy rejected', async () => {
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web' }), 'SEALMESH_ERR_ATTESTATION_REQUIRED');
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'web'), service: 'web', provider: await snpProvider() }), 'SEALMESH_ERR_ATTESTATION_POLICY_MISSING');
+  });
+
+  test('provider without a verifier rejected', async () => {
+    const tdx: EvidenceProvider = { name: 'tdx', insecure: false, collect: async () => ({ provider: 'tdx', data: Buffer.alloc(64).toString('base64') }) };
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: tdx }), 'SEALMESH_ERR_ATTESTATION_PROVIDER_UNSUPPORTED');
+  });
+});
