@@ -260,7 +260,12 @@ describe('enrollment with SEV-SNP evidence', () => {
   });
 
   test('provider without a verifier rejected', async () => {
+    const tpm: EvidenceProvider = { name: 'tpm', insecure: false, collect: async () => ({ provider: 'tpm', data: Buffer.alloc(64).toString('base64') }) };
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: tpm }), 'SEALMESH_ERR_ATTESTATION_PROVIDER_UNSUPPORTED');
+  });
+
+  test('malformed TDX quote rejected', async () => {
     const tdx: EvidenceProvider = { name: 'tdx', insecure: false, collect: async () => ({ provider: 'tdx', data: Buffer.alloc(64).toString('base64') }) };
-    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: tdx }), 'SEALMESH_ERR_ATTESTATION_PROVIDER_UNSUPPORTED');
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: tdx }), 'SEALMESH_ERR_DCAP_QUOTE_VERSION_UNSUPPORTED');
   });
 });
