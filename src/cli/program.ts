@@ -9,6 +9,7 @@ import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addSealOptions, type SealFlags } from './seal-flags.ts';
+import { addCaCustodyOptions, type CaCustodyFlags } from './ca-flags.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -45,8 +46,8 @@ export function buildProgram(): Command {
     .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
     .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects (default: 30s)')
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
-  addSealOptions(server).action(
-    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags) => {
+  addCaCustodyOptions(addSealOptions(server)).action(
+    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags & CaCustodyFlags) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
       await runServer(flags);
