@@ -429,7 +429,7 @@ export class CertificateAuthority {
     const rootCertificate = parseCertificate(rootPem, rootPemRecord.key);
     this.#checkTrustDomain(rootCertificate);
 
-    this.#roots = (await this.#store.list(STORE_KEYS.rootPrefix)).map((record) => Buffer.from(record.value).toString('utf8'));
+    this.#roots = await this.#listRoots();
     // Only the label of the root key is kept: the key is loaded when an intermediate is due.
     this.#signingRoot = {
       certificate: rootCertificate,
@@ -447,6 +447,11 @@ export class CertificateAuthority {
           };
     this.#intermediate = await this.#loadIntermediate(intermediateRecord);
     return true;
+  }
+
+  /** Reads the PEM of every root in the bundle, ordered by serial number as the store lists them. */
+  async #listRoots(): Promise<string[]> {
+    return (await this.#store.list(STORE_KEYS.rootPrefix)).map((record) => Buffer.from(record.value).toString('utf8'));
   }
 
   async #loadIntermediate(record: StoreRecord): Promise<IntermediateState> {
@@ -631,7 +636,7 @@ export class CertificateAuthority {
       await Promise.allSettled([this.#custody.destroy(root.keyLabel), this.#custody.destroy(intermediate.keyLabel)]);
       throw new SealmeshError('SEALMESH_ERR_CONFLICT', 'the CA changed while the root was being rotated: restart the server and rotate again');
     }
-    this.#roots = [...this.#roots, root.pem];
+    this.#roots = await this.#listRoots();
     this.#signingRoot = {
       certificate: root.certificate,
       keyLabel: root.keyLabel,
@@ -685,7 +690,7 @@ export class CertificateAuthority {
 
     this.#rotation = undefined;
     this.#horizon.forget(retiredRootSerial);
-    this.#roots = this.#roots.filter((pem) => new NodeX509Certificate(pem).serialNumber.toLowerCase() !== retiredRootSerial);
+    this.#roots = await this.#listRoots();
     const destroyedKeys: string[] = [];
     const keysNotDestroyed: string[] = [];
     for (const label of [rotation.retiredRootKeyLabel, rotation.retiredIntermediateKeyLabel]) {
