@@ -132,7 +132,7 @@ export class SidecarProxy {
     return this.#instanceId;
   }
 
-  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId'> | undefined {
+  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId' | 'chainPem'> | undefined {
     return this.#svid;
   }
 
