@@ -2,8 +2,8 @@
  * The public surface of the sealmesh PKI: the CA, its key custody, CSR validation, peer identity
  * checks and the workload key helpers.
  */
+export { CertificateAuthority } from './ca.ts';
 export {
-  CertificateAuthority,
   CLOCK_SKEW_SECONDS,
   DEFAULT_SVID_TTL_SECONDS,
   MAX_SVID_TTL_SECONDS,
@@ -15,7 +15,7 @@ export {
   type RootPrune,
   type RootRotation,
   type RootStatus,
-} from './ca.ts';
+} from './ca-types.ts';
 export { MAX_CSR_BYTES, validateCsr, type ValidatedCsr } from './csr.ts';
 export type { CaSigningKey, KeyCustody, KeyCustodyName } from './custody.ts';
 export { Pkcs11KeyCustody, type Pkcs11CustodyOptions } from './pkcs11-custody.ts';
