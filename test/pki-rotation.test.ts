@@ -196,3 +196,14 @@ test('horizon moves with leaves issued later', async (t) => {
 
   assert.ok(Date.parse(rotation.prunableAfter) >= late.svid.notAfter.getTime() + CLOCK_SKEW_SECONDS * 1000);
 });
+
+test('retired root without leaves prunes at once', async (t) => {
+  const clock = testClock();
+  const ca = await openCa(openStore(t), clock.now);
+  await ca.rotateRoot();
+
+  const pruned = await ca.pruneRetiredRoot();
+
+  assert.equal(pruned.pruned, true, 'no SVID was issued under the retired root');
+  assert.equal(ca.bundle().length, 1);
+});
