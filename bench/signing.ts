@@ -10,10 +10,10 @@ import { SealedStore, SqliteStore } from '../src/store/index.ts';
 import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
 
 /**
- * SVID issuance per second with the CA keys in process (sealed custody) against the CA keys in
- * SoftHSM2 through PKCS#11, raw CA signatures per second for both, and TLS 1.3 handshakes per
- * second between two endpoints on 127.0.0.1 that present SVIDs. The variants run alternately,
- * round by round.
+ * The signing benchmark. It measures SVID issuance per second with the CA keys in process (sealed
+ * custody) against the CA keys in SoftHSM2 through PKCS#11, and raw CA signatures per second for
+ * both. It also measures TLS 1.3 handshakes per second between two endpoints on 127.0.0.1 that
+ * present SVIDs. The variants run alternately, round by round.
  */
 
 const ROUNDS = Number(process.env.SEALMESH_BENCH_ROUNDS ?? 5);

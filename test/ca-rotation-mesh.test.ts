@@ -8,9 +8,9 @@ import type { SidecarProxy } from '../src/proxy/index.ts';
 import { allow, eventually, httpGet, startHttpApp, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
 /**
- * One mesh through a whole root rotation: traffic flows from web to api the whole time, while
- * api is renewed under the new root and web still runs on the old one, then both on the new root,
- * then after the retired root is pruned.
+ * One mesh through a whole root rotation, with traffic from web to api the whole time. First api
+ * is renewed under the new root while web still runs on the old one. Then both run on the new
+ * root, and then the retired root is pruned.
  *
  * The CA's clock is moved forward before the prune, because the shortest SVID lifetime (5 min)
  * plus the horizon step would otherwise make the test wait for over 20 minutes. Certificates the

@@ -48,7 +48,7 @@ function openStore(t: TestContext): { store: SqliteStore; dir: string } {
   return { store, dir };
 }
 
-/** A second session on the token, as an attacker with the PIN would open one. */
+/** Opens a second session on the token, as an attacker with the PIN would. */
 function inspectorSession(t: TestContext): TokenSession {
   const hsm = sharedToken();
   const session = TokenSession.open({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin }, 'test inspector');

@@ -80,7 +80,7 @@ interface RotationState extends RotationRecord {
  * the new root with the old one and puts both roots in the bundle. The old root leaves the bundle
  * in `pruneRetiredRoot`, once the leaf horizon of the old root (see ca-horizon.ts) has passed.
  * NOTE: a CertificateAuthority reads the store only at open and after its own writes, so a second
- * server process on the same store sees another's rotation only after a restart.
+ * server process on the same store loads another's rotation only after a restart.
  */
 export class CertificateAuthority {
   readonly #store: Store;
@@ -106,7 +106,7 @@ export class CertificateAuthority {
 
   /**
    * Opens the CA kept in `store`, creating the root and intermediate on first use, checks that
-   * the custody holds the keys of the signing root and the intermediate, and replaces the
+   * the custody contains the keys of the signing root and the intermediate, and replaces the
    * intermediate when it expires within 30 days.
    * Throws SEALMESH_ERR_CONFIG_INVALID when the store contains a CA of another trust domain,
    * SEALMESH_ERR_CA_CUSTODY_MISMATCH when it was created with another custody,
@@ -132,7 +132,7 @@ export class CertificateAuthority {
     return this.#trustDomain;
   }
 
-  /** The name of the key custody that holds the CA keys. */
+  /** The name of the key custody that keeps the CA keys. */
   get custodyName(): string {
     return this.#custody.name;
   }
@@ -222,9 +222,9 @@ export class CertificateAuthority {
   }
 
   /**
-   * Replaces the signing root: generates a new root key and a new intermediate key in the same
-   * custody, issues the new root (10 years), cross-signs it with the current root, and stores the
-   * new root, the new intermediate and the rotation record in one transaction. From then on
+   * Replaces the signing root. It generates a new root key and a new intermediate key in the same
+   * custody, issues the new root (10 years) and cross-signs it with the current root. One
+   * transaction then stores the new root, the new intermediate and the rotation record. From then on
    * leaves are issued under the new intermediate, and the bundle holds both roots until
    * `pruneRetiredRoot` removes the old one.
    *

@@ -33,7 +33,7 @@ export interface SvidContexts {
   chainPem: string;
   /**
    * The private key, kept so that the contexts can be rebuilt when the trust bundle changes
-   * without a new SVID. OpenSSL holds a copy in each context anyway.
+   * without a new SVID. OpenSSL keeps a copy in each context anyway.
    */
   privateKey: webcrypto.CryptoKey;
   /** Options for `tls.Server#setSecureContext` of the inbound listener. */
