@@ -70,7 +70,7 @@ export class Pkcs11KeyCustody implements KeyCustody {
     const session = this.#requireSession();
     const { api, library } = session;
     const objectLabel = this.#objectLabel(label);
-    if (session.findObjects([{ type: api.CKA_LABEL, value: objectLabel }]).length > 0) {
+    if (hsmCall('C_FindObjects', () => session.findObjects([{ type: api.CKA_LABEL, value: objectLabel }])).length > 0) {
       throw new SealmeshError('SEALMESH_ERR_CONFLICT', `${CONTEXT}: token ${JSON.stringify(session.tokenLabel)} already has a key labelled ${JSON.stringify(objectLabel)}`);
     }
     const id = createHash('sha256').update(objectLabel).digest().subarray(0, 16);
@@ -127,7 +127,8 @@ export class Pkcs11KeyCustody implements KeyCustody {
   /** Destroys every object labelled for `label`. Returns false when there was none. */
   async destroy(label: string): Promise<boolean> {
     const session = this.#requireSession();
-    const objects = session.findObjects([{ type: session.api.CKA_LABEL, value: this.#objectLabel(label) }]);
+    const objectLabel = this.#objectLabel(label);
+    const objects = hsmCall('C_FindObjects', () => session.findObjects([{ type: session.api.CKA_LABEL, value: objectLabel }]));
     for (const object of objects) hsmCall('C_DestroyObject', () => session.library.C_DestroyObject(session.handle, object));
     return objects.length > 0;
   }
