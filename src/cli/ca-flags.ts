@@ -10,7 +10,7 @@ export interface CaCustodyFlags {
   caPkcs11PinEnv: string;
 }
 
-/** Environment variable that holds the CA token's user PIN unless --ca-pkcs11-pin-env names another. */
+/** Environment variable that contains the CA token's user PIN unless --ca-pkcs11-pin-env names another. */
 export const DEFAULT_CA_PIN_ENV = 'SEALMESH_CA_PKCS11_PIN';
 
 /** Adds the CA key custody options to the server command. */

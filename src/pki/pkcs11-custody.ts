@@ -3,7 +3,7 @@ import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { ckrName, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
 import { assertKeyLabel, type CaSigningKey, type KeyCustody } from './custody.ts';
 
-/** Where the CA keys live: the module, token label and PIN, and the cluster they belong to. */
+/** Location of the CA keys: the module, token label and PIN, and the cluster they belong to. */
 export interface Pkcs11CustodyOptions extends Pkcs11TokenOptions {
   /**
    * Scopes the keys of one cluster in a token that several clusters may share. The server passes
@@ -21,7 +21,7 @@ const UNCOMPRESSED_POINT_BYTES = 65;
 const SIGNATURE_BYTES = 64;
 
 /**
- * A key custody whose CA keys are generated inside a PKCS#11 token and never leave it: each
+ * A key custody whose CA keys are generated inside a PKCS#11 token and never leave it. Each
  * private key is a token object (CKA_TOKEN) that is sensitive and not extractable, so the token
  * refuses to return its value, wrapped or not. Every certificate is signed in the token with
  * CKM_ECDSA over a SHA-256 digest computed in this process.
@@ -61,9 +61,9 @@ export class Pkcs11KeyCustody implements KeyCustody {
   }
 
   /**
-   * Generates an ECDSA P-256 key pair in the token: the private key with CKA_TOKEN, CKA_PRIVATE,
-   * CKA_SENSITIVE and CKA_SIGN true and CKA_EXTRACTABLE false, the public key as a token object
-   * too, both with the same CKA_LABEL and a CKA_ID derived from it. Throws SEALMESH_ERR_CONFLICT
+   * Generates an ECDSA P-256 key pair in the token. The private key has CKA_TOKEN, CKA_PRIVATE,
+   * CKA_SENSITIVE and CKA_SIGN true and CKA_EXTRACTABLE false. The public key is a token object
+   * too, and both carry the same CKA_LABEL and a CKA_ID derived from it. Throws SEALMESH_ERR_CONFLICT
    * when the token already has an object with that label.
    */
   async generate(label: string): Promise<CaSigningKey> {

@@ -7,9 +7,9 @@ import type { ServerMetrics } from './metrics.ts';
 export const CA_PRUNE_INTERVAL_MS = 60_000;
 
 /**
- * Runs the root rotation steps of the control plane around the CA: each step is audited, logged
- * and counted, and after every change of the bundle the server publishes it (trust-bundle.pem, a
- * server certificate under the new chain, a push to every proxy).
+ * Runs the root rotation steps of the control plane around the CA. Each step is audited, logged
+ * and counted. After every change of the bundle the server publishes it: trust-bundle.pem, a
+ * server certificate under the new chain, and a push to every proxy.
  */
 export class CaRotation {
   readonly #ca: CertificateAuthority;
@@ -70,7 +70,7 @@ export class CaRotation {
     return result;
   }
 
-  /** The timer's prune: failures are logged and the next interval tries again. */
+  /** Prunes on the server's timer. Failures are logged, and the next interval tries again. */
   async pruneOnTimer(): Promise<void> {
     try {
       await this.prune({ kind: 'system', accessorId: 'server' });

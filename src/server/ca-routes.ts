@@ -7,8 +7,8 @@ import * as schemas from './schemas.ts';
 import { parseBody, presentedToken } from './request.ts';
 
 /**
- * The CA routes: status (read token), root rotation and the prune of a retired root (operator
- * token).
+ * Registers the CA routes: status (read token), root rotation and the prune of a retired root
+ * (operator token).
  */
 export function registerCaRoutes(app: FastifyInstance, context: { acl: AclService; ca: CertificateAuthority; rotation: CaRotation; log: Logger }): void {
   const { acl, ca, rotation, log } = context;
