@@ -14,14 +14,11 @@ import {
   type SigningRootRecord,
 } from './ca-records.ts';
 import { LeafHorizon } from './ca-horizon.ts';
+import { createIntermediateIssuer, createRootIssuer, type IssuerContext } from './ca-issuers.ts';
 import {
   createCrossCertificate,
-  createIntermediateCertificate,
   createLeafCertificate,
-  createRootCertificate,
-  rootSubject,
   serverCertificateNames,
-  type CertificateTiming,
   type Issuer,
 } from './certificates.ts';
 import { validateCsr } from './csr.ts';
@@ -32,9 +29,7 @@ import {
   checkTtl,
   CLOCK_SKEW_SECONDS,
   INTERMEDIATE_RENEWAL_SECONDS,
-  INTERMEDIATE_VALIDITY_SECONDS,
   MAX_SVID_TTL_SECONDS,
-  ROOT_VALIDITY_YEARS,
   toPem,
   truncateToSecond,
   type CaStatus,
@@ -271,6 +266,10 @@ export class CertificateAuthority {
     };
   }
 
+  #issuerContext(): IssuerContext {
+    return { custody: this.#custody, trustDomain: this.#trustDomain, now: this.#now };
+  }
+
   #runExclusive<T>(task: () => Promise<T>): Promise<T> {
     const run = this.#exclusive.then(task);
     this.#exclusive = run.catch(() => undefined);
@@ -432,30 +431,11 @@ export class CertificateAuthority {
     }
   }
 
-  /** Creates a root certificate and its key in the custody. */
-  async #createRoot(rotated: boolean): Promise<Issuer & { keyLabel: string; pem: string }> {
-    const now = truncateToSecond(this.#now());
-    const notAfter = new Date(now);
-    notAfter.setUTCFullYear(notAfter.getUTCFullYear() + ROOT_VALIDITY_YEARS);
-    const serialNumber = randomSerialNumber();
-    const keyLabel = `root-${serialNumber}`;
-    const key = await this.#custody.generate(keyLabel);
-    const certificate = await createRootCertificate({
-      key,
-      trustDomain: this.#trustDomain,
-      serialNumber,
-      notBefore: new Date(now.getTime() - CLOCK_SKEW_SECONDS * 1000),
-      notAfter,
-      subject: rootSubject(this.#trustDomain, rotated ? serialNumber : undefined),
-    });
-    return { certificate, key, keyLabel, pem: toPem(certificate) };
-  }
-
   /** Creates the root and the first intermediate and stores both in one transaction. */
   async #initialize(): Promise<void> {
-    const root = await this.#createRoot(false);
+    const root = await createRootIssuer(this.#issuerContext(), false);
     const { certificate, keyLabel, pem } = root;
-    const intermediate = await this.#createIntermediate(root);
+    const intermediate = await createIntermediateIssuer(this.#issuerContext(), root);
 
     const result = await this.#store.txn({
       compare: [
@@ -485,7 +465,7 @@ export class CertificateAuthority {
   async #renewIntermediate(): Promise<boolean> {
     const root = this.#signingRoot;
     const rootKey = await this.#loadKey(root.keyLabel, root.certificate);
-    const intermediate = await this.#createIntermediate({ certificate: root.certificate, key: rootKey });
+    const intermediate = await createIntermediateIssuer(this.#issuerContext(), { certificate: root.certificate, key: rootKey });
     const result = await this.#store.txn({
       compare: [{ key: STORE_KEYS.intermediate, modRevision: this.#intermediate.modRevision }],
       success: [
@@ -503,20 +483,6 @@ export class CertificateAuthority {
     return true;
   }
 
-  async #createIntermediate(root: Issuer): Promise<Omit<IntermediateState, 'modRevision'>> {
-    const now = truncateToSecond(this.#now());
-    const fullTerm = new Date(now.getTime() + INTERMEDIATE_VALIDITY_SECONDS * 1000);
-    const timing: CertificateTiming = {
-      serialNumber: randomSerialNumber(),
-      notBefore: new Date(now.getTime() - CLOCK_SKEW_SECONDS * 1000),
-      notAfter: fullTerm > root.certificate.notAfter ? root.certificate.notAfter : fullTerm,
-    };
-    const keyLabel = `intermediate-${timing.serialNumber}`;
-    const key = await this.#custody.generate(keyLabel);
-    const certificate = await createIntermediateCertificate({ ...timing, key, issuer: root, trustDomain: this.#trustDomain });
-    return { certificate, key, keyLabel, pem: toPem(certificate), rootSerial: root.certificate.serialNumber };
-  }
-
   async #rotateRoot(): Promise<RootRotation> {
     if (this.#rotation !== undefined) {
       const prune = await this.#pruneRetiredRoot();
@@ -529,8 +495,8 @@ export class CertificateAuthority {
     }
     const retired = this.#signingRoot;
     const retiredKey = await this.#loadKey(retired.keyLabel, retired.certificate);
-    const root = await this.#createRoot(true);
-    const intermediate = await this.#createIntermediate(root);
+    const root = await createRootIssuer(this.#issuerContext(), true);
+    const intermediate = await createIntermediateIssuer(this.#issuerContext(), root);
     const now = truncateToSecond(this.#now());
     const cross = await createCrossCertificate({
       root: root.certificate,
