@@ -1,6 +1,6 @@
 import { Option, type Command } from 'commander';
 import { SealmeshError } from '../errors/index.ts';
-import type { CaCustodyConfig } from '../server/server.ts';
+import type { CaCustodyConfig } from '../server/index.ts';
 
 /** Flags that choose where the CA private keys live. */
 export interface CaCustodyFlags {
