@@ -36,6 +36,7 @@ export const AUDIT_ACTIONS = [
   'seal.rotate-data-key',
   'snapshot.restore',
   'ca.rotate',
+  'ca.prune',
   'ca.intermediate-renewed',
   'attestation.reject',
 ] as const;

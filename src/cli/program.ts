@@ -9,6 +9,7 @@ import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addSealOptions } from './seal-flags.ts';
+import { addCaCustodyOptions } from './ca-flags.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -57,7 +58,7 @@ export function buildProgram(): Command {
     .option('--pccs-url <url>', 'PCCS or Intel PCS base URL for TDX and SGX collateral; fetched documents are cached in the store until they expire')
     .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs and chains')
     .option('--collateral-ca-file <path>', 'PEM roots for an HTTPS --pccs-url or --kds-url (default: the system roots)');
-  addSealOptions(server).action(
+  addCaCustodyOptions(addSealOptions(server)).action(
     async (flags: Parameters<typeof runServer>[0]) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');

@@ -6,6 +6,7 @@ import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/ind
 import { SealmeshError } from '../errors/index.ts';
 import { checkEnvironment, isLoopback, loadLocalConfig } from '../config/index.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
+import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
 
 /**
@@ -55,7 +56,8 @@ export async function runServer(
     pccsUrl?: string;
     kdsUrl?: string;
     collateralCaFile?: string;
-  } & SealFlags,
+  } & SealFlags &
+    Partial<CaCustodyFlags>,
 ): Promise<void> {
   checkEnvironment(process.env);
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'server');
@@ -65,8 +67,10 @@ export async function runServer(
   const listen = flags.addr !== undefined ? parseHostPort(flags.addr, '--addr', true) : (file.addr ?? parseHostPort(DEFAULT_SERVER_ADDR, '--addr', true));
   const leaseSeconds = flags.lease !== undefined ? parseDuration(flags.lease, '--lease') : (file.leaseSeconds ?? parseDuration(DEFAULT_LEASE, '--lease'));
   const counter = counterFromFlags(flags);
+  const caCustody = caCustodyFromFlags({ caCustody: flags.caCustody ?? 'sealed', caPkcs11PinEnv: flags.caPkcs11PinEnv ?? DEFAULT_CA_PIN_ENV, ...pkcs11Flags(flags) });
   const server = new ControlPlane({
     seal: sealFromFlags(flags),
+    caCustody,
     ...(counter !== undefined ? { counter } : {}),
     ...(flags.unsealSocket !== undefined ? { unsealSocket: flags.unsealSocket } : {}),
     dataDir,
@@ -89,6 +93,14 @@ export async function runServer(
   log.info({ signal }, 'stopping');
   await server.stop();
   log.flush();
+}
+
+/** Picks the PKCS#11 module and token label flags that were given. */
+function pkcs11Flags(flags: Partial<CaCustodyFlags>): Pick<CaCustodyFlags, 'caPkcs11Module' | 'caPkcs11TokenLabel'> {
+  return {
+    ...(flags.caPkcs11Module !== undefined ? { caPkcs11Module: flags.caPkcs11Module } : {}),
+    ...(flags.caPkcs11TokenLabel !== undefined ? { caPkcs11TokenLabel: flags.caPkcs11TokenLabel } : {}),
+  };
 }
 
 /**

@@ -240,6 +240,14 @@ export const ERROR_CODES = {
   SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID: { status: 502, summary: 'attestation collateral is malformed, expired or lacks its issuer chain' },
 
   // CA key custody and root rotation.
+  SEALMESH_ERR_CA_CUSTODY_MISMATCH: { status: 500, summary: 'the CA in the store was created with another key custody than the server was started with' },
+  SEALMESH_ERR_CA_KEY_MISSING: { status: 500, summary: 'a CA private key that the store names is not in the key custody' },
+  SEALMESH_ERR_CA_KEY_INVALID: { status: 500, summary: 'a CA key in the HSM is not a sensitive, non-extractable ECDSA P-256 signing key' },
+  SEALMESH_ERR_CA_HSM_UNAVAILABLE: { status: 503, summary: 'the PKCS#11 module of the CA key custody could not be loaded or the HSM failed' },
+  SEALMESH_ERR_CA_HSM_TOKEN_MISSING: { status: 500, summary: 'no token with the configured label holds the CA keys' },
+  SEALMESH_ERR_CA_HSM_PIN_MISSING: { status: 500, summary: 'the environment variable that holds the CA token PIN is unset or empty' },
+  SEALMESH_ERR_CA_HSM_LOGIN_FAILED: { status: 500, summary: 'the HSM that holds the CA keys rejected the PIN' },
+  SEALMESH_ERR_CA_ROTATION_PENDING: { status: 409, summary: 'the root retired by the previous rotation stays in the trust bundle until every certificate under it has expired' },
 
   // Process hardening.
 

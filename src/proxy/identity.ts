@@ -21,8 +21,8 @@ export interface SvidResponse {
 }
 
 /**
- * One SVID with every TLS context built from it. Contexts are built once per certificate, never per
- * connection, and the PEM copy of the private key is zeroed as soon as they exist.
+ * One SVID with every TLS context built from it. Contexts are built once per certificate and trust
+ * bundle, never per connection, and the PEM copy of the private key is zeroed as soon as they exist.
  */
 export interface SvidContexts {
   spiffeId: string;
@@ -30,6 +30,14 @@ export interface SvidContexts {
   notBefore: Date;
   notAfter: Date;
   bundle: string[];
+  certificatePem: string;
+  /** The leaf, its intermediate and, during a root rotation, the cross-signed root. */
+  chainPem: string;
+  /**
+   * The private key, kept so that the contexts can be rebuilt when the trust bundle changes
+   * without a new SVID. OpenSSL keeps a copy in each context anyway.
+   */
+  privateKey: webcrypto.CryptoKey;
   /** Options for `tls.Server#setSecureContext` of the inbound listener. */
   inboundOptions: SecureContextOptions;
   /** Client context for connections to other proxies. */
@@ -70,9 +78,9 @@ async function newKeyAndCsr(identity: SpiffeId): Promise<{ keys: webcrypto.Crypt
   return { keys, csr };
 }
 
-async function buildContexts(keys: webcrypto.CryptoKeyPair, response: SvidResponse, controlCa: string[]): Promise<SvidContexts> {
+async function buildContexts(privateKey: webcrypto.CryptoKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): Promise<SvidContexts> {
   const leaf = new X509Certificate(response.certificatePem);
-  const keyPem = await privateKeyToPem(keys.privateKey);
+  const keyPem = await privateKeyToPem(privateKey);
   try {
     const inboundOptions: SecureContextOptions = { ...TLS_SERVER_OPTIONS, key: keyPem, cert: response.chainPem, ca: response.bundle };
     const outbound = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: keyPem, cert: response.chainPem, ca: response.bundle });
@@ -86,6 +94,9 @@ async function buildContexts(keys: webcrypto.CryptoKeyPair, response: SvidRespon
       notBefore: new Date(leaf.validFrom),
       notAfter: new Date(response.notAfter),
       bundle: response.bundle,
+      chainPem: response.chainPem,
+      privateKey,
+      certificatePem: response.certificatePem,
       inboundOptions,
       outbound,
       control,
@@ -93,6 +104,19 @@ async function buildContexts(keys: webcrypto.CryptoKeyPair, response: SvidRespon
   } finally {
     keyPem.fill(0);
   }
+}
+
+/**
+ * Rebuilds every context of the current SVID to trust `bundle`, the roots that the latest snapshot
+ * carries. A root rotation adds a root to the bundle and its prune removes the retired one, and
+ * both reach a proxy this way without a new SVID.
+ */
+export async function withTrustBundle(current: SvidContexts, bundle: string[], controlCa: string[]): Promise<SvidContexts> {
+  return buildContexts(
+    current.privateKey,
+    { spiffeId: current.spiffeId, certificatePem: current.certificatePem, chainPem: current.chainPem, notAfter: current.notAfter.toISOString(), bundle },
+    controlCa,
+  );
 }
 
 /** Enrolls with a join token and returns the first SVID. */
@@ -119,7 +143,7 @@ export async function enroll(
       `the server issued ${response.spiffeId}, but this proxy serves ${identity.namespace}/${identity.service}; check --service and the join token's service`,
     );
   }
-  return { response, contexts: await buildContexts(keys, response, controlCa) };
+  return { response, contexts: await buildContexts(keys.privateKey, response, controlCa) };
 }
 
 /** Renews over mTLS with the current SVID, with a new key pair and, with a provider, fresh evidence. */
@@ -141,7 +165,7 @@ export async function renew(
     ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
     ...(attested !== undefined ? attested : {}),
   });
-  return { response, contexts: await buildContexts(keys, response, controlCa) };
+  return { response, contexts: await buildContexts(keys.privateKey, response, controlCa) };
 }
 
 /**

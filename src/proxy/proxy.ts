@@ -10,7 +10,7 @@ import { AdminServer } from './admin.ts';
 import { formatHostPort, formatSocketAddress, isUnixAddress, type HostPort, type SocketAddress, type UpstreamSpec } from './address.ts';
 import { AppMonitor, type HealthReport } from './app-monitor.ts';
 import { HealthEndpoint } from './health-endpoint.ts';
-import { enroll, renew, renewalDelayMs, type SvidContexts } from './identity.ts';
+import { enroll, renew, renewalDelayMs, withTrustBundle, type SvidContexts } from './identity.ts';
 import { InboundListener } from './inbound.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { OutboundListener } from './outbound.ts';
@@ -116,6 +116,8 @@ export class SidecarProxy {
   #stopping = false;
   #evidenceProvider: EvidenceProvider | undefined;
   #attestation: { provider: string; insecure: boolean; policy: string } | null = null;
+  /** Trust bundle updates run one after another, in the order the snapshots arrived. */
+  #trustUpdate: Promise<void> = Promise.resolve();
 
   constructor(options: ProxyOptions) {
     this.options = options;
@@ -147,8 +149,13 @@ export class SidecarProxy {
     return this.#instanceId;
   }
 
-  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId'> | undefined {
+  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId' | 'chainPem'> | undefined {
     return this.#svid;
+  }
+
+  /** The roots (PEM) that this proxy's TLS contexts trust now. */
+  get trustBundle(): string[] {
+    return [...(this.#svid?.bundle ?? [])];
   }
 
   /** The signed manifest this proxy verified and enforces, if any. */
@@ -501,6 +508,39 @@ export class SidecarProxy {
     );
     const closed = this.#inbound?.reevaluate() ?? 0;
     if (closed > 0) this.log.info({ closed }, 'closed connections that the new intentions deny');
+    const bundle = snapshot.bundle;
+    this.#trustUpdate = this.#trustUpdate.then(() => this.#applyTrustBundle(bundle));
+  }
+
+  /**
+   * Rebuilds the TLS contexts when the snapshot's trust bundle differs from the one they trust:
+   * a root rotation adds the new root and its prune removes the retired one. An empty bundle is
+   * ignored, because trusting nothing would only break every connection.
+   */
+  async #applyTrustBundle(bundle: string[]): Promise<void> {
+    if (bundle.length === 0) {
+      this.log.warn('configuration snapshot has an empty trust bundle; keeping the current one');
+      return;
+    }
+    for (;;) {
+      const current = this.#svid;
+      if (current === undefined || this.#stopping || sameRoots(current.bundle, bundle)) return;
+      let contexts: SvidContexts;
+      try {
+        contexts = await withTrustBundle(current, bundle, this.options.serverCa);
+      } catch (error) {
+        this.log.error({ reason: (error as Error).message }, 'failed to apply the new trust bundle; keeping the current one');
+        return;
+      }
+      // A renewal installed another SVID meanwhile: apply the bundle to that one instead.
+      if (this.#svid !== current) continue;
+      this.#svid = contexts;
+      this.#inbound?.setSecureContext(contexts.inboundOptions);
+      (contexts.inboundOptions.key as Buffer).fill(0);
+      contexts.inboundOptions.key = undefined;
+      this.log.info({ roots: bundle.length }, 'trust bundle updated');
+      return;
+    }
   }
 
   async #registerAgain(advertise: HostPort): Promise<void> {
@@ -524,4 +564,10 @@ export class SidecarProxy {
     });
   }
 
+}
+
+/** Returns true when both bundles hold the same root certificates, in any order. */
+function sameRoots(a: readonly string[], b: readonly string[]): boolean {
+  const normalize = (bundle: readonly string[]): string => [...bundle].map((pem) => pem.trim()).sort().join('\n');
+  return normalize(a) === normalize(b);
 }

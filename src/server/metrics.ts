@@ -51,6 +51,19 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
+  readonly caRoots = new Gauge({
+    name: 'sealmesh_server_ca_roots',
+    help: 'Roots in the trust bundle: 2 while a rotated-out root awaits its prune.',
+    registers: [this.registry],
+  });
+
+  readonly caRootRotations = new Counter({
+    name: 'sealmesh_server_ca_root_rotations_total',
+    help: 'Root rotations and prunes of retired roots, by step (rotate or prune).',
+    labelNames: ['step'] as const,
+    registers: [this.registry],
+  });
+
   readonly requestSeconds = new Histogram({
     name: 'sealmesh_server_request_duration_seconds',
     help: 'API request latency by route.',

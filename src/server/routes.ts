@@ -20,6 +20,8 @@ import type { AttestationGate } from './attestation.ts';
 import type { NonceStore } from './nonces.ts';
 import { registerManifestRoutes } from './manifest-routes.ts';
 import { registerAuditRoutes } from './audit-routes.ts';
+import { registerCaRoutes } from './ca-routes.ts';
+import type { CaRotation } from './ca-rotation.ts';
 
 export interface RouteContext {
   acl: AclService;
@@ -38,6 +40,7 @@ export interface RouteContext {
   storeRevision: () => Promise<number>;
   version: string;
   seal: SealLifecycle;
+  caRotation: CaRotation;
 }
 
 /** Returns the audit actor of a request made with an ACL token. */
@@ -126,6 +129,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     return {
       trustDomain: context.trustDomain,
       rootFingerprintSha256: ca.rootFingerprintSha256(),
+      ca: await caSummary(ca),
       initialized: await acl.isBootstrapped(),
       storeRevision: await context.storeRevision(),
       watchStreams: hub.streamCount,
@@ -413,12 +417,19 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   registerOperatorRoutes(app, { acl, seal: context.seal, audit, log });
   registerManifestRoutes(app, { acl, manifests, audit, log, catalog, onApplied: () => hub.schedulePush() });
   registerAuditRoutes(app, { acl, audit, log });
+  registerCaRoutes(app, { acl, ca, rotation: context.caRotation, log });
 
   app.get('/v1/metrics', async (request, reply) => {
     await acl.authorize(presentedToken(request), 'read');
     reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
   });
+}
+
+/** The CA part of `GET /v1/status`: custody, root count and the pending rotation, if any. */
+async function caSummary(ca: CertificateAuthority): Promise<{ custody: string; roots: number; rotation: Awaited<ReturnType<CertificateAuthority['status']>>['rotation'] }> {
+  const status = await ca.status();
+  return { custody: status.custody, roots: status.roots.length, rotation: status.rotation };
 }
 
 /** Counts instances by the manifest version their proxy enforces; `none` before the first. */
