@@ -3,6 +3,7 @@ import assert from 'node:assert/strict';
 import { isSealmeshError } from '../src/errors/index.ts';
 import { parseLocalConfig } from '../src/config/index.ts';
 import { parseUpstream } from '../src/proxy/index.ts';
+import { runCli } from './helpers/cli.ts';
 import { applyUpstreamTraffic, parseTrafficFlag, readTrafficConfig, resolveTrafficSettings } from '../src/proxy/traffic/index.ts';
 
 const source = { source: 'configuration file proxy.yaml', baseDir: '/etc/sealmesh' };
@@ -148,5 +149,20 @@ test('bad upstream_config fails naming the file', () => {
     assert.ok(isSealmeshError(caught), name);
     assert.equal(caught.code, code, name);
     assert.match(caught.message, /proxy\.yaml/, name);
+  }
+});
+
+test('proxy CLI rejects bad traffic flags', async () => {
+  const base = ['proxy', '--service', 'web', '--listen', '127.0.0.1:0', '--app', '127.0.0.1:9', '--upstream', 'api=127.0.0.1:0'];
+  const cases: Array<[string, string]> = [
+    ['api:limits.max_connection=5', 'SEALMESH_ERR_TRAFFIC_CONFIG_UNKNOWN_KEY'],
+    ['api:load_balancer=random', 'SEALMESH_ERR_TRAFFIC_CONFIG_INVALID'],
+    ['db:load_balancer=least_request', 'SEALMESH_ERR_TRAFFIC_UPSTREAM_UNKNOWN'],
+  ];
+  const results = await Promise.all(cases.map(([flag]) => runCli([...base, '--upstream-config', flag])));
+  for (const [index, [flag, code]] of cases.entries()) {
+    const result = results[index]!;
+    assert.equal(result.code, 2, `${flag}: ${result.stderr}`);
+    assert.match(result.stderr, new RegExp(code), flag);
   }
 });

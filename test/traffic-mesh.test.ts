@@ -14,7 +14,7 @@ async function metricValue(registry: Registry, name: string, labels: string): Pr
   return line === undefined ? 0 : Number(line.split(' ').at(-1));
 }
 
-/** An upstream listener spec of `service` with traffic settings. */
+/** Returns an upstream listener spec of `service` with traffic settings. */
 function upstreamWith(service: string, input: TrafficSettingsInput): ReturnType<typeof parseUpstream> {
   return { ...parseUpstream(`${service}=127.0.0.1:0`), traffic: resolveTrafficSettings(input) };
 }
@@ -159,7 +159,7 @@ describe('traffic management through real proxies', () => {
       const web = await startClient('api', { loadBalancer: 'least_request' }, 3);
       const port = web.upstreamPort('api')!;
       const traffic = web.traffic('api')!;
-      // A kept-open connection makes one instance busy; its app tells which one it is.
+      // A kept-open connection makes one instance busy, and the app's response names that instance.
       const held = await openConnection(port);
       closers.push(async () => {
         held.destroy();

@@ -19,13 +19,13 @@ import {
   type RetryRequest,
 } from '../src/proxy/traffic/index.ts';
 
-/** A clock the test advances by hand. */
+/** Returns a clock that the test advances by hand. */
 function manualClock(start = 1_000): { now: () => number; advance: (ms: number) => void } {
   let time = start;
   return { now: () => time, advance: (ms) => (time += ms) };
 }
 
-/** A random source that returns the given values in turn, repeating the list. */
+/** Returns a random source that returns the given values in turn, repeating the list. */
 function sequence(...values: number[]): () => number {
   let index = 0;
   return () => values[index++ % values.length]!;

@@ -190,7 +190,7 @@ const ALLOWED_KEYS: Record<LocalConfigProgram, Record<string, AllowedKey>> = {
     app: { property: 'app', read: hostPortReader({ allowZero: false, loopbackOnly: false }) },
     upstreams: { property: 'upstreams', read: readUpstreams, dataMap: true },
     // Its reader rejects every key that is no traffic setting, so the security-name check of the
-    // keys inside it, skipped because it holds service names, cannot miss one.
+    // keys inside it, skipped because it contains service names, cannot miss one.
     upstream_config: { property: 'upstreamConfig', read: (value, context) => readUpstreamConfig(value, context.source), dataMap: true },
     advertise: { property: 'advertise', read: hostPortReader({ allowZero: false, loopbackOnly: false }) },
     admin: { property: 'admin', read: hostPortReader({ allowZero: true, loopbackOnly: true }) },

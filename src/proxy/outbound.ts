@@ -158,7 +158,7 @@ export class OutboundListener {
       return;
     }
     dial.tried.add(endpoint.instanceId);
-    const tryOn = traffic.startAttempt(endpoint);
+    const instanceAttempt = traffic.startAttempt(endpoint);
     const expected = { namespace: this.#options.upstream.namespace, service: this.#options.upstream.name };
     const trustDomain = this.#options.trustDomain();
     const remote: TLSSocket = tlsConnect({
@@ -187,7 +187,7 @@ export class OutboundListener {
       if (isSealmeshError(error)) this.#options.metrics.rejections.inc({ code });
       this.#rejections.warn(`dial:${code}`, { upstream, instance: endpoint.instanceId, attempt, reason: error.code ?? error.message }, 'connection to an upstream instance failed');
       remote.destroy();
-      tryOn.connectFailed();
+      instanceAttempt.connectFailed();
       dial.releaseRetry?.();
       this.#retryOrClose(dial);
     };
@@ -195,9 +195,9 @@ export class OutboundListener {
     remote.once('secureConnect', () => {
       remote.setTimeout(0);
       remote.off('error', onConnectError);
-      tryOn.connected();
+      instanceAttempt.connected();
       dial.releaseRetry?.();
-      remote.once('close', () => tryOn.finish());
+      remote.once('close', () => instanceAttempt.finish());
       if (client.destroyed) {
         remote.destroy();
         return;

@@ -20,7 +20,7 @@ type SettingKind =
   | { type: 'list'; choices: readonly string[] };
 
 interface SettingDescriptor {
-  /** Where the value goes in `TrafficSettingsInput`: a top-level property, or a section and a property. */
+  /** Path of the value in `TrafficSettingsInput`: a top-level property, or a section and a property. */
   target: [string] | [string, string];
   kind: SettingKind;
 }

@@ -49,7 +49,7 @@ export interface Attempt {
   connected(): void;
   /** The connection to the instance failed or timed out; this also ends the attempt. */
   connectFailed(): void;
-  /** The instance answered with this HTTP status; a 5xx counts toward ejection. */
+  /** The instance responded with this HTTP status; a 5xx counts toward ejection. */
   responded(status: number): void;
   /** The try is over, so the instance has one active connection or request less. Idempotent. */
   finish(): void;
