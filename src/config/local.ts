@@ -4,7 +4,7 @@ import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { SealmeshError } from '../errors/index.ts';
 import { isUnixAddress, parseHostPort, parseSocketAddress, type HostPort, type UpstreamSpec } from '../proxy/address.ts';
-import { readUpstreamConfig, type UpstreamConfig } from '../proxy/traffic/config.ts';
+import { readUpstreamConfig, type UpstreamConfig } from '../proxy/traffic/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
 import { closestName, isSecuritySettingName } from './names.ts';
 
