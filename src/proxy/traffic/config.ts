@@ -130,16 +130,14 @@ function assign(input: TrafficSettingsInput, descriptor: SettingDescriptor, valu
 }
 
 /**
- * Reads the traffic settings of one upstream from a configuration file's map. `skip` names keys
- * of the same map that the caller reads itself, such as `listen`. Throws
+ * Reads the traffic settings of one upstream from a configuration file's map. Throws
  * SEALMESH_ERR_TRAFFIC_CONFIG_UNKNOWN_KEY for a key that is no traffic setting, with the closest
  * one, and SEALMESH_ERR_TRAFFIC_CONFIG_INVALID for a value of the wrong form or range.
  */
-export function readTrafficConfig(map: Record<string, unknown>, where: string, skip: readonly string[] = []): TrafficSettingsInput {
+export function readTrafficConfig(map: Record<string, unknown>, where: string): TrafficSettingsInput {
   const input: TrafficSettingsInput = {};
-  const topLevel = [...skip, ...Object.keys(SETTINGS).filter((key) => !key.includes('.')), ...SECTIONS];
+  const topLevel = [...Object.keys(SETTINGS).filter((key) => !key.includes('.')), ...SECTIONS];
   for (const [key, value] of Object.entries(map)) {
-    if (skip.includes(key)) continue;
     if (SECTIONS.has(key)) {
       if (value === null || typeof value !== 'object' || Array.isArray(value)) {
         throw invalid(where, key, 'expected a map of settings');
