@@ -1,7 +1,7 @@
 import { isIP } from 'node:net';
 import { SealmeshError } from '../errors/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
-import type { TrafficSettings } from './traffic/settings.ts';
+import type { TrafficSettings } from './traffic/upstream-settings.ts';
 
 export interface HostPort {
   host: string;

@@ -2,7 +2,7 @@ import { SealmeshError } from '../../errors/index.ts';
 import { closestName } from '../../config/names.ts';
 import { formatServiceRef, parseServiceRef } from '../../spiffe/index.ts';
 import type { UpstreamSpec } from '../address.ts';
-import { LOAD_BALANCER_POLICIES, RETRY_CAUSES, resolveTrafficSettings, type TrafficSettingsInput } from './settings.ts';
+import { LOAD_BALANCER_POLICIES, RETRY_CAUSES, resolveTrafficSettings, type TrafficSettingsInput } from './upstream-settings.ts';
 
 /**
  * Readers of the per-upstream traffic settings in a proxy's configuration file and in

@@ -10,12 +10,12 @@ export {
   type TrafficLimits,
   type TrafficSettings,
   type TrafficSettingsInput,
-} from './settings.ts';
+} from './upstream-settings.ts';
 export { applyUpstreamTraffic, mergeTrafficInputs, parseTrafficFlag, readTrafficConfig, readUpstreamConfig, trafficSettingKeys, type TrafficFlag, type UpstreamConfig } from './config.ts';
 export { systemClock, type Clock, type RandomSource } from './clock.ts';
-export { LeastRequestBalancer, RoundRobinBalancer, createLoadBalancer, type LoadBalancer } from './balancer.ts';
-export { OutlierDetector, type Ejection, type EjectionCause, type OutlierEvents } from './outlier.ts';
+export { LeastRequestBalancer, RoundRobinBalancer, createLoadBalancer, type LoadBalancer } from './load-balancer.ts';
+export { OutlierDetector, type Ejection, type EjectionCause, type OutlierEvents } from './outlier-detection.ts';
 export { RetryBudget, backoffDelayMs, decideRetry, type RetryDecision, type RetryDenial, type RetryRequest } from './retry.ts';
-export { CircuitBreaker, type BreakerResource, type BreakerTrip, type CircuitBreakerReason } from './circuit-breaker.ts';
+export { CircuitBreaker, type BreakerResource, type BreakerTrip, type CircuitBreakerReason } from './breaker.ts';
 export { TrafficMetrics, type TrafficGaugeSource } from './metrics.ts';
 export { UpstreamTraffic, type Admission, type Attempt, type TrafficRejection, type UpstreamTrafficOptions, type UpstreamTrafficStatus } from './upstream-traffic.ts';

@@ -1,5 +1,5 @@
 import type { Clock, RandomSource } from './clock.ts';
-import type { RetryCause, RetrySettings } from './settings.ts';
+import type { RetryCause, RetrySettings } from './upstream-settings.ts';
 
 /** Why a retry was not allowed. */
 export type RetryDenial =

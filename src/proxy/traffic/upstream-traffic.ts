@@ -1,13 +1,13 @@
 import { SealmeshError } from '../../errors/index.ts';
 import { RejectionLog, type Logger } from '../../log/index.ts';
 import type { Endpoint } from '../../server/index.ts';
-import { createLoadBalancer, type LoadBalancer } from './balancer.ts';
-import { CircuitBreaker, type BreakerResource, type BreakerTrip, type CircuitBreakerReason } from './circuit-breaker.ts';
+import { createLoadBalancer, type LoadBalancer } from './load-balancer.ts';
+import { CircuitBreaker, type BreakerResource, type BreakerTrip, type CircuitBreakerReason } from './breaker.ts';
 import { systemClock, type Clock, type RandomSource } from './clock.ts';
 import type { TrafficMetrics } from './metrics.ts';
-import { OutlierDetector } from './outlier.ts';
+import { OutlierDetector } from './outlier-detection.ts';
 import { decideRetry, RetryBudget, type RetryDecision, type RetryRequest } from './retry.ts';
-import type { TrafficSettings } from './settings.ts';
+import type { TrafficSettings } from './upstream-settings.ts';
 
 export interface UpstreamTrafficOptions {
   /** Service reference of the upstream, as in `--upstream`; the metric label. */

@@ -1,6 +1,6 @@
 import type { Endpoint } from '../../server/index.ts';
 import type { Clock } from './clock.ts';
-import type { PassiveHealthCheck } from './settings.ts';
+import type { PassiveHealthCheck } from './upstream-settings.ts';
 
 /** What ejected an instance. */
 export type EjectionCause = 'consecutive_5xx' | 'consecutive_connect_failures';

@@ -1,6 +1,6 @@
 import type { Endpoint } from '../../server/index.ts';
 import type { RandomSource } from './clock.ts';
-import type { LoadBalancerPolicy } from './settings.ts';
+import type { LoadBalancerPolicy } from './upstream-settings.ts';
 
 /**
  * Chooses one instance among candidates. `active` returns the connections or requests in progress

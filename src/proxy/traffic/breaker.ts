@@ -1,4 +1,4 @@
-import type { TrafficLimits } from './settings.ts';
+import type { TrafficLimits } from './upstream-settings.ts';
 
 /** The counted resources of one upstream. */
 export type BreakerResource = 'connections' | 'pending_requests' | 'requests';
