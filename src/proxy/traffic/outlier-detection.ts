@@ -2,7 +2,7 @@ import type { Endpoint } from '../../server/index.ts';
 import type { Clock } from './clock.ts';
 import type { PassiveHealthCheck } from './upstream-settings.ts';
 
-/** What ejected an instance. */
+/** Cause of an ejection. */
 export type EjectionCause = 'consecutive_5xx' | 'consecutive_connect_failures';
 
 export interface Ejection {
@@ -60,8 +60,8 @@ export class OutlierDetector {
 
   /**
    * Returns the endpoints that may be chosen: the catalog's endpoints that are not ejected, or all
-   * of them when every one is ejected. It also forgets instances that left the catalog and returns
-   * instances whose ejection time has passed.
+   * of them when every one is ejected. It also drops the state of instances that left the catalog
+   * and returns instances whose ejection time has passed.
    */
   candidates(endpoints: readonly Endpoint[]): readonly Endpoint[] {
     this.#reconcile(endpoints);

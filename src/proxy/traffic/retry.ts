@@ -1,7 +1,7 @@
 import type { Clock, RandomSource } from './clock.ts';
 import type { RetryCause, RetrySettings } from './upstream-settings.ts';
 
-/** Why a retry was not allowed. */
+/** Reason a retry was denied. */
 export type RetryDenial =
   /** The failure's cause is not in `retryOn`. */
   | 'cause_not_retried'
@@ -14,7 +14,7 @@ export type RetryDenial =
   /** The backoff would end after the request timeout. */
   | 'request_timeout';
 
-/** What the caller knows about the failed try. */
+/** The caller's account of the failed try. */
 export interface RetryRequest {
   cause: RetryCause;
   /** Retries made so far for this connection or request: 0 after the first try failed. */
@@ -42,8 +42,8 @@ export type RetryDecision =
 /**
  * The retry budget of one upstream. A retry is admitted while the retries in progress are fewer
  * than `budgetPercent` of the active connections and requests, as Envoy's retry budget counts
- * them, and beyond that share up to `minRetriesPerSecond` more in any one-second window, as
- * Linkerd's budget does, so that an upstream with little traffic can still retry.
+ * them. Beyond that share, up to `minRetriesPerSecond` more are admitted in any one-second window,
+ * as in Linkerd's budget, so that an upstream with little traffic can still retry.
  */
 export class RetryBudget {
   readonly #settings: Pick<RetrySettings, 'budgetPercent' | 'minRetriesPerSecond'>;
@@ -63,8 +63,8 @@ export class RetryBudget {
   }
 
   /**
-   * Admits one retry when the budget has room, given the active connections and requests of the
-   * upstream, and returns its release; returns undefined when the budget is exhausted.
+   * Admits one retry when the budget has room for the upstream's `activeRequests` and returns the
+   * function that releases it. Returns undefined when the budget is exhausted.
    */
   tryAcquire(activeRequests: number): (() => void) | undefined {
     const share = Math.floor((activeRequests * this.#settings.budgetPercent) / 100);
@@ -97,10 +97,13 @@ export function backoffDelayMs(settings: Pick<RetrySettings, 'backoffBaseInterva
 }
 
 /**
- * Decides whether a failed try may be retried, in this order: the cause must be in `retryOn`; a
- * request that may have reached the app must be idempotent; `numRetries` must not be used up; the
- * backoff must end before the request timeout; and the budget must have room. Only the last step
- * takes anything, so a denial leaves the budget as it was.
+ * Decides whether a failed try may be retried. The checks run in this order:
+ * 1. the cause is in `retryOn`;
+ * 2. a request that may have reached the app is idempotent;
+ * 3. fewer than `numRetries` retries were made;
+ * 4. the backoff ends before the request timeout;
+ * 5. the budget has room.
+ * Only the last check takes anything, so a denial leaves the budget as it was.
  */
 export function decideRetry(
   request: RetryRequest,
