@@ -258,7 +258,7 @@ describe('traffic management through real proxies', () => {
     for (const socket of [...open, next]) socket.destroy();
   });
 
-  test('retry budget exhausted under a storm of failures', async () => {
+  test('retry budget exhausted under a storm of failures', async (t) => {
     const refusing = await freePort();
     await startInstance('down', 'down-1', { advertise: { host: '127.0.0.1', port: refusing } });
     const web = await startClient(
@@ -275,6 +275,7 @@ describe('traffic management through real proxies', () => {
 
     const exhausted = await metricValue(registry, 'sealmesh_proxy_upstream_retry_budget_exhausted_total', 'upstream="down"');
     const retries = await metricValue(registry, 'sealmesh_proxy_upstream_retries_total', 'upstream="down",cause="connect_failure"');
+    t.diagnostic(`40 failing connections: ${retries} retries made, ${exhausted} denied by the budget`);
     assert.ok(exhausted > 0, `the budget ran out (${exhausted} denials)`);
     assert.ok(retries > 0, 'some retries were made');
     assert.ok(retries < 40 * 3, `the budget held retries below the per-connection maximum (${retries} retries)`);
