@@ -5,6 +5,7 @@ import { SidecarProxy, formatSocketAddress, isUnixAddress, parseHealthPath, pars
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { checkEnvironment, isLoopback, loadLocalConfig } from '../config/index.ts';
+import { applyUpstreamTraffic, parseTrafficFlag } from '../proxy/traffic/index.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
@@ -114,6 +115,7 @@ export async function runProxy(flags: {
   listen?: string;
   app?: string;
   upstream: string[];
+  upstreamConfig?: string[];
   advertise?: string;
   admin?: string;
   socketMode: string;
@@ -139,7 +141,8 @@ export async function runProxy(flags: {
   if (listen === undefined) throw missingSetting('--listen <host:port>', 'listen');
   const app = flags.app !== undefined ? parseSocketAddress(flags.app, '--app') : file.app;
   if (app === undefined) throw missingSetting('--app <host:port|unix:path>', 'app');
-  const upstreams = flags.upstream.length > 0 ? flags.upstream.map(parseUpstream) : (file.upstreams ?? []);
+  const declared = flags.upstream.length > 0 ? flags.upstream.map(parseUpstream) : (file.upstreams ?? []);
+  const upstreams = applyUpstreamTraffic(declared, file.upstreamConfig, (flags.upstreamConfig ?? []).map(parseTrafficFlag));
   const advertise = flags.advertise !== undefined ? parseHostPort(flags.advertise, '--advertise') : file.advertise;
   const admin = flags.admin !== undefined ? parseSocketAddress(flags.admin, '--admin', true) : file.admin;
   // The admin endpoint serves metrics and status without authentication, so it stays on this host.

@@ -252,6 +252,11 @@ export const ERROR_CODES = {
   // Process hardening.
 
   // L7 traffic.
+  SEALMESH_ERR_TRAFFIC_CONFIG_INVALID: { status: 400, summary: 'a traffic setting of an upstream has the wrong form, is out of range, or contradicts another setting' },
+  SEALMESH_ERR_TRAFFIC_CONFIG_UNKNOWN_KEY: { status: 400, summary: 'a traffic setting key of an upstream is not known' },
+  SEALMESH_ERR_TRAFFIC_UPSTREAM_UNKNOWN: { status: 400, summary: '--upstream-config names an upstream that no --upstream or upstreams entry declares' },
+  SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN: { status: 503, summary: 'the upstream\'s circuit-breaker limit on connections, pending requests or concurrent requests is reached' },
+  SEALMESH_ERR_TRAFFIC_RETRY_BUDGET_EXHAUSTED: { status: 503, summary: 'a retry was not made because the upstream\'s retry budget had no room' },
 
 } as const satisfies Record<string, { status: number; summary: string }>;
 

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { TrafficMetrics } from './traffic/metrics.ts';
 
 /** The sidecar's Prometheus metrics, in a registry of its own. */
 export class ProxyMetrics {
@@ -87,6 +88,9 @@ export class ProxyMetrics {
     help: 'Version of the signed security manifest this proxy verified and enforces; 0 before the first.',
     registers: [this.registry],
   });
+
+  /** Metrics of load balancing, retries, outlier detection and circuit breaking. */
+  readonly traffic = new TrafficMetrics(this.registry);
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });

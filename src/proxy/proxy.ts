@@ -14,6 +14,7 @@ import { enroll, renew, renewalDelayMs, withTrustBundle, type SvidContexts } fro
 import { InboundListener } from './inbound.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { OutboundListener } from './outbound.ts';
+import { DEFAULT_TRAFFIC_SETTINGS, UpstreamTraffic } from './traffic/index.ts';
 import { WatchClient } from './watch-client.ts';
 import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
@@ -106,6 +107,7 @@ export class SidecarProxy {
   #client: ApiClient;
   #inbound: InboundListener | undefined;
   readonly #outbound = new Map<string, OutboundListener>();
+  readonly #traffic = new Map<string, UpstreamTraffic>();
   #watch: WatchClient | undefined;
   #admin: AdminServer | undefined;
   #healthEndpoint: HealthEndpoint | undefined;
@@ -296,10 +298,19 @@ export class SidecarProxy {
   /** Starts the upstream listeners, the admin endpoint and the prober's health endpoint. */
   async #startLocalListeners(): Promise<void> {
     for (const upstream of this.options.upstreams) {
+      const traffic = new UpstreamTraffic({
+        upstream: upstream.service,
+        settings: upstream.traffic ?? DEFAULT_TRAFFIC_SETTINGS,
+        endpoints: () => this.endpoints(upstream.service),
+        metrics: this.metrics.traffic,
+        log: this.log.child({ subsystem: 'traffic', upstream: upstream.service }),
+      });
+      this.#traffic.set(upstream.service, traffic);
       const listener = new OutboundListener({
         upstream,
         trustDomain: () => this.#trustDomain,
         endpoints: () => this.endpoints(upstream.service),
+        traffic,
         secureContext: () => this.#svid?.outbound,
         socketPermissions: this.#socketPermissions(),
         log: this.log.child({ listener: 'upstream', upstream: upstream.service }),
@@ -381,6 +392,14 @@ export class SidecarProxy {
     this.metrics.attestationProvider.reset();
     this.#attestation = attestation ?? null;
     this.metrics.attestationProvider.set({ provider: attestation?.provider ?? 'none', insecure: String(attestation?.insecure ?? false) }, 1);
+  }
+
+  /**
+   * Returns the traffic management of an upstream (circuit breaker, load balancer, outlier
+   * detection, retries), which every connection and request to it goes through.
+   */
+  traffic(service: string): UpstreamTraffic | undefined {
+    return this.#traffic.get(formatServiceRef(parseServiceRef(service)));
   }
 
   /** Renews the SVID now with a new key pair; established connections keep running. */
