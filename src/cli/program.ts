@@ -9,6 +9,7 @@ import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addSealOptions, type SealFlags } from './seal-flags.ts';
+import { addHardeningOptions, type HardeningFlags } from './hardening-flags.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -45,8 +46,8 @@ export function buildProgram(): Command {
     .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
     .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects (default: 30s)')
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
-  addSealOptions(server).action(
-    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags) => {
+  addHardeningOptions(addSealOptions(server)).action(
+    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags & HardeningFlags) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
       await runServer(flags);
@@ -202,7 +203,7 @@ export function buildProgram(): Command {
       }),
   );
 
-  program
+  const proxy = program
     .command('proxy')
     .description('run a sidecar proxy in front of one service instance')
     .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with service, listen, app, upstreams, advertise, admin, drain, addr, ca_file and log_level; flags override it')
@@ -223,11 +224,11 @@ export function buildProgram(): Command {
     .option('--drain <duration>', 'how long SIGTERM waits for open connections (default: 10s)')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
-    .action(async (flags: Parameters<typeof runProxy>[0]) => {
-      const { runProxy } = await import('./run.ts');
-      await runProxy(flags);
-    });
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
+  addHardeningOptions(proxy).action(async (flags: Parameters<typeof runProxy>[0]) => {
+    const { runProxy } = await import('./run.ts');
+    await runProxy(flags);
+  });
 
   const perimeter = program.command('perimeter').description('nftables rules around an app and its sidecar in the app\'s network namespace (needs root)');
   perimeter

@@ -145,6 +145,13 @@ export const ERROR_CODES = {
   // CA key custody and root rotation.
 
   // Process hardening.
+  SEALMESH_ERR_PRODUCTION_INSPECTOR: { status: 500, summary: 'production mode rejects a process with the inspector enabled or requested' },
+  SEALMESH_ERR_PRODUCTION_DIAGNOSTIC_FLAG: { status: 500, summary: 'production mode rejects a Node.js flag that exposes process memory or internals' },
+  SEALMESH_ERR_PRODUCTION_CORE_DUMPS: { status: 500, summary: 'production mode rejects a process whose core file size limit is not 0' },
+  SEALMESH_ERR_PRODUCTION_SANDBOX_REQUIRED: { status: 500, summary: 'production mode requires the Node.js permission model (--sandbox)' },
+  SEALMESH_ERR_PRODUCTION_SECRET_IN_ARGV: { status: 500, summary: 'production mode rejects a secret on the command line, where other users can read it' },
+  SEALMESH_ERR_SANDBOX_DENIED: { status: 403, summary: 'the Node.js permission model denied the process access to a file or capability' },
+  SEALMESH_ERR_SANDBOX_LAUNCH_FAILED: { status: 500, summary: 'the sandboxed child process could not be started' },
 
   // L7 traffic.
 
