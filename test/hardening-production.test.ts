@@ -12,7 +12,7 @@ const LIMITS_CORE_OFF = [
   'Max cpu time              unlimited            unlimited            seconds   ',
   'Max core file size        0                    unlimited            bytes     ',
 ].join('\n');
-const LIMITS_CORE_ON = LIMITS_CORE_OFF.replace(/Max core file size        0   /, 'Max core file size        unlimited');
+const LIMITS_CORE_ON = LIMITS_CORE_OFF.replace(/(Max core file size +)0 {3}/, '$1unlimited');
 
 const CLEAN: ProcessFacts = { execArgv: [], nodeOptions: undefined, inspectorUrl: undefined, limits: LIMITS_CORE_OFF, permissionModel: true };
 
@@ -67,7 +67,7 @@ describe('production mode checks', () => {
   });
 });
 
-/** The hard core file size limit of this process; the soft limit of a child cannot go above it. */
+/** Returns the hard core file size limit of this process, above which no child can raise its soft limit. */
 function hardCoreLimit(): string | undefined {
   const row = readFileSync('/proc/self/limits', 'utf8')
     .split('\n')

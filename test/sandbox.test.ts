@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { readFileSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CODE_ROOT, coveringPaths, permissionFlags } from '../src/hardening/index.ts';
 import { proxyGrant, serverGrant } from '../src/cli/hardening-flags.ts';
@@ -21,11 +21,23 @@ describe('sandbox grants', () => {
     const flags = permissionFlags(grant);
     assert.ok(flags.includes('--permission'));
     assert.ok(flags.includes('--disable-sigusr1'));
-    assert.ok(flags.includes('--allow-fs-write=/srv/sealmesh/data'));
+    assert.ok(flags.includes('--allow-fs-write=/srv/sealmesh'), 'before the key file exists, its directory is granted');
     assert.ok(flags.includes(`--allow-fs-read=${CODE_ROOT.replace(/\/$/, '')}`) || flags.includes(`--allow-fs-read=${CODE_ROOT}`));
     assert.ok(!flags.includes('--allow-child-process'));
     assert.ok(!flags.includes('--allow-addons'));
     assert.ok(!flags.some((flag) => flag === '--allow-fs-read=/' || flag === '--allow-fs-write=/'), 'the root directory is never granted');
+  });
+
+  test('existing key file narrows the grant', () => {
+    const dir = tempDir('sealmesh-grant-');
+    try {
+      const dataDir = join(dir.path, 'data');
+      writeFileSync(`${dataDir}.seal-key`, 'key\n', { mode: 0o600 });
+      const write = permissionFlags(serverGrant({ ...HARDENING_DEFAULTS, ...SEAL_DEFAULTS }, dataDir, {})).filter((flag) => flag.startsWith('--allow-fs-write='));
+      assert.deepEqual(write.sort(), [`--allow-fs-write=${dataDir}`, `--allow-fs-write=${dataDir}.seal-key`]);
+    } finally {
+      dir.remove();
+    }
   });
 
   test('PKCS#11 seal grants addons and the module', () => {
@@ -143,7 +155,7 @@ describe('sandboxed production mesh', () => {
     const outside = join(tempDir('sealmesh-outside-').path, 'new.seal-key');
     await assert.rejects(server.operator.post('/v1/operator/rotate-kek', { keyFile: outside }), (error: Error & { code?: string; status?: number }) => {
       assert.equal(error.code, 'SEALMESH_ERR_SANDBOX_DENIED');
-      assert.match(error.message, /the sandbox denied FileSystemWrite on /);
+      assert.match(error.message, /^the sandbox denied FileSystem(Read|Write) on \/.*new\.seal-key; /);
       return true;
     });
     await eventually(() => server.running.stderr().includes('SEALMESH_ERR_SANDBOX_DENIED'), 5_000, 'the server to log the denial');

@@ -85,7 +85,7 @@ export function proxyGrant(
 }
 
 /**
- * Starts the sandbox when --sandbox or --sandbox-print asks for it and this process is not
+ * Starts the sandbox when --sandbox or --sandbox-print requests it and this process is not
  * sandboxed yet. Returns true when the command is finished here: the command line was printed, or
  * the sandboxed child ran and its exit code is in `process.exitCode`. Returns false when this
  * process should run the program itself.

@@ -63,7 +63,7 @@ export interface ServerProcess {
   operatorToken: string;
 }
 
-/** Starts `sealmesh server` on a free port, waits until its API answers, and runs operator init. */
+/** Starts `sealmesh server` on a free port, waits until its API responds, and runs operator init. */
 export async function startServerProcess(dir: string, extraArgs: string[] = [], options: SpawnOptions = {}): Promise<ServerProcess> {
   const addr = `127.0.0.1:${await freePort()}`;
   const dataDir = join(dir, 'data');
