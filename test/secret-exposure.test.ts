@@ -2,9 +2,9 @@
  * Runs a control plane and two proxies as child processes with live mTLS traffic, then searches
  * their heap snapshots, their output and their metrics for every secret of the flow.
  *
- * A V8 heap snapshot contains the strings and the object graph of the JavaScript heap. It does not contain
- * the bytes of ArrayBuffers, typed arrays or Buffers, and it does not contain OpenSSL's memory, where
- * the TLS layer keeps its copy of each private key (an EVP_PKEY). The snapshot search therefore
+ * A V8 heap snapshot contains the strings and the object graph of the JavaScript heap. It does not
+ * contain the bytes of ArrayBuffers, typed arrays or Buffers, nor OpenSSL's memory, where the TLS
+ * layer keeps its copy of each private key (an EVP_PKEY). The snapshot search therefore
  * shows that no key or token is kept as a JavaScript string; keys in Buffers are covered by the
  * zeroing in src/proxy/identity.ts and src/pki/workload.ts instead.
  */

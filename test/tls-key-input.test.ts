@@ -1,7 +1,7 @@
 /**
  * The forms of private key that Node.js's `tls.createSecureContext` accepts. The proxy passes its
- * key as a PEM Buffer and zeroes it (src/proxy/identity.ts) because these are the only forms that
- * work; a failure here means Node.js changed, and a KeyObject or DER key may now avoid the PEM copy.
+ * key as a PEM Buffer and zeroes it (src/proxy/identity.ts), because PEM is the only form that
+ * works. A failure here means Node.js changed, and a KeyObject or DER key may now avoid the PEM copy.
  */
 import { test } from 'node:test';
 import assert from 'node:assert/strict';

@@ -32,8 +32,8 @@ export function registerOperatorRoutes(app: FastifyInstance, context: { acl: Acl
 
   app.get('/v1/operator/snapshot', async (request, reply) => {
     const token = await acl.authorize(presentedToken(request), 'operator');
-    // VACUUM INTO writes a new file; it goes to a private directory inside the data directory, which
-    // the sandbox lets the server write, and is read back.
+    // VACUUM INTO writes a new file, which is then read back. It goes to a private directory inside
+    // the data directory, because the sandbox lets the server write there and nowhere else.
     const directory = mkdtempSync(join(seal.dataDir, '.snapshot-'));
     try {
       const path = join(directory, 'snapshot.db');

@@ -383,7 +383,7 @@ function syncDirectory(directory: string): void {
     return;
   }
   // NOTE: under the permission model the new file's directory entry is durable a moment after the
-  // store opens, not before; a power failure in that window loses only the empty new file.
+  // store opens, not before. A power failure in that window loses only the empty new file.
   void open(directory, 'r')
     .then((handle) => handle.sync().finally(() => handle.close()))
     .catch(() => undefined);

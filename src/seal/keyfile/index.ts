@@ -85,7 +85,7 @@ export class KeyFileSealProvider extends MemoryKekProvider {
     try {
       // The umask cannot add permission bits, but set 0600 explicitly in case the file system ignores the mode.
       // Node.js 24's permission model rejects descriptor-based chmod, so a sandboxed server sets the
-      // mode by path; the file was created with O_EXCL a moment before, by this process.
+      // mode by path. This process created the file with O_EXCL a moment before.
       if (process.permission === undefined) await handle.chmod(0o600);
       else await chmod(absolute, 0o600);
       await handle.writeFile(`${key.toString('base64')}\n`, 'utf8');
