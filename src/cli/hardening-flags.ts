@@ -1,44 +1,17 @@
 /**
- * The `--mode`, `--sandbox` and `--sandbox-*` options of `sealmesh server` and `sealmesh proxy`,
- * and the permission grants each program needs.
+ * The permission grants of `sealmesh server` and `sealmesh proxy`, the sandbox launcher and the
+ * run-mode check. The CLI loads this module only when one of the two programs runs.
  */
 import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { Option, type Command } from 'commander';
-import { assertProductionProcess, runSandboxed, sandboxActive, sandboxCommand, shellQuote, RUN_MODES, type RunMode, type SandboxGrant } from '../hardening/index.ts';
+import { assertProductionProcess, runSandboxed, sandboxActive, sandboxCommand, shellQuote, type SandboxGrant } from '../hardening/index.ts';
 import { defaultKeyFilePath } from '../seal/index.ts';
 import { defaultUnsealSocketPath } from '../server/seal-setup.ts';
 import { isUnixAddress, parseSocketAddress, parseUpstream, type SocketAddress } from '../proxy/index.ts';
 import type { SealFlags } from './seal-flags.ts';
+import { LAUNCHER_OPTIONS, type HardeningFlags } from './hardening-options.ts';
 
-export interface HardeningFlags {
-  mode: RunMode;
-  sandbox?: boolean;
-  sandboxPrint?: boolean;
-  sandboxAllowRead: string[];
-  sandboxAllowWrite: string[];
-}
-
-/** Options that only launch the sandbox and are dropped from the arguments of the sandboxed child. */
-const LAUNCHER_OPTIONS = new Set(['--sandbox', '--sandbox-print']);
-
-function collect(value: string, previous: string[]): string[] {
-  return [...previous, value];
-}
-
-/** Adds the run-mode and sandbox options to a command. */
-export function addHardeningOptions(command: Command): Command {
-  return command
-    .addOption(
-      new Option('--mode <mode>', 'production rejects the inspector, diagnostic flags, core dumps, a missing sandbox and secrets on the command line')
-        .choices([...RUN_MODES])
-        .default('development'),
-    )
-    .option('--sandbox', 'run under the Node.js permission model, with file access limited to the paths this command needs')
-    .option('--sandbox-print', 'print the sandboxed command line that --sandbox would run, and exit')
-    .option('--sandbox-allow-read <path>', 'another path the sandboxed process may read; repeatable', collect, [])
-    .option('--sandbox-allow-write <path>', 'another path the sandboxed process may read and write, such as the directory of a new key file; repeatable', collect, []);
-}
+export type { HardeningFlags } from './hardening-options.ts';
 
 /**
  * Returns the grant of a server: the data directory, the key file, the sealed-state control

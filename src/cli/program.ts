@@ -9,7 +9,7 @@ import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addSealOptions, type SealFlags } from './seal-flags.ts';
-import { addHardeningOptions, type HardeningFlags } from './hardening-flags.ts';
+import { addHardeningOptions, type HardeningFlags } from './hardening-options.ts';
 
 function addClientOptions(command: Command): Command {
   return command
