@@ -182,6 +182,33 @@ describe('secrets in process memory and output', () => {
     assert.deepEqual(clean.findings, [], 'a public key alone is no finding');
   });
 
+  test('scanner finds a key in a real heap', async () => {
+    // A plain Node.js child keeps one key as a PEM string and another as a hex string, prints both
+    // public points, and writes a heap snapshot with the same flags as the sealmesh children.
+    const script = [
+      "const { generateKeyPairSync } = require('node:crypto');",
+      "const { writeHeapSnapshot } = require('node:v8');",
+      "const point = (key) => { const jwk = key.export({ format: 'jwk' }); return Buffer.concat([Buffer.from([4]), Buffer.from(jwk.x, 'base64url'), Buffer.from(jwk.y, 'base64url')]).toString('hex'); };",
+      "const pemKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });",
+      "const hexKey = generateKeyPairSync('ec', { namedCurve: 'P-256' });",
+      "globalThis.kept = [pemKey.privateKey.export({ type: 'pkcs8', format: 'pem' }), 'd=' + Buffer.from(hexKey.privateKey.export({ format: 'jwk' }).d, 'base64url').toString('hex')];",
+      "const file = writeHeapSnapshot(process.argv[1]);",
+      "console.log(JSON.stringify({ pem: point(pemKey.publicKey), hex: point(hexKey.publicKey), file }));",
+    ].join('\n');
+    const path = join(snapshots, 'control.heapsnapshot');
+    const { execFileSync } = await import('node:child_process');
+    const output = execFileSync(process.execPath, ['--heap-snapshot-string-limit=100000000', '-e', script, path], { encoding: 'utf8' });
+    const points = JSON.parse(output) as { pem: string; hex: string };
+    const scanner = new SecretScanner([
+      { name: 'PEM key', publicPoint: Buffer.from(points.pem, 'hex') },
+      { name: 'hex key', publicPoint: Buffer.from(points.hex, 'hex') },
+    ]);
+    scanner.scan(heapSnapshotStrings(readFileSync(path, 'utf8')), 'control snapshot');
+    const found = new Set(scanner.findings.map((finding) => finding.target));
+    assert.ok(found.has('PEM key'), 'the PEM key is found in the heap snapshot');
+    assert.ok(found.has('hex key'), 'the hex key is found in the heap snapshot');
+  });
+
   test('proxy heap snapshots hold no private key or token', async () => {
     const bundle = readFileSync(server.bundlePath, 'utf8');
     const bundleBody = bundle.split('\n').slice(1, 3).join('\n');
