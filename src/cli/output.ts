@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { sandboxDeniedError } from '../hardening/index.ts';
 import { ApiClient } from '../client/index.ts';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 
@@ -90,7 +91,7 @@ const USAGE_ERROR_CODES: ReadonlySet<string> = new Set([
 export function reportError(error: unknown, json: boolean): number {
   const failure = isSealmeshError(error)
     ? error
-    : new SealmeshError('SEALMESH_ERR_INTERNAL', error instanceof Error ? error.message : String(error));
+    : (sandboxDeniedError(error) ?? new SealmeshError('SEALMESH_ERR_INTERNAL', error instanceof Error ? error.message : String(error)));
   if (json) process.stderr.write(`${JSON.stringify(failure.toJSON())}\n`);
   else process.stderr.write(`error: ${failure.message} (${failure.code})\n`);
   return USAGE_ERROR_CODES.has(failure.code) ? EXIT_USAGE : EXIT_FAILURE;

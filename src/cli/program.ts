@@ -10,6 +10,7 @@ import { addManifestCommands } from './manifest-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
 import { addSealOptions } from './seal-flags.ts';
 import { addCaCustodyOptions } from './ca-flags.ts';
+import { addHardeningOptions } from './hardening-options.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -58,7 +59,7 @@ export function buildProgram(): Command {
     .option('--pccs-url <url>', 'PCCS or Intel PCS base URL for TDX and SGX collateral; fetched documents are cached in the store until they expire')
     .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs and chains')
     .option('--collateral-ca-file <path>', 'PEM roots for an HTTPS --pccs-url or --kds-url (default: the system roots)');
-  addCaCustodyOptions(addSealOptions(server)).action(
+  addHardeningOptions(addCaCustodyOptions(addSealOptions(server))).action(
     async (flags: Parameters<typeof runServer>[0]) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
@@ -218,7 +219,7 @@ export function buildProgram(): Command {
       }),
   );
 
-  program
+  const proxy = program
     .command('proxy')
     .description('run a sidecar proxy in front of one service instance')
     .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with service, listen, app, upstreams, upstream_config, advertise, admin, drain, addr, ca_file and log_level; flags override it')
@@ -242,11 +243,11 @@ export function buildProgram(): Command {
     .option('--drain <duration>', 'how long SIGTERM waits for open connections (default: 10s)')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
-    .action(async (flags: Parameters<typeof runProxy>[0]) => {
-      const { runProxy } = await import('./run.ts');
-      await runProxy(flags);
-    });
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
+  addHardeningOptions(proxy).action(async (flags: Parameters<typeof runProxy>[0]) => {
+    const { runProxy } = await import('./run.ts');
+    await runProxy(flags);
+  });
 
   const perimeter = program.command('perimeter').description('nftables rules around an app and its sidecar in the app\'s network namespace (needs root)');
   perimeter

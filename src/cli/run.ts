@@ -9,6 +9,7 @@ import { applyUpstreamTraffic, parseTrafficFlag } from '../proxy/traffic/index.t
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
+import { checkRunMode, launchSandboxIfRequested, proxyGrant, serverGrant, type HardeningFlags } from './hardening-flags.ts';
 
 /**
  * Resolves once SIGINT or SIGTERM arrives. With SEALMESH_EXIT_WITH_PARENT=1, as `sealmesh dev` sets
@@ -58,12 +59,16 @@ export async function runServer(
     kdsUrl?: string;
     collateralCaFile?: string;
   } & SealFlags &
-    Partial<CaCustodyFlags>,
+    Partial<CaCustodyFlags> &
+    HardeningFlags,
 ): Promise<void> {
   checkEnvironment(process.env);
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'server');
   const dataDir = flags.dataDir ?? file.dataDir;
   if (dataDir === undefined) throw missingSetting('--data-dir <dir>', 'data_dir');
+  if (await launchSandboxIfRequested(flags, () => serverGrant(flags, dataDir))) return;
+  // The process checks come before any key is read or created.
+  checkRunMode(flags);
   const log = createLogger({ component: 'server', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL });
   const listen = flags.addr !== undefined ? parseHostPort(flags.addr, '--addr', true) : (file.addr ?? parseHostPort(DEFAULT_SERVER_ADDR, '--addr', true));
   const leaseSeconds = flags.lease !== undefined ? parseDuration(flags.lease, '--lease') : (file.leaseSeconds ?? parseDuration(DEFAULT_LEASE, '--lease'));
@@ -108,7 +113,7 @@ function pkcs11Flags(flags: Partial<CaCustodyFlags>): Pick<CaCustodyFlags, 'caPk
  * Runs a sidecar proxy. Like `runServer`, it checks the environment, reads the --config file and
  * lets each flag given replace the file's value. SEALMESH_ADDR and SEALMESH_CACERT also replace it.
  */
-export async function runProxy(flags: {
+export async function runProxy(flags: HardeningFlags & {
   config?: string;
   service?: string;
   joinToken?: string;
@@ -135,6 +140,12 @@ export async function runProxy(flags: {
   checkEnvironment(process.env);
   const attestation = parseAttestationMode(flags.attestation ?? 'auto');
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'proxy');
+  if (await launchSandboxIfRequested(flags, () => proxyGrant(flags, file))) return;
+  checkRunMode(flags);
+  // Other users can read a process's command line in /proc/PID/cmdline, so production takes the join token from the environment only.
+  if (flags.mode === 'production' && flags.joinToken !== undefined) {
+    throw new SealmeshError('SEALMESH_ERR_PRODUCTION_SECRET_IN_ARGV', '--join-token puts the join token where other users can read it (/proc/PID/cmdline); set SEALMESH_JOIN_TOKEN instead in production mode');
+  }
   const service = flags.service ?? file.service;
   if (service === undefined) throw missingSetting('--service <name>', 'service');
   const listen = flags.listen !== undefined ? parseHostPort(flags.listen, '--listen', true) : file.listen;
@@ -150,10 +161,7 @@ export async function runProxy(flags: {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--admin ${formatSocketAddress(admin)} is not a loopback address; the admin endpoint has no authentication, so bind it to 127.0.0.1, ::1 or a Unix socket`);
   }
   const drainSeconds = flags.drain !== undefined ? parseDuration(flags.drain, '--drain') : (file.drainSeconds ?? parseDuration(DEFAULT_DRAIN, '--drain'));
-  const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN;
-  if (joinToken === undefined || joinToken === '') {
-    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no join token given: pass --join-token or set SEALMESH_JOIN_TOKEN (create one with `sealmesh token create --service NAME`)');
-  }
+  assertJoinTokenGiven(flags);
   const caFile = flags.caFile ?? process.env.SEALMESH_CACERT ?? file.caFile;
   if (caFile === undefined) {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no CA file given: pass --ca-file or set SEALMESH_CACERT to the server\'s trust-bundle.pem');
@@ -162,7 +170,7 @@ export async function runProxy(flags: {
   const log = createLogger({ component: 'proxy', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL }).child({ service });
   const proxy = new SidecarProxy({
     service,
-    joinToken,
+    joinToken: takeJoinToken(flags),
     serverUrl: new URL(addr.includes('://') ? addr : `https://${addr}`).origin,
     serverCa: readCaFile(caFile),
     listen,
@@ -215,6 +223,23 @@ function parseAttestationMode(value: string): AttestationMode {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--attestation ${JSON.stringify(value)} is invalid: use one of ${ATTESTATION_MODES.join(', ')}`);
   }
   return value as AttestationMode;
+}
+
+function assertJoinTokenGiven(flags: { joinToken?: string }): void {
+  const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN;
+  if (joinToken === undefined || joinToken === '') {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no join token given: pass --join-token or set SEALMESH_JOIN_TOKEN (create one with `sealmesh token create --service NAME`)');
+  }
+}
+
+/**
+ * Returns the join token and removes SEALMESH_JOIN_TOKEN from the environment, so that neither
+ * child processes nor `runProxy`'s own variables keep a copy after the proxy has enrolled.
+ */
+function takeJoinToken(flags: { joinToken?: string }): string {
+  const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN ?? '';
+  delete process.env.SEALMESH_JOIN_TOKEN;
+  return joinToken;
 }
 
 /** Checks a `--manifest-genesis` value: 64 lowercase hex digits of a SHA-256 digest. */

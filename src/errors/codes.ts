@@ -250,6 +250,13 @@ export const ERROR_CODES = {
   SEALMESH_ERR_CA_ROTATION_PENDING: { status: 409, summary: 'the root retired by the previous rotation stays in the trust bundle until every certificate under it has expired' },
 
   // Process hardening.
+  SEALMESH_ERR_PRODUCTION_INSPECTOR: { status: 500, summary: 'production mode rejects a process with the inspector enabled or requested' },
+  SEALMESH_ERR_PRODUCTION_DIAGNOSTIC_FLAG: { status: 500, summary: 'production mode rejects a Node.js flag that exposes process memory or internals' },
+  SEALMESH_ERR_PRODUCTION_CORE_DUMPS: { status: 500, summary: 'production mode rejects a process whose core file size limit is not 0' },
+  SEALMESH_ERR_PRODUCTION_SANDBOX_REQUIRED: { status: 500, summary: 'production mode requires the Node.js permission model (--sandbox)' },
+  SEALMESH_ERR_PRODUCTION_SECRET_IN_ARGV: { status: 500, summary: 'production mode rejects a secret on the command line, where other users can read it' },
+  SEALMESH_ERR_SANDBOX_DENIED: { status: 403, summary: 'the Node.js permission model denied the process access to a file or capability' },
+  SEALMESH_ERR_SANDBOX_LAUNCH_FAILED: { status: 500, summary: 'the sandboxed child process could not be started' },
 
   // L7 traffic.
   SEALMESH_ERR_TRAFFIC_CONFIG_INVALID: { status: 400, summary: 'a traffic setting of an upstream has the wrong form, is out of range, or contradicts another setting' },

