@@ -249,6 +249,12 @@ export const ERROR_CODES = {
   SEALMESH_ERR_CA_HSM_LOGIN_FAILED: { status: 500, summary: 'the HSM that holds the CA keys rejected the PIN' },
   SEALMESH_ERR_CA_ROTATION_PENDING: { status: 409, summary: 'the root retired by the previous rotation stays in the trust bundle until every certificate under it has expired' },
 
+  // Attestation: revocation, renewal ownership and result consistency.
+  SEALMESH_ERR_SNP_CRL_SOURCE_MISSING: { status: 503, summary: 'the server has no source of AMD CRLs, so SEV-SNP revocation cannot be checked' },
+  SEALMESH_ERR_SVID_INSTANCE_MISMATCH: { status: 403, summary: 'the instance id is not registered for the caller\'s service or was issued to another SVID' },
+  SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT: { status: 403, summary: 'the verifier result names another provider than the evidence, or is insecure where the manifest does not allow it' },
+  SEALMESH_ERR_ATTESTATION_SNP_TCB_FMC_TOO_OLD: { status: 403, summary: 'the reported SEV-SNP TCB fmc version is below the manifest\'s sev-snp.minTcb.fmc, or the report has none' },
+
   // Process hardening.
 
   // L7 traffic.
