@@ -3,7 +3,7 @@ import assert from 'node:assert/strict';
 import { webcrypto } from 'node:crypto';
 import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
-import { enrollmentReportData, type EvidenceProvider } from '../src/attest/index.ts';
+import { enrollmentReportData, type AttestationResult, type Evidence, type EvidenceProvider, type EvidenceVerifier } from '../src/attest/index.ts';
 import { ConfigfsTsmProvider, DevEvidenceProvider } from '../src/attest/providers/index.ts';
 import { createVerifierRegistry } from '../src/attest/registry.ts';
 import type { AuditEntry } from '../src/audit/index.ts';
@@ -351,6 +351,8 @@ describe('renewal by one of two replicas', () => {
     for (let index = 0; index < 8; index += 1) await replicaA.client.post('/v1/svid/nonce', {});
     const { nonce: ofA } = await replicaA.client.post<{ nonce: string }>('/v1/svid/nonce', {});
     await rejectsWith(renewAs(mesh, replicaB, 'web', replicaB.instanceId, ofA), 'SEALMESH_ERR_ATTESTATION_NONCE_INVALID');
+    const rejected = (await auditEntries(mesh, 'attestation.reject')).at(-1);
+    assert.deepEqual(rejected?.actor, { kind: 'svid', accessorId: `spiffe://${mesh.server.trustDomain}/ns/default/svc/web` });
     const renewed = await renewAs(mesh, replicaB, 'web', replicaB.instanceId, nonce);
     assert.equal(renewed.instanceId, replicaB.instanceId);
   });
@@ -360,5 +362,65 @@ describe('renewal by one of two replicas', () => {
     const renewed = await renewAs(mesh, replicaA, 'web', replicaA.instanceId);
     assert.equal(renewed.instanceId, replicaA.instanceId);
     assert.notEqual((await instanceRecord(mesh, 'web', replicaA.instanceId))?.svidSerial, before?.svidSerial);
+  });
+});
+
+/** Passes results of a real verifier through `alter`, as a faulty or misregistered verifier would return them. */
+class AlteredVerifier implements EvidenceVerifier {
+  readonly provider: string;
+  alter: (result: AttestationResult) => AttestationResult = (result) => result;
+  readonly #inner: EvidenceVerifier;
+
+  constructor(inner: EvidenceVerifier) {
+    this.#inner = inner;
+    this.provider = inner.provider;
+  }
+
+  async verify(evidence: Evidence, expectedReportData: Uint8Array, now: Date): Promise<AttestationResult> {
+    return this.alter(await this.#inner.verify(evidence, expectedReportData, now));
+  }
+}
+
+describe('verifier result cross-checks', () => {
+  const signer = new SoftwareSnpSigner();
+  const guest = defaultSnpGuest();
+  let mesh: TestServer;
+  let verifier: AlteredVerifier;
+
+  async function snpProvider(): Promise<ConfigfsTsmProvider> {
+    const root = join(tempDir('sealmesh-tsm-').path, 'tsm');
+    const emulator = new TsmEmulator(root, { kernelProvider: 'sev_guest', snp: { signer, guest } });
+    await emulator.install();
+    return new ConfigfsTsmProvider({ provider: 'sev-snp', root, fs: emulator });
+  }
+
+  before(async () => {
+    const verifiers = createVerifierRegistry();
+    verifier = new AlteredVerifier(new SoftwareSnpVerifier(signer.publicKey));
+    verifiers.register(verifier);
+    mesh = await startServer({ verifiers });
+    await new TestManifestChain(mesh).apply({ attestation: { required: false, services: {} } });
+  });
+  after(async () => {
+    await mesh.stop();
+  });
+
+  test('result of another provider rejected', async () => {
+    verifier.alter = (result) => ({ ...result, provider: 'tdx' });
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider() }), 'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT');
+    assert.match(await metricsText(mesh), /sealmesh_server_attestation_rejections_total\{reason="SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT"\} 1/);
+  });
+
+  test('insecure result under production rejected', async () => {
+    verifier.alter = (result) => ({ ...result, insecure: true });
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider() }), 'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT');
+    const entries = await auditEntries(mesh, 'attestation.reject');
+    assert.equal(entries.at(-1)?.details?.code, 'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT');
+  });
+
+  test('unaltered result accepted', async () => {
+    verifier.alter = (result) => result;
+    const enrolled = await enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider() });
+    assert.deepEqual(enrolled.attestation, { provider: 'sev-snp', insecure: false, policy: 'unpinned' });
   });
 });
