@@ -16,7 +16,7 @@ import {
   type SevSnpVerifierOptions,
   type SnpCrlSource,
 } from '../src/attest/sev-snp/index.ts';
-import { type ErrorCode, isSealmeshError } from '../src/errors/index.ts';
+import { type ErrorCode, isSealmeshError, SealmeshError } from '../src/errors/index.ts';
 import { nodeCrypto, x509 } from '../src/pki/x509.ts';
 import { readVector } from './helpers/vectors.ts';
 
@@ -329,6 +329,12 @@ describe('real Milan reports', () => {
   test('collateral source failure is rejected', async () => {
     const verifier = new SevSnpVerifier({ ...OFFLINE, collateral: new FixedCollateral(new Error('KDS timed out')), productLine: 'Milan' });
     await assertRejects(verifier.verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE');
+  });
+
+  test('collateral source error code kept', async () => {
+    const unavailable = new SealmeshError('SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID', 'VCEK file expired');
+    const verifier = new SevSnpVerifier({ ...OFFLINE, collateral: new FixedCollateral(unavailable), productLine: 'Milan' });
+    await assertRejects(verifier.verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID');
   });
 
   test('version 2 report without a product line cannot use collateral', async () => {

@@ -31,7 +31,7 @@ function exposureCell(instance: Instance): string {
 }
 
 /** Builds the `sealmesh` command tree. Each action returns once its work is done. */
-/** Writes an instance's evidence for `service list`: the provider, `INSECURE` for dev evidence, or `-` without evidence. */
+/** Formats an instance's evidence for `service list`: the provider with its TCB status or `INSECURE`, `unpinned` without a policy, or `-` without evidence. */
 function attestationCell(instance: Instance): string {
   const attestation = instance.attestation;
   if (attestation === undefined) return '-';
