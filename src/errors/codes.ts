@@ -146,7 +146,7 @@ export const ERROR_CODES = {
   SEALMESH_ERR_SNP_PRODUCT_MISMATCH: { status: 403, summary: 'the report, the ARK and the VCEK name different SEV-SNP product lines' },
   SEALMESH_ERR_SNP_CERT_TABLE_MALFORMED: { status: 400, summary: 'the SEV-SNP certificate table (auxblob) is malformed' },
   SEALMESH_ERR_SNP_CERTIFICATES_MISSING: { status: 400, summary: 'neither the evidence nor a collateral source provides the VCEK or VLEK, ASK and ARK' },
-  SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE: { status: 503, summary: 'the SEV-SNP collateral source failed to return the certificates' },
+  SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE: { status: 503, summary: 'the SEV-SNP collateral source failed with an unexpected error while returning the certificates or the CRL' },
   SEALMESH_ERR_SNP_CERTIFICATE_MALFORMED: { status: 400, summary: 'an AMD certificate is not a single valid DER X.509 certificate' },
   SEALMESH_ERR_SNP_CERTIFICATE_ALGORITHM_UNSUPPORTED: { status: 403, summary: 'an AMD certificate is not signed with RSASSA-PSS, SHA-384, salt 48, or its key has the wrong type' },
   SEALMESH_ERR_SNP_CERTIFICATE_NOT_CA: { status: 403, summary: 'the ARK or ASK lacks basicConstraints cA or the keyCertSign key usage' },
