@@ -56,7 +56,7 @@ export function buildProgram(): Command {
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
     .option('--collateral-dir <dir>', 'directory of attestation collateral (AMD VCEKs and chains, Intel TCB info, QE identity, CRLs), tried before the services')
     .option('--pccs-url <url>', 'PCCS or Intel PCS base URL for TDX and SGX collateral; fetched documents are cached in the store until they expire')
-    .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs and chains')
+    .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs, chains and CRLs')
     .option('--collateral-ca-file <path>', 'PEM roots for an HTTPS --pccs-url or --kds-url (default: the system roots)');
   addCaCustodyOptions(addSealOptions(server)).action(
     async (flags: Parameters<typeof runServer>[0]) => {
