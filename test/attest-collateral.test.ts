@@ -98,6 +98,7 @@ describe('collateral from a caching service', () => {
   let servedTcb = tcbBody;
   let servedQe = qeBody;
   let servedPckCrl: Uint8Array;
+  let amdCrl: Uint8Array;
 
   before(async () => {
     intel = await makePki('Intel SGX');
@@ -110,6 +111,7 @@ describe('collateral from a caching service', () => {
     pckCrl = await makeCrl(intel, nextUpdate);
     rootCrl = await makeCrl(intel, new Date('2027-06-01T00:00:00Z'));
     servedPckCrl = pckCrl;
+    amdCrl = await makeCrl(amd, nextUpdate);
     const chainHeader = encodeURIComponent(intel.chainPem);
     server = createServer((request, response) => {
       const url = request.url ?? '';
@@ -127,6 +129,8 @@ describe('collateral from a caching service', () => {
         response.writeHead(200).end(Buffer.from(rootCrl));
       } else if (path === `/vcek/v1/Genoa/${chipId}` && query.get('blSPL') === '9' && query.get('teeSPL') === '0' && query.get('snpSPL') === '23' && query.get('ucodeSPL') === '72') {
         response.writeHead(200, { 'content-type': 'application/x-x509-ca-cert' }).end(Buffer.from(vcek.rawData));
+      } else if (path === '/vcek/v1/Genoa/crl' || path === '/vlek/v1/Genoa/crl') {
+        response.writeHead(200, { 'content-type': 'application/pkix-crl' }).end(Buffer.from(amdCrl));
       } else if (path === '/vcek/v1/Genoa/cert_chain') {
         response.writeHead(200, { 'content-type': 'application/x-pem-file' }).end(amd.chainPem);
       } else {
@@ -248,6 +252,30 @@ describe('collateral from a caching service', () => {
     assert.ok(!raw.includes(Buffer.from(Buffer.from(vcek.rawData).toString('base64').slice(0, 48))), 'the cached VCEK is not stored in plaintext');
   });
 
+  test('KDS CRL fetched and cached until its nextUpdate', async () => {
+    const source = new KdsCollateralSource({ url: base, cache: new CollateralCache(store) });
+    requests.length = 0;
+    assert.deepEqual(Buffer.from(await source.crl('Genoa', 'vcek', beforeExpiry)), Buffer.from(amdCrl));
+    assert.deepEqual(requests, ['/vcek/v1/Genoa/crl']);
+    await source.crl('Genoa', 'vcek', beforeExpiry);
+    assert.equal(requests.length, 1, 'served from the cache');
+    assert.deepEqual(Buffer.from(await source.crl('Genoa', 'vlek', beforeExpiry)), Buffer.from(amdCrl));
+    assert.equal(requests[1], '/vlek/v1/Genoa/crl');
+    // Past its nextUpdate the cached CRL is ignored, fetched again, and the stale copy rejected.
+    await rejectsWith(source.crl('Genoa', 'vcek', afterExpiry), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID');
+    assert.equal(requests.length, 3);
+    await rejectsWith(source.crl('../x' as 'Genoa', 'vcek', beforeExpiry), 'SEALMESH_ERR_INVALID_ARGUMENT');
+    assert.equal(requests.length, 3);
+  });
+
+  test('CRL sources built from the configuration', async () => {
+    assert.equal(createCollateralSources({}, store, silentLogger()).snpCrl, undefined);
+    const directory = tempDir('sealmesh-collateral-dir-').path;
+    const sources = createCollateralSources({ directory, kdsUrl: base }, store, silentLogger());
+    // The directory has no CRL, so the service provides it.
+    assert.deepEqual(Buffer.from(await sources.snpCrl!.crl('Genoa', 'vcek', beforeExpiry)), Buffer.from(amdCrl));
+  });
+
   test('VLEK not served by KDS', async () => {
     const source = new KdsCollateralSource({ url: base, cache: new CollateralCache(store) });
     await rejectsWith(source.certificates({ ...snpRequest, signingKey: 'vlek' }, beforeExpiry), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_UNAVAILABLE');
@@ -281,6 +309,7 @@ describe('collateral from a caching service', () => {
     writeFileSync(join(directory, 'dcap', 'rootcacrl.crl'), new x509.X509Crl(rootCrl).toString('pem'));
     writeFileSync(join(directory, 'sev-snp', 'Genoa', 'cert_chain.pem'), amd.chainPem);
     writeFileSync(join(directory, 'sev-snp', 'Genoa', 'vcek', `${chipId}-9-0-23-72.der`), Buffer.from(vcek.rawData));
+    writeFileSync(join(directory, 'sev-snp', 'Genoa', 'crl.der'), new x509.X509Crl(amdCrl).toString('pem'));
 
     const source = new FileCollateralSource(directory);
     const collateral = await source.collateral({ teeType: 'tdx', fmspc: '00806f050000', pckCa: 'processor' }, beforeExpiry);
@@ -288,6 +317,9 @@ describe('collateral from a caching service', () => {
     assert.deepEqual(Buffer.from(collateral.rootCaCrl), Buffer.from(rootCrl));
     const certificates = await source.certificates(snpRequest, beforeExpiry);
     assert.deepEqual(Buffer.from(certificates.vcek), Buffer.from(vcek.rawData));
+    assert.deepEqual(Buffer.from(await source.crl('Genoa', 'vcek', beforeExpiry)), Buffer.from(amdCrl));
+    await rejectsWith(source.crl('Genoa', 'vcek', afterExpiry), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID');
+    await rejectsWith(source.crl('Milan', 'vcek', beforeExpiry), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_UNAVAILABLE');
 
     await rejectsWith(source.collateral({ teeType: 'tdx', fmspc: '00806f050000', pckCa: 'processor' }, afterExpiry), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID');
     await rejectsWith(source.collateral({ teeType: 'sgx', fmspc: '00806f050000', pckCa: 'processor' }, beforeExpiry), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_UNAVAILABLE');

@@ -117,8 +117,21 @@ describe('attestation policy evaluation', () => {
     });
   }
 
+  test('SEV-SNP fmc floor checked', () => {
+    const turinPolicy = policy({ providers: ['sev-snp'], 'sev-snp': { measurement: [hex(0xaa, 48)], minTcb: { bootloader: 4, tee: 0, snp: 20, microcode: 200, fmc: 2 } } });
+    const turinTcb = { bootloader: 4, tee: 0, snp: 22, microcode: 213 };
+    assert.doesNotThrow(() => evaluateAttestationPolicy(snpResult({}, { reportedTcb: { ...turinTcb, fmc: 2 } }), turinPolicy, 'default/api'));
+    assertCode(() => evaluateAttestationPolicy(snpResult({}, { reportedTcb: { ...turinTcb, fmc: 1 } }), turinPolicy, 'default/api'), 'SEALMESH_ERR_ATTESTATION_SNP_TCB_FMC_TOO_OLD', 'sev-snp.minTcb.fmc');
+    assertCode(() => evaluateAttestationPolicy(snpResult({}, { reportedTcb: turinTcb }), turinPolicy, 'default/api'), 'SEALMESH_ERR_ATTESTATION_SNP_TCB_FMC_TOO_OLD', 'sev-snp.minTcb.fmc');
+  });
+
+  test('SEV-SNP policy without minTcb rejected', () => {
+    const unbounded = { ...snpPolicy, 'sev-snp': { ...snpPolicy['sev-snp']!, minTcb: null } };
+    assertCode(() => evaluateAttestationPolicy(snpResult(), unbounded, 'default/api'), 'SEALMESH_ERR_ATTESTATION_POLICY_MISSING', 'sev-snp.minTcb');
+  });
+
   test('SMT and debug accepted when allowed', () => {
-    const lenient = policy({ providers: ['sev-snp'], allowDebug: true, tcbStatuses: ['UpToDate', 'OutOfDate'], 'sev-snp': { measurement: [hex(0xaa, 48)], allowSmt: true } });
+    const lenient = policy({ providers: ['sev-snp'], allowDebug: true, tcbStatuses: ['UpToDate', 'OutOfDate'], 'sev-snp': { measurement: [hex(0xaa, 48)], minTcb: { bootloader: 0, tee: 0, snp: 0, microcode: 0 }, allowSmt: true } });
     const result = snpResult({ debug: true, tcbStatus: 'OutOfDate' }, { policy: { debug: true, smt: true, migrationAgent: false, singleSocket: false, abiMajor: 1, abiMinor: 55 } });
     assert.doesNotThrow(() => evaluateAttestationPolicy(result, lenient, 'default/api'));
   });
@@ -173,14 +186,16 @@ describe('manifest attestation schema', () => {
     ['unknown provider', { services: { api: { providers: ['tpm' as 'tdx'] } } }, /providers/],
     ['provider without measurements', { services: { api: { providers: ['sev-snp'] } } }, /acceptable measurements must be given in "sev-snp"/],
     ['settings for an unlisted provider', { services: { api: { providers: ['tdx'], tdx: { mrTd: [hex(1, 48)] }, sgx: { mrEnclave: [hex(1, 32)] } } } }, /providers does not list it/],
-    ['measurement of the wrong length', { services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 32)] } } } }, /96 lowercase hex digits/],
+    ['measurement of the wrong length', { services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 32)], minTcb: { bootloader: 0, tee: 0, snp: 0, microcode: 0 } } } } }, /96 lowercase hex digits/],
     ['uppercase measurement', { services: { api: { providers: ['tdx'], tdx: { mrTd: ['AB'.repeat(48)] } } } }, /lowercase hex/],
     ['empty measurement list', { services: { api: { providers: ['tdx'], tdx: { mrTd: [] } } } }, /at least one/],
     ['repeated measurement', { services: { api: { providers: ['tdx'], tdx: { mrTd: [hex(1, 48), hex(1, 48)] } } } }, /listed twice/],
     ['mrSigner without isvProdId', { services: { api: { providers: ['sgx'], sgx: { mrSigner: [hex(1, 32)], minIsvSvn: 1 } } } }, /isvProdId is required/],
     ['sgx without measurements', { services: { api: { providers: ['sgx'], sgx: {} } } }, /mrEnclave values, or mrSigner/],
     ['unknown TCB status', { services: { api: { providers: ['tdx'], tdx: { mrTd: [hex(1, 48)] }, tcbStatuses: ['Fine' as 'UpToDate'] } } }, /tcbStatuses/],
-    ['VMPL above 3', { services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 48)], vmpl: 4 } } } }, /vmpl/],
+    ['VMPL above 3', { services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 48)], minTcb: { bootloader: 0, tee: 0, snp: 0, microcode: 0 }, vmpl: 4 } } } }, /vmpl/],
+    ['sev-snp without minTcb', { services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 48)] } } } }, /sev-snp\.minTcb is required/],
+    ['fmc above 255', { services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 48)], minTcb: { bootloader: 0, tee: 0, snp: 0, microcode: 0, fmc: 256 } } } } }, /fmc/],
     ['unknown member', { services: { api: { providers: ['tdx'], tdx: { mrTd: [hex(1, 48)], mrtd: [] } as never } } }, /mrtd/],
     ['dev listed without allowDevProvider', { services: { api: { providers: ['dev'] } } }, /needs allowDevProvider: true/],
     ['same service twice', { services: { api: { providers: ['tdx'], tdx: { mrTd: [hex(1, 48)] } }, 'default/api': { providers: ['tdx'], tdx: { mrTd: [hex(1, 48)] } } } }, /same service/],
@@ -213,12 +228,12 @@ describe('manifest attestation schema', () => {
   });
 
   test('posture fills SEV-SNP defaults', () => {
-    const posture = effectivePosture(parseManifest(manifestWith({ services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 48)] } } } })));
+    const posture = effectivePosture(parseManifest(manifestWith({ services: { api: { providers: ['sev-snp'], 'sev-snp': { measurement: [hex(1, 48)], minTcb: { bootloader: 0, tee: 0, snp: 0, microcode: 0 } } } } })));
     assert.deepEqual(posture.attestation.services.api, {
       providers: ['sev-snp'],
       tcbStatuses: ['UpToDate'],
       allowDebug: false,
-      'sev-snp': { measurement: [hex(1, 48)], hostData: null, minTcb: null, vmpl: 0, allowSmt: false, allowMigrationAgent: false },
+      'sev-snp': { measurement: [hex(1, 48)], hostData: null, minTcb: { bootloader: 0, tee: 0, snp: 0, microcode: 0 }, vmpl: 0, allowSmt: false, allowMigrationAgent: false },
     });
   });
 });

@@ -16,7 +16,7 @@ import {
   type SevSnpVerifierOptions,
   type SnpCrlSource,
 } from '../src/attest/sev-snp/index.ts';
-import { type ErrorCode, isSealmeshError } from '../src/errors/index.ts';
+import { type ErrorCode, isSealmeshError, SealmeshError } from '../src/errors/index.ts';
 import { nodeCrypto, x509 } from '../src/pki/x509.ts';
 import { readVector } from './helpers/vectors.ts';
 
@@ -106,6 +106,8 @@ class FixedCollateral implements SnpCollateralSource {
 // Real reports and AMD certificates.
 
 describe('real Milan reports', () => {
+  // AMD's CRL of the Milan ARK is not among the recorded inputs, so these runs skip revocation.
+  const OFFLINE = { crl: 'unchecked' } as const;
   const gosevReport = readVector('sev-snp/gosevguest-milan-report.bin');
   const gosevVcek = readVector('sev-snp/gosevguest-milan-vcek.der');
   const virteeReport = Buffer.from(readVector('sev-snp/virtee-milan-report.hex').toString('utf8').trim(), 'hex');
@@ -158,7 +160,7 @@ describe('real Milan reports', () => {
   });
 
   test('go-sev-guest report verifies through the certificate table', async () => {
-    const result = await new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable()), gosevReportData, VERIFY_AT);
+    const result = await new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, gosevTable()), gosevReportData, VERIFY_AT);
     assert.equal(result.provider, 'sev-snp');
     assert.equal(result.insecure, false);
     assert.equal(result.verifiedAt, VERIFY_AT.toISOString());
@@ -176,7 +178,7 @@ describe('real Milan reports', () => {
   });
 
   test('repeated verification reruns every check', async () => {
-    const verifier = new SevSnpVerifier();
+    const verifier = new SevSnpVerifier(OFFLINE);
     const evidence = evidenceOf(gosevReport, gosevTable());
     const first = await verifier.verify(evidence, gosevReportData, VERIFY_AT);
     assert.equal(first.tcbStatus, 'UpToDate');
@@ -189,7 +191,7 @@ describe('real Milan reports', () => {
 
   test('virtee report verifies through the collateral source', async () => {
     const collateral = new FixedCollateral({ vcek: virteeVcek, ask: virteeAsk, ark: virteeArk });
-    const verifier = new SevSnpVerifier({ collateral, productLine: 'Milan' });
+    const verifier = new SevSnpVerifier({ ...OFFLINE, collateral, productLine: 'Milan' });
     const result = await verifier.verify(evidenceOf(virteeReport), virteeReportData, VERIFY_AT);
     assert.equal(result.debug, false);
     assert.equal(result.measurements.measurement, '7a1e5c266c0108dbc9bb94fa926951320940915d0aafb42464bd88b579ea158d3e1a0dc39b2c60bd95b9c480cd81841f');
@@ -204,7 +206,7 @@ describe('real Milan reports', () => {
   test('flipped byte in the signed region is rejected', async () => {
     for (const offset of [0x04, 0x50, 0x90, 0x1a0, 0x29f]) {
       await assertRejects(
-        new SevSnpVerifier().verify(evidenceOf(flipped(gosevReport, offset), gosevTable()), gosevReportData, VERIFY_AT),
+        new SevSnpVerifier(OFFLINE).verify(evidenceOf(flipped(gosevReport, offset), gosevTable()), gosevReportData, VERIFY_AT),
         'SEALMESH_ERR_SNP_REPORT_SIGNATURE_INVALID',
       );
     }
@@ -213,7 +215,7 @@ describe('real Milan reports', () => {
   test('flipped byte in the signature is rejected', async () => {
     for (const offset of [0x2a0, 0x2a0 + 47, 0x2e8, 0x2e8 + 20]) {
       await assertRejects(
-        new SevSnpVerifier().verify(evidenceOf(flipped(gosevReport, offset), gosevTable()), gosevReportData, VERIFY_AT),
+        new SevSnpVerifier(OFFLINE).verify(evidenceOf(flipped(gosevReport, offset), gosevTable()), gosevReportData, VERIFY_AT),
         'SEALMESH_ERR_SNP_REPORT_SIGNATURE_INVALID',
       );
     }
@@ -232,7 +234,7 @@ describe('real Milan reports', () => {
       { name: 'ARK modulus', table: gosevTable({ ark: flipped(amdArk, arkModulus + 8) }), code: 'SEALMESH_ERR_SNP_ARK_UNTRUSTED' },
     ];
     for (const { name, table, code } of cases) {
-      await assertRejects(new SevSnpVerifier().verify(evidenceOf(gosevReport, table), gosevReportData, VERIFY_AT), code).catch((error: unknown) => {
+      await assertRejects(new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, table), gosevReportData, VERIFY_AT), code).catch((error: unknown) => {
         throw new Error(`case ${name}: ${String(error)}`, { cause: error });
       });
     }
@@ -240,7 +242,7 @@ describe('real Milan reports', () => {
 
   test('VCEK of the other report is rejected', async () => {
     await assertRejects(
-      new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable({ vcek: virteeVcek })), gosevReportData, VERIFY_AT),
+      new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, gosevTable({ vcek: virteeVcek })), gosevReportData, VERIFY_AT),
       'SEALMESH_ERR_SNP_REPORT_SIGNATURE_INVALID',
     );
     const virteeTable = certTable([
@@ -249,28 +251,28 @@ describe('real Milan reports', () => {
       { guid: SNP_CERT_TABLE_GUIDS.ark, data: virteeArk },
     ]);
     await assertRejects(
-      new SevSnpVerifier().verify(evidenceOf(virteeReport, virteeTable), virteeReportData, VERIFY_AT),
+      new SevSnpVerifier(OFFLINE).verify(evidenceOf(virteeReport, virteeTable), virteeReportData, VERIFY_AT),
       'SEALMESH_ERR_SNP_REPORT_SIGNATURE_INVALID',
     );
   });
 
   test('verification after the VCEK expiry is rejected', async () => {
     await assertRejects(
-      new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable()), gosevReportData, new Date('2029-09-25T00:00:00Z')),
+      new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, gosevTable()), gosevReportData, new Date('2029-09-25T00:00:00Z')),
       'SEALMESH_ERR_SNP_CERTIFICATE_EXPIRED',
     );
   });
 
   test('verification before the VCEK validity is rejected', async () => {
     await assertRejects(
-      new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable()), gosevReportData, new Date('2022-01-01T00:00:00Z')),
+      new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, gosevTable()), gosevReportData, new Date('2022-01-01T00:00:00Z')),
       'SEALMESH_ERR_SNP_CERTIFICATE_NOT_YET_VALID',
     );
   });
 
   test('wrong expected report data is rejected', async () => {
     await assertRejects(
-      new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable()), flipped(gosevReportData, 63), VERIFY_AT),
+      new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, gosevTable()), flipped(gosevReportData, 63), VERIFY_AT),
       'SEALMESH_ERR_SNP_REPORT_DATA_MISMATCH',
     );
   });
@@ -278,10 +280,10 @@ describe('real Milan reports', () => {
   test('Genoa chain for a Milan VCEK is rejected', async () => {
     const [genoaAsk, genoaArk] = pemCertificates(readVector('sev-snp/amd-ask_ark_genoa.pem').toString('utf8')) as [Buffer, Buffer];
     await assertRejects(
-      new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable({ ask: genoaAsk, ark: genoaArk })), gosevReportData, VERIFY_AT),
+      new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, gosevTable({ ask: genoaAsk, ark: genoaArk })), gosevReportData, VERIFY_AT),
       'SEALMESH_ERR_SNP_VEK_SIGNATURE_INVALID',
     );
-    const verifier = new SevSnpVerifier({ productLine: 'Milan' });
+    const verifier = new SevSnpVerifier({ ...OFFLINE, productLine: 'Milan' });
     await assertRejects(
       verifier.verify(evidenceOf(gosevReport, gosevTable({ ask: genoaAsk, ark: genoaArk })), gosevReportData, VERIFY_AT),
       'SEALMESH_ERR_SNP_PRODUCT_MISMATCH',
@@ -290,7 +292,7 @@ describe('real Milan reports', () => {
 
   test('ASK in place of the ARK is rejected', async () => {
     await assertRejects(
-      new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable({ ark: amdAsk })), gosevReportData, VERIFY_AT),
+      new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, gosevTable({ ark: amdAsk })), gosevReportData, VERIFY_AT),
       'SEALMESH_ERR_SNP_ARK_UNTRUSTED',
     );
   });
@@ -302,33 +304,47 @@ describe('real Milan reports', () => {
     }
   });
 
+  test('verifier without a CRL source rejects', async () => {
+    const error = await new SevSnpVerifier().verify(evidenceOf(gosevReport, gosevTable()), gosevReportData, VERIFY_AT).catch((rejection: unknown) => rejection);
+    assert.ok(isSealmeshError(error), `expected a rejection, got ${JSON.stringify(error)}`);
+    assert.equal(error.code, 'SEALMESH_ERR_SNP_CRL_SOURCE_MISSING');
+    assert.match(error.message, /--collateral-dir/);
+    assert.match(error.message, /--kds-url/);
+  });
+
   test('missing certificates are rejected', async () => {
-    await assertRejects(new SevSnpVerifier().verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_CERTIFICATES_MISSING');
+    await assertRejects(new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_CERTIFICATES_MISSING');
     const onlyVcek = certTable([{ guid: SNP_CERT_TABLE_GUIDS.vcek, data: gosevVcek }]);
-    await assertRejects(new SevSnpVerifier().verify(evidenceOf(gosevReport, onlyVcek), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_CERTIFICATES_MISSING');
+    await assertRejects(new SevSnpVerifier(OFFLINE).verify(evidenceOf(gosevReport, onlyVcek), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_CERTIFICATES_MISSING');
   });
 
   test('table VCEK completed by the collateral chain verifies', async () => {
     const onlyVcek = certTable([{ guid: SNP_CERT_TABLE_GUIDS.vcek, data: gosevVcek }]);
     const collateral = new FixedCollateral({ vcek: virteeVcek, ask: amdAsk, ark: amdArk });
-    const result = await new SevSnpVerifier({ collateral, productLine: 'Milan' }).verify(evidenceOf(gosevReport, onlyVcek), gosevReportData, VERIFY_AT);
+    const result = await new SevSnpVerifier({ ...OFFLINE, collateral, productLine: 'Milan' }).verify(evidenceOf(gosevReport, onlyVcek), gosevReportData, VERIFY_AT);
     assert.equal(result.measurements.measurement?.slice(0, 16), 'b07af9620f3b839b');
     assert.equal(collateral.requests.length, 1);
   });
 
   test('collateral source failure is rejected', async () => {
-    const verifier = new SevSnpVerifier({ collateral: new FixedCollateral(new Error('KDS timed out')), productLine: 'Milan' });
+    const verifier = new SevSnpVerifier({ ...OFFLINE, collateral: new FixedCollateral(new Error('KDS timed out')), productLine: 'Milan' });
     await assertRejects(verifier.verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE');
+  });
+
+  test('collateral source error code kept', async () => {
+    const unavailable = new SealmeshError('SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID', 'VCEK file expired');
+    const verifier = new SevSnpVerifier({ ...OFFLINE, collateral: new FixedCollateral(unavailable), productLine: 'Milan' });
+    await assertRejects(verifier.verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_ATTESTATION_COLLATERAL_INVALID');
   });
 
   test('version 2 report without a product line cannot use collateral', async () => {
     const collateral = new FixedCollateral({ vcek: gosevVcek, ask: amdAsk, ark: amdArk });
-    await assertRejects(new SevSnpVerifier({ collateral }).verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_PRODUCT_UNKNOWN');
+    await assertRejects(new SevSnpVerifier({ ...OFFLINE, collateral }).verify(evidenceOf(gosevReport), gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_PRODUCT_UNKNOWN');
     assert.equal(collateral.requests.length, 0);
   });
 
   test('malformed evidence encodings are rejected', async () => {
-    const verifier = new SevSnpVerifier();
+    const verifier = new SevSnpVerifier(OFFLINE);
     const good = evidenceOf(gosevReport, gosevTable());
     await assertRejects(verifier.verify({ ...good, data: `${good.data}!` }, gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_REPORT_MALFORMED');
     await assertRejects(verifier.verify({ ...good, data: good.data.slice(0, -8) }, gosevReportData, VERIFY_AT), 'SEALMESH_ERR_SNP_REPORT_MALFORMED');
@@ -341,7 +357,7 @@ describe('real Milan reports', () => {
   });
 
   test('invalid verify arguments are rejected', async () => {
-    const verifier = new SevSnpVerifier();
+    const verifier = new SevSnpVerifier(OFFLINE);
     const good = evidenceOf(gosevReport, gosevTable());
     await assertRejects(verifier.verify({ ...good, provider: 'tdx' }, gosevReportData, VERIFY_AT), 'SEALMESH_ERR_INVALID_ARGUMENT');
     await assertRejects(verifier.verify(null as unknown as Evidence, gosevReportData, VERIFY_AT), 'SEALMESH_ERR_INVALID_ARGUMENT');
@@ -634,7 +650,11 @@ describe('synthetic chains', () => {
     milan = await buildChain('Milan');
     turin = await buildChain('Turin');
     vcek = await buildVek(milan);
-    verifierOptions = { trustedArkSpkiSha256: { Milan: milan.arkDigest, Turin: turin.arkDigest } };
+    const emptyCrls = { Milan: await buildCrl({ chain: milan }), Turin: await buildCrl({ chain: turin }) };
+    verifierOptions = {
+      trustedArkSpkiSha256: { Milan: milan.arkDigest, Turin: turin.arkDigest },
+      crl: { crl: (productLine) => Promise.resolve(emptyCrls[productLine as 'Milan' | 'Turin']) },
+    };
   });
 
   const verify = (evidence: Evidence, options: SevSnpVerifierOptions = verifierOptions, data: Uint8Array = reportData) =>
@@ -835,13 +855,14 @@ describe('synthetic chains', () => {
     await assertRejects(verify(evidenceOf(buildReport(p256), tableOf(milan, p256Vcek))), 'SEALMESH_ERR_SNP_CERTIFICATE_ALGORITHM_UNSUPPORTED');
   });
 
-  const buildCrl = async (options: { serials?: string[]; nextUpdate?: Date; signingKey?: webcrypto.CryptoKey; issuer?: string } = {}): Promise<Uint8Array> => {
+  const buildCrl = async (options: { serials?: string[]; nextUpdate?: Date; signingKey?: webcrypto.CryptoKey; issuer?: string; chain?: Chain } = {}): Promise<Uint8Array> => {
+    const chain = options.chain ?? milan;
     const crl = await x509.X509CrlGenerator.create({
-      issuer: options.issuer ?? new x509.X509Certificate(milan.ark).subject,
+      issuer: options.issuer ?? new x509.X509Certificate(chain.ark).subject,
       thisUpdate: new Date('2024-12-01T00:00:00Z'),
       nextUpdate: options.nextUpdate ?? new Date('2025-06-01T00:00:00Z'),
       entries: (options.serials ?? []).map((serialNumber) => ({ serialNumber, revocationDate: new Date('2024-11-01T00:00:00Z') })),
-      signingKey: options.signingKey ?? milan.arkKeys.privateKey,
+      signingKey: options.signingKey ?? chain.arkKeys.privateKey,
       signingAlgorithm: PSS_SALT_48,
     });
     return new Uint8Array(crl.rawData);

@@ -107,7 +107,7 @@ describe('attested enrollment end to end', () => {
   test('dev proxy rejected once sev-snp required', async () => {
     await chain.apply({
       environment: 'development',
-      attestation: { required: true, allowDevProvider: true, services: { web: { providers: ['sev-snp'], 'sev-snp': { measurement: ['ab'.repeat(48)] } } } },
+      attestation: { required: true, allowDevProvider: true, services: { web: { providers: ['sev-snp'], 'sev-snp': { measurement: ['ab'.repeat(48)], minTcb: { bootloader: 0, tee: 0, snp: 0, microcode: 0 } } } } },
     });
     await rejectsWith(startProxy(mesh, 'web', app.port, [], { attestation: 'dev' }), 'SEALMESH_ERR_ATTESTATION_PROVIDER_NOT_ALLOWED');
     // The running proxy cannot renew with dev evidence any more either.

@@ -1,14 +1,16 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { webcrypto } from 'node:crypto';
+import { createSecureContext } from 'node:tls';
 import { join } from 'node:path';
-import { enrollmentReportData, type EvidenceProvider } from '../src/attest/index.ts';
+import { enrollmentReportData, type AttestationResult, type Evidence, type EvidenceProvider, type EvidenceVerifier } from '../src/attest/index.ts';
 import { ConfigfsTsmProvider, DevEvidenceProvider } from '../src/attest/providers/index.ts';
 import { createVerifierRegistry } from '../src/attest/registry.ts';
 import type { AuditEntry } from '../src/audit/index.ts';
 import { isSealmeshError, type ErrorCode } from '../src/errors/index.ts';
 import type { ServiceSummary } from '../src/server/index.ts';
-import { generateCsr, generateKeyPair } from '../src/pki/index.ts';
+import { generateCsr, generateKeyPair, privateKeyToPem } from '../src/pki/index.ts';
+import type { ApiClient } from '../src/client/index.ts';
 import { TestManifestChain } from './helpers/manifests.ts';
 import { joinToken, startServer, tempDir, type TestServer } from './helpers/mesh.ts';
 import { SNP_POLICY, SoftwareSnpSigner, SoftwareSnpVerifier, TsmEmulator, defaultSnpGuest, type SnpGuest } from './helpers/tee-emulators.ts';
@@ -267,5 +269,158 @@ describe('enrollment with SEV-SNP evidence', () => {
   test('malformed TDX quote rejected', async () => {
     const tdx: EvidenceProvider = { name: 'tdx', insecure: false, collect: async () => ({ provider: 'tdx', data: Buffer.alloc(64).toString('base64') }) };
     await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: tdx }), 'SEALMESH_ERR_DCAP_QUOTE_VERSION_UNSUPPORTED');
+  });
+});
+
+interface Replica {
+  instanceId: string;
+  serial: string;
+  /** Client that presents the replica's SVID over mTLS. */
+  client: ApiClient;
+}
+
+/** Enrolls one replica of `service` with dev evidence and returns a client holding its SVID. */
+async function enrollReplica(mesh: TestServer, service: string): Promise<Replica> {
+  const keys = await generateKeyPair();
+  const csr = await generateCsr(`spiffe://${mesh.server.trustDomain}/ns/default/svc/${service}`, keys);
+  const enrolling = mesh.anonymous.with({ token: await joinToken(mesh, service) });
+  const { nonce } = await enrolling.post<{ nonce: string }>('/v1/svid/nonce', {});
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  const evidence = await new DevEvidenceProvider().collect(enrollmentReportData(spki, Buffer.from(nonce, 'base64url')));
+  const enrolled = await enrolling.post<{ instanceId: string; chainPem: string; bundle: string[] }>('/v1/svid/enroll', { csr, nonce, evidence, address: '127.0.0.1', port: 20000, upstreams: [] });
+  const secureContext = createSecureContext({ key: await privateKeyToPem(keys.privateKey), cert: enrolled.chainPem, ca: mesh.ca });
+  const instance = await instanceRecord(mesh, service, enrolled.instanceId);
+  return { instanceId: enrolled.instanceId, serial: instance?.svidSerial ?? '', client: mesh.anonymous.with({ secureContext }) };
+}
+
+/** Renews over `replica`'s mTLS connection with fresh dev evidence, naming `instanceId`; `nonce` replaces a fresh one. */
+async function renewAs(mesh: TestServer, replica: Replica, service: string, instanceId: string, nonce?: string): Promise<{ instanceId: string }> {
+  const keys = await generateKeyPair();
+  const csr = await generateCsr(`spiffe://${mesh.server.trustDomain}/ns/default/svc/${service}`, keys);
+  const used = nonce ?? (await replica.client.post<{ nonce: string }>('/v1/svid/nonce', {})).nonce;
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  const evidence = await new DevEvidenceProvider().collect(enrollmentReportData(spki, Buffer.from(used, 'base64url')));
+  return replica.client.post('/v1/svid/renew', { csr, instanceId, nonce: used, evidence });
+}
+
+async function instanceRecord(mesh: TestServer, service: string, instanceId: string): Promise<ServiceSummary['instances'][number] | undefined> {
+  const { services } = await mesh.operator.get<{ services: ServiceSummary[] }>('/v1/catalog/services');
+  return services.find((candidate) => candidate.name === service)?.instances.find((candidate) => candidate.id === instanceId);
+}
+
+describe('renewal by one of two replicas', () => {
+  let mesh: TestServer;
+  let replicaA: Replica;
+  let replicaB: Replica;
+  before(async () => {
+    mesh = await startServer();
+    await new TestManifestChain(mesh).apply({
+      environment: 'development',
+      attestation: { required: false, allowDevProvider: true, services: { web: { providers: ['dev'] } } },
+    });
+    replicaA = await enrollReplica(mesh, 'web');
+    replicaB = await enrollReplica(mesh, 'web');
+  });
+  after(async () => {
+    await mesh.stop();
+  });
+
+  test('instance of another replica rejected', async () => {
+    const before = await instanceRecord(mesh, 'web', replicaA.instanceId);
+    await rejectsWith(renewAs(mesh, replicaB, 'web', replicaA.instanceId), 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH');
+    const after = await instanceRecord(mesh, 'web', replicaA.instanceId);
+    assert.equal(after?.svidSerial, before?.svidSerial);
+    assert.equal(after?.attestation?.verifiedAt, before?.attestation?.verifiedAt);
+    assert.match(await metricsText(mesh), /sealmesh_server_rejections_total\{code="SEALMESH_ERR_SVID_INSTANCE_MISMATCH"\} 1/);
+  });
+
+  test('unknown instance id rejected', async () => {
+    await rejectsWith(renewAs(mesh, replicaB, 'web', '00000000-0000-4000-8000-000000000000'), 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH');
+  });
+
+  test('health of another replica rejected', async () => {
+    await rejectsWith(replicaB.client.put('/v1/agent/health', { instanceId: replicaA.instanceId, status: 'critical' }), 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH');
+    assert.equal((await instanceRecord(mesh, 'web', replicaA.instanceId))?.health, 'passing');
+    await rejectsWith(replicaB.client.post('/v1/agent/deregister', { instanceId: replicaA.instanceId }), 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH');
+    assert.notEqual(await instanceRecord(mesh, 'web', replicaA.instanceId), undefined);
+  });
+
+  test('nonces of one replica survive another', async () => {
+    const { nonce } = await replicaB.client.post<{ nonce: string }>('/v1/svid/nonce', {});
+    // Eight more nonces for replica A would evict B's nonce if both shared one holder.
+    for (let index = 0; index < 8; index += 1) await replicaA.client.post('/v1/svid/nonce', {});
+    const { nonce: ofA } = await replicaA.client.post<{ nonce: string }>('/v1/svid/nonce', {});
+    await rejectsWith(renewAs(mesh, replicaB, 'web', replicaB.instanceId, ofA), 'SEALMESH_ERR_ATTESTATION_NONCE_INVALID');
+    const rejected = (await auditEntries(mesh, 'attestation.reject')).at(-1);
+    assert.deepEqual(rejected?.actor, { kind: 'svid', accessorId: `spiffe://${mesh.server.trustDomain}/ns/default/svc/web` });
+    const renewed = await renewAs(mesh, replicaB, 'web', replicaB.instanceId, nonce);
+    assert.equal(renewed.instanceId, replicaB.instanceId);
+  });
+
+  test('own instance renews', async () => {
+    const before = await instanceRecord(mesh, 'web', replicaA.instanceId);
+    const renewed = await renewAs(mesh, replicaA, 'web', replicaA.instanceId);
+    assert.equal(renewed.instanceId, replicaA.instanceId);
+    assert.notEqual((await instanceRecord(mesh, 'web', replicaA.instanceId))?.svidSerial, before?.svidSerial);
+  });
+});
+
+/** Passes results of a real verifier through `alter`, as a faulty or misregistered verifier would return them. */
+class AlteredVerifier implements EvidenceVerifier {
+  readonly provider: string;
+  alter: (result: AttestationResult) => AttestationResult = (result) => result;
+  readonly #inner: EvidenceVerifier;
+
+  constructor(inner: EvidenceVerifier) {
+    this.#inner = inner;
+    this.provider = inner.provider;
+  }
+
+  async verify(evidence: Evidence, expectedReportData: Uint8Array, now: Date): Promise<AttestationResult> {
+    return this.alter(await this.#inner.verify(evidence, expectedReportData, now));
+  }
+}
+
+describe('verifier result cross-checks', () => {
+  const signer = new SoftwareSnpSigner();
+  const guest = defaultSnpGuest();
+  let mesh: TestServer;
+  let verifier: AlteredVerifier;
+
+  async function snpProvider(): Promise<ConfigfsTsmProvider> {
+    const root = join(tempDir('sealmesh-tsm-').path, 'tsm');
+    const emulator = new TsmEmulator(root, { kernelProvider: 'sev_guest', snp: { signer, guest } });
+    await emulator.install();
+    return new ConfigfsTsmProvider({ provider: 'sev-snp', root, fs: emulator });
+  }
+
+  before(async () => {
+    const verifiers = createVerifierRegistry();
+    verifier = new AlteredVerifier(new SoftwareSnpVerifier(signer.publicKey));
+    verifiers.register(verifier);
+    mesh = await startServer({ verifiers });
+    await new TestManifestChain(mesh).apply({ attestation: { required: false, services: {} } });
+  });
+  after(async () => {
+    await mesh.stop();
+  });
+
+  test('result of another provider rejected', async () => {
+    verifier.alter = (result) => ({ ...result, provider: 'tdx' });
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider() }), 'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT');
+    assert.match(await metricsText(mesh), /sealmesh_server_attestation_rejections_total\{reason="SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT"\} 1/);
+  });
+
+  test('insecure result under production rejected', async () => {
+    verifier.alter = (result) => ({ ...result, insecure: true });
+    await rejectsWith(enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider() }), 'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT');
+    const entries = await auditEntries(mesh, 'attestation.reject');
+    assert.equal(entries.at(-1)?.details?.code, 'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT');
+  });
+
+  test('unaltered result accepted', async () => {
+    verifier.alter = (result) => result;
+    const enrolled = await enrollWith(mesh, { token: await joinToken(mesh, 'api'), service: 'api', provider: await snpProvider() });
+    assert.deepEqual(enrolled.attestation, { provider: 'sev-snp', insecure: false, policy: 'unpinned' });
   });
 });

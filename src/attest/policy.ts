@@ -117,17 +117,32 @@ function evaluateSevSnp(result: AttestationResult, policy: ServiceAttestationPol
   if (snpPolicy.hostData !== null) {
     checkListed(result, 'hostData', snpPolicy.hostData, 'sev-snp.hostData', 'SEALMESH_ERR_ATTESTATION_SNP_HOST_DATA_MISMATCH', service);
   }
-  if (snpPolicy.minTcb !== null) {
-    for (const [component, code] of SNP_TCB_COMPONENTS) {
-      const reported = details.reportedTcb[component];
-      const minimum = snpPolicy.minTcb[component];
-      if (reported < minimum) {
-        throw new AttestationPolicyError(
-          code,
-          `sev-snp.minTcb.${component}`,
-          `the reported SEV-SNP TCB ${component} version ${reported} is below sev-snp.minTcb.${component} ${minimum} of service ${service}; update the host's firmware`,
-        );
-      }
+  // The verifier reports every genuine SEV-SNP report as UpToDate, so minTcb is the only TCB floor.
+  if (snpPolicy.minTcb === null) {
+    throw new AttestationPolicyError('SEALMESH_ERR_ATTESTATION_POLICY_MISSING', 'sev-snp.minTcb', `the manifest lists sev-snp for service ${service} without sev-snp.minTcb`);
+  }
+  for (const [component, code] of SNP_TCB_COMPONENTS) {
+    const reported = details.reportedTcb[component];
+    const minimum = snpPolicy.minTcb[component];
+    if (reported < minimum) {
+      throw new AttestationPolicyError(
+        code,
+        `sev-snp.minTcb.${component}`,
+        `the reported SEV-SNP TCB ${component} version ${reported} is below sev-snp.minTcb.${component} ${minimum} of service ${service}; update the host's firmware`,
+      );
+    }
+  }
+  const minimumFmc = snpPolicy.minTcb.fmc;
+  if (minimumFmc !== undefined) {
+    const reportedFmc = details.reportedTcb.fmc;
+    if (reportedFmc === undefined || reportedFmc < minimumFmc) {
+      throw new AttestationPolicyError(
+        'SEALMESH_ERR_ATTESTATION_SNP_TCB_FMC_TOO_OLD',
+        'sev-snp.minTcb.fmc',
+        reportedFmc === undefined
+          ? `the SEV-SNP report has no FMC TCB component (only Turin and later report one), but service ${service} sets sev-snp.minTcb.fmc ${minimumFmc}`
+          : `the reported SEV-SNP TCB fmc version ${reportedFmc} is below sev-snp.minTcb.fmc ${minimumFmc} of service ${service}; update the host's firmware`,
+      );
     }
   }
   if (details.vmpl > snpPolicy.vmpl) {

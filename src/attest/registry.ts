@@ -4,11 +4,14 @@ import { DcapVerifier } from './dcap/index.ts';
 import { DevEvidenceVerifier } from './dev.ts';
 import { VerifierRegistry } from './index.ts';
 import { SevSnpVerifier } from './sev-snp/index.ts';
+import type { SnpCrlSource } from './sev-snp/crl.ts';
 
 /** Collateral the hardware verifiers read, as the server's configuration provides it. */
 export interface VerifierRegistryOptions {
   /** AMD VCEK and certificate chains for SEV-SNP reports without a certificate table. */
   snpCollateral?: SnpCollateralSource;
+  /** AMD CRLs; without it every SEV-SNP report fails closed with SEALMESH_ERR_SNP_CRL_SOURCE_MISSING. */
+  snpCrl?: SnpCrlSource;
   /** Intel TCB info, QE identity and CRLs for TDX and SGX quotes. */
   dcapCollateral?: DcapCollateralSource;
 }
@@ -23,8 +26,14 @@ export interface VerifierRegistryOptions {
 export function createVerifierRegistry(options: VerifierRegistryOptions = {}): VerifierRegistry {
   const registry = new VerifierRegistry();
   registry.register(new DevEvidenceVerifier());
-  // SEV-SNP evidence from configfs-tsm carries its certificates, so it needs no collateral source.
-  registry.register(new SevSnpVerifier(options.snpCollateral === undefined ? {} : { collateral: options.snpCollateral }));
+  // SEV-SNP evidence from configfs-tsm carries its certificates, so it needs no certificate
+  // source. The AMD CRL always comes from a source, and without one the verifier fails closed.
+  registry.register(
+    new SevSnpVerifier({
+      ...(options.snpCollateral !== undefined ? { collateral: options.snpCollateral } : {}),
+      ...(options.snpCrl !== undefined ? { crl: options.snpCrl } : {}),
+    }),
+  );
   const dcapCollateral = options.dcapCollateral ?? missingDcapCollateral;
   registry.register(new DcapVerifier({ teeType: 'tdx', collateral: dcapCollateral }));
   registry.register(new DcapVerifier({ teeType: 'sgx', collateral: dcapCollateral }));

@@ -32,7 +32,7 @@ function exposureCell(instance: Instance): string {
 }
 
 /** Builds the `sealmesh` command tree. Each action returns once its work is done. */
-/** Writes an instance's evidence for `service list`: the provider, `INSECURE` for dev evidence, or `-` without evidence. */
+/** Formats an instance's evidence for `service list`: the provider with its TCB status or `INSECURE`, `unpinned` without a policy, or `-` without evidence. */
 function attestationCell(instance: Instance): string {
   const attestation = instance.attestation;
   if (attestation === undefined) return '-';
@@ -57,7 +57,7 @@ export function buildProgram(): Command {
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
     .option('--collateral-dir <dir>', 'directory of attestation collateral (AMD VCEKs and chains, Intel TCB info, QE identity, CRLs), tried before the services')
     .option('--pccs-url <url>', 'PCCS or Intel PCS base URL for TDX and SGX collateral; fetched documents are cached in the store until they expire')
-    .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs and chains')
+    .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs, chains and CRLs')
     .option('--collateral-ca-file <path>', 'PEM roots for an HTTPS --pccs-url or --kds-url (default: the system roots)');
   addHardeningOptions(addCaCustodyOptions(addSealOptions(server))).action(
     async (flags: Parameters<typeof runServer>[0]) => {

@@ -146,7 +146,7 @@ export const ERROR_CODES = {
   SEALMESH_ERR_SNP_PRODUCT_MISMATCH: { status: 403, summary: 'the report, the ARK and the VCEK name different SEV-SNP product lines' },
   SEALMESH_ERR_SNP_CERT_TABLE_MALFORMED: { status: 400, summary: 'the SEV-SNP certificate table (auxblob) is malformed' },
   SEALMESH_ERR_SNP_CERTIFICATES_MISSING: { status: 400, summary: 'neither the evidence nor a collateral source provides the VCEK or VLEK, ASK and ARK' },
-  SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE: { status: 503, summary: 'the SEV-SNP collateral source failed to return the certificates' },
+  SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE: { status: 503, summary: 'the SEV-SNP collateral source failed with an unexpected error while returning the certificates or the CRL' },
   SEALMESH_ERR_SNP_CERTIFICATE_MALFORMED: { status: 400, summary: 'an AMD certificate is not a single valid DER X.509 certificate' },
   SEALMESH_ERR_SNP_CERTIFICATE_ALGORITHM_UNSUPPORTED: { status: 403, summary: 'an AMD certificate is not signed with RSASSA-PSS, SHA-384, salt 48, or its key has the wrong type' },
   SEALMESH_ERR_SNP_CERTIFICATE_NOT_CA: { status: 403, summary: 'the ARK or ASK lacks basicConstraints cA or the keyCertSign key usage' },
@@ -248,6 +248,12 @@ export const ERROR_CODES = {
   SEALMESH_ERR_CA_HSM_PIN_MISSING: { status: 500, summary: 'the environment variable that holds the CA token PIN is unset or empty' },
   SEALMESH_ERR_CA_HSM_LOGIN_FAILED: { status: 500, summary: 'the HSM that holds the CA keys rejected the PIN' },
   SEALMESH_ERR_CA_ROTATION_PENDING: { status: 409, summary: 'the root retired by the previous rotation stays in the trust bundle until every certificate under it has expired' },
+
+  // Attestation: revocation, renewal ownership and result consistency.
+  SEALMESH_ERR_SNP_CRL_SOURCE_MISSING: { status: 503, summary: 'the server has no source of AMD CRLs, so SEV-SNP revocation cannot be checked' },
+  SEALMESH_ERR_SVID_INSTANCE_MISMATCH: { status: 403, summary: 'the instance id is not registered for the caller\'s service or was issued to another SVID' },
+  SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT: { status: 403, summary: 'the verifier result names another provider than the evidence, or is insecure where the manifest does not allow it' },
+  SEALMESH_ERR_ATTESTATION_SNP_TCB_FMC_TOO_OLD: { status: 403, summary: 'the reported SEV-SNP TCB fmc version is below the manifest\'s sev-snp.minTcb.fmc, or the report has none' },
 
   // Process hardening.
   SEALMESH_ERR_PRODUCTION_INSPECTOR: { status: 500, summary: 'production mode rejects a process with the inspector enabled or requested' },

@@ -14,7 +14,8 @@ export interface ServiceAttestationPolicy {
   'sev-snp'?: {
     measurement: string[];
     hostData: string[] | null;
-    minTcb: { bootloader: number; tee: number; snp: number; microcode: number } | null;
+    /** Never null from a valid manifest; the policy rejects SEV-SNP evidence when it is. */
+    minTcb: { bootloader: number; tee: number; snp: number; microcode: number; fmc?: number } | null;
     vmpl: number;
     allowSmt: boolean;
     allowMigrationAgent: boolean;

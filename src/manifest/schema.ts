@@ -206,8 +206,12 @@ const sevSnpPolicySchema = z.strictObject({
   measurement: hexList(48, 'SEV-SNP measurement'),
   /** Acceptable HOST_DATA values (32 bytes); any value when absent. */
   hostData: hexList(32, 'SEV-SNP hostData').optional(),
-  /** Lowest acceptable reported TCB, per component; no minimum when absent. */
-  minTcb: z.strictObject({ bootloader: tcbComponent, tee: tcbComponent, snp: tcbComponent, microcode: tcbComponent }).optional(),
+  /**
+   * Lowest acceptable reported TCB, per component. Required: the SEV-SNP verifier reports every
+   * genuine report as UpToDate, so `tcbStatuses` sets no floor and this is the only one. `fmc`
+   * exists on Turin and later, and a report without an FMC component fails a policy that sets it.
+   */
+  minTcb: z.strictObject({ bootloader: tcbComponent, tee: tcbComponent, snp: tcbComponent, microcode: tcbComponent, fmc: tcbComponent.optional() }).optional(),
   /** Highest VMPL the report may be requested at. Default 0. */
   vmpl: z.number().int().min(0).max(3).optional(),
   /** Whether a guest policy that allows SMT on the host is accepted. Default false. */
@@ -292,6 +296,15 @@ const attestationServiceSchema = z
       if (!listed && configured) {
         context.addIssue({ code: 'custom', path: [provider], message: `settings for ${provider} are given, but providers does not list it` });
       }
+    }
+    const snp = service['sev-snp'];
+    if (service.providers.includes('sev-snp') && snp !== undefined && snp.minTcb === undefined) {
+      context.addIssue({
+        code: 'custom',
+        path: ['sev-snp', 'minTcb'],
+        message:
+          'sev-snp.minTcb is required: every verified SEV-SNP report has TCB status UpToDate, so tcbStatuses sets no floor for SEV-SNP; give the lowest acceptable bootloader, tee, snp and microcode versions (and fmc on Turin)',
+      });
     }
   });
 

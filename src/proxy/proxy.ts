@@ -495,7 +495,8 @@ export class SidecarProxy {
     this.#renewTimer = setTimeout(() => {
       this.renewNow().catch((error: unknown) => {
         const expiresInMs = (this.#svid?.notAfter.getTime() ?? 0) - Date.now();
-        this.log.warn({ reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
+        const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL';
+        this.log.warn({ code, reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
         this.#scheduleRenewal(retryMs, Math.min(RENEW_RETRY_MAX_MS, retryMs * 2));
       });
     }, Math.min(delayMs, 2 ** 31 - 1));

@@ -38,6 +38,7 @@ export interface AttestationRequest {
 
 interface AttestationSettings {
   required: boolean;
+  /** True only under a development manifest that sets `attestation.allowDevProvider`. */
   allowDevProvider: boolean;
   policy: ServiceAttestationPolicy | undefined;
 }
@@ -55,7 +56,9 @@ function settingsFor(posture: EffectivePosture | undefined, identity: SpiffeId):
   if (posture === undefined) return { required: false, allowDevProvider: false, policy: undefined };
   const wanted = formatServiceRef(identity);
   const entry = Object.entries(posture.attestation.services).find(([name]) => formatServiceRef(parseServiceRef(name)) === wanted);
-  return { required: posture.attestation.required, allowDevProvider: posture.attestation.allowDevProvider, policy: entry?.[1] };
+  // The schema already rejects allowDevProvider outside development; the gate does not rely on it.
+  const allowDevProvider = posture.attestation.allowDevProvider && posture.environment === 'development';
+  return { required: posture.attestation.required, allowDevProvider, policy: entry?.[1] };
 }
 
 /**
@@ -150,6 +153,20 @@ export class AttestationGate {
 
     const expected = enrollmentReportData(request.spkiDer, nonce);
     const result: AttestationResult = await verifier.verify(evidence, expected, request.now);
+    // A verifier answers only for its own provider, and only the dev verifier returns insecure
+    // results. These checks keep a faulty or misregistered verifier from widening either.
+    if (result.provider !== evidence.provider) {
+      throw new SealmeshError(
+        'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT',
+        `the ${evidence.provider} verifier returned a result for provider ${JSON.stringify(result.provider)}; the server's verifier registry is misconfigured`,
+      );
+    }
+    if (result.insecure && !settings.allowDevProvider) {
+      throw new SealmeshError(
+        'SEALMESH_ERR_ATTESTATION_RESULT_INCONSISTENT',
+        `the ${evidence.provider} verifier marked the evidence insecure, and only a development manifest with attestation.allowDevProvider: true accepts insecure evidence`,
+      );
+    }
     // The verifier compares the report data too; this check keeps a faulty verifier from binding
     // evidence to another key or nonce.
     if (result.reportData.toLowerCase() !== expected.toString('hex')) {

@@ -10,7 +10,7 @@ export const MAX_NONCES_PER_HOLDER = 8;
 const NONCE_BYTES = 32;
 
 interface IssuedNonce {
-  /** The caller the nonce was issued to, such as `token:<accessor id>` or `spiffe:<id>`. */
+  /** The caller the nonce was issued to, such as `token:<accessor id>` or `svid:<certificate serial>`. */
   holder: string;
   expiresAt: number;
 }

@@ -80,9 +80,24 @@ function joinHolder(token: { accessorId: string }): string {
   return `token:${token.accessorId}`;
 }
 
-/** Returns the nonce holder of a proxy that authenticated with its SVID. */
-function spiffeHolder(peer: SpiffeId): string {
-  return `spiffe:${formatSpiffeId(peer)}`;
+/**
+ * Returns the nonce holder of a proxy that authenticated with its SVID. It is keyed on the SVID's
+ * serial number, not its SPIFFE ID, because every replica of a service shares the SPIFFE ID and
+ * one replica must not use up or evict another's nonces.
+ */
+function svidHolder(peer: PeerSvid): string {
+  return `svid:${peer.serial}`;
+}
+
+/** Returns a certificate serial number as lowercase hex without leading zero bytes, as DER may add one. */
+function normalizeSerial(serial: string): string {
+  return serial.toLowerCase().replace(/^(00)+(?=.)/, '');
+}
+
+/** The SVID a proxy presented over mTLS: its SPIFFE ID and the certificate's serial number. */
+interface PeerSvid {
+  id: SpiffeId;
+  serial: string;
 }
 
 /** Counts instances by the provider of their evidence, with the insecure ones apart, for `/v1/status`. */
@@ -109,6 +124,11 @@ const WATCH_HEARTBEAT_MS = 15_000;
  * against the trust bundle when `authorized` is set; this adds the SVID name checks.
  */
 function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
+  return peerSvid(request, trustDomain).id;
+}
+
+/** Returns the SPIFFE ID and serial number of the SVID the caller presented; see `peerIdentity`. */
+function peerSvid(request: FastifyRequest, trustDomain: string): PeerSvid {
   const socket = request.raw.socket as TLSSocket;
   const certificate = socket.getPeerX509Certificate?.();
   if (certificate === undefined) {
@@ -117,7 +137,7 @@ function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
   if (!socket.authorized) {
     throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `the client certificate was rejected: ${String(socket.authorizationError)}`);
   }
-  return spiffeIdFromPeerCertificate(certificate, trustDomain);
+  return { id: spiffeIdFromPeerCertificate(certificate, trustDomain), serial: normalizeSerial(certificate.serialNumber) };
 }
 
 export function registerRoutes(app: FastifyInstance, context: RouteContext): void {
@@ -245,7 +265,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       // Without a client certificate a join token is required; its absence is reported as such.
       return joinHolder(await acl.authorize(token, 'join'));
     }
-    return spiffeHolder(peerIdentity(request, context.trustDomain));
+    return svidHolder(peerSvid(request, context.trustDomain));
   }
 
   app.post('/v1/svid/enroll', async (request) => {
@@ -300,9 +320,30 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     };
   });
 
+  /**
+   * Returns the catalog instance `instanceId` when it belongs to the caller: registered under the
+   * caller's namespace and service, and recorded with the serial number of the SVID the caller
+   * presented. Anything else throws SEALMESH_ERR_SVID_INSTANCE_MISMATCH, so that one replica of a
+   * service cannot renew, report health for or remove another's instance.
+   */
+  async function ownInstance(peer: PeerSvid, instanceId: string, action: string): Promise<Instance> {
+    const instance = await catalog.get(peer.id.namespace, peer.id.service, instanceId);
+    const recorded = instance?.svidSerial === undefined ? undefined : normalizeSerial(instance.svidSerial);
+    if (instance !== undefined && recorded === peer.serial) return instance;
+    const reason = instance === undefined ? 'not registered' : 'registered to another SVID';
+    log.warn({ code: 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH', spiffeId: formatSpiffeId(peer.id), serial: peer.serial, instance: instanceId, action, reason }, 'instance ownership check failed');
+    throw new SealmeshError(
+      'SEALMESH_ERR_SVID_INSTANCE_MISMATCH',
+      `instance ${instanceId} of ${formatServiceRef(peer.id)} is ${reason}: a proxy may ${action} only the instance it enrolled, with the SVID it was last issued; enroll again if its registration was lost`,
+    );
+  }
+
   app.post('/v1/svid/renew', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.renewBody, request.body, 'request body');
+    // Checked first, so that a request for another instance neither uses up a nonce nor gets an SVID.
+    await ownInstance(caller, body.instanceId, 'renew');
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'clamp');
     const { spkiDer } = await validateCsr(body.csr, peer);
     const attestation = await context.attestation.check({
@@ -311,12 +352,12 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       spkiDer,
       evidence: body.evidence,
       nonce: body.nonce,
-      holder: spiffeHolder(peer),
-      actor: { kind: 'system', accessorId: 'server' },
+      holder: svidHolder(caller),
+      actor: { kind: 'svid', accessorId: formatSpiffeId(peer) },
       now: new Date(),
     });
     const svid = await ca.issueSvid({ csrPem: body.csr, entitled: peer, ttlSeconds });
-    await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => {
+    const updated = await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => {
       // Each renewal records the evidence it presented, or removes the record when it presented none.
       const { attestation: _previous, ...rest } = instance;
       return {
@@ -326,6 +367,10 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
         ...(attestation !== undefined ? { attestation } : {}),
       };
     });
+    if (!updated) {
+      // The instance was deregistered while the SVID was being issued; the SVID is not returned.
+      throw new SealmeshError('SEALMESH_ERR_SVID_INSTANCE_MISMATCH', `instance ${body.instanceId} of ${formatServiceRef(peer)} was deregistered during renewal; enroll again`);
+    }
     metrics.svidsIssued.inc({ kind: 'renew' });
     log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber, attestation: attestation?.provider ?? 'none' }, 'SVID renewed');
     return {
@@ -341,8 +386,10 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.put('/v1/agent/health', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.healthBody, request.body, 'request body');
+    await ownInstance(caller, body.instanceId, 'report health for');
     const updated = await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
       ...instance,
       health: body.status,
@@ -355,13 +402,20 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     return { instanceId: body.instanceId, health: body.status };
   });
 
+  // NOTE: a proxy that never receives a renewal response keeps an SVID whose serial the catalog no
+  // longer records, so its later renewals are rejected and it must enroll again.
   // A proxy whose registration lapsed while the server was unreachable registers again with its
   // SVID; it can only register an instance of the service its SVID names.
   app.post('/v1/agent/register', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.registerBody, request.body, 'request body');
     const existing = await catalog.get(peer.namespace, peer.service, body.instanceId);
+    // A lapsed registration is recreated with the caller's SVID serial, so that the proxy can renew
+    // it. A registration that still exists may only be replaced by the SVID it records.
+    if (existing !== undefined) await ownInstance(caller, body.instanceId, 'register again');
     const instance: Instance = {
+      svidSerial: caller.serial,
       ...existing,
       id: body.instanceId,
       namespace: peer.namespace,
@@ -379,8 +433,10 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.post('/v1/agent/deregister', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.deregisterBody, request.body, 'request body');
+    if ((await catalog.get(peer.namespace, peer.service, body.instanceId)) !== undefined) await ownInstance(caller, body.instanceId, 'deregister');
     const removed = await catalog.deregister(peer.namespace, peer.service, body.instanceId);
     hub.forget({ id: body.instanceId, namespace: peer.namespace, service: peer.service });
     log.info({ instance: body.instanceId, removed }, 'instance deregistered');

@@ -2,8 +2,10 @@ import { readFile } from 'node:fs/promises';
 import { join } from 'node:path';
 import { SealmeshError } from '../../errors/index.ts';
 import type { DcapCollateral, DcapCollateralRequest, DcapCollateralSource, SnpCertificates, SnpCollateralRequest, SnpCollateralSource } from '../collateral.ts';
+import type { SnpCrlSource } from '../sev-snp/crl.ts';
+import type { SnpProductLine } from '../sev-snp/report.ts';
 import { checkNotExpired, decodeCertificate, decodeCrl, parsePemChain, parseSignedJson } from './documents.ts';
-import { checkSnpRequest } from './kds.ts';
+import { checkSnpProductLine, checkSnpRequest } from './kds.ts';
 import { earliest } from './pccs.ts';
 
 /**
@@ -13,6 +15,8 @@ import { earliest } from './pccs.ts';
  *
  * ```
  * sev-snp/<product>/cert_chain.pem                     ASK then ARK, as KDS serves cert_chain
+ * sev-snp/<product>/crl.der                            the ARK's CRL (DER or PEM), as KDS serves
+ *                                                      vcek/v1/<product>/crl; required
  * sev-snp/<product>/vcek/<hwid>-<bl>-<tee>-<snp>-<ucode>.der
  *                                                      VCEK; hwid is the chip id in hex (first
  *                                                      16 digits, and -<fmc> appended, on Turin)
@@ -25,7 +29,7 @@ import { earliest } from './pccs.ts';
  * dcap/rootcacrl.crl                                   DER, PEM or hex
  * ```
  */
-export class FileCollateralSource implements SnpCollateralSource, DcapCollateralSource {
+export class FileCollateralSource implements SnpCollateralSource, SnpCrlSource, DcapCollateralSource {
   readonly directory: string;
 
   constructor(directory: string) {
@@ -60,6 +64,15 @@ export class FileCollateralSource implements SnpCollateralSource, DcapCollateral
     const chain = parsePemChain((await this.#read(chainFile)).toString('utf8'), chainFile, 2);
     checkNotExpired(chainFile, chain.notAfter, now);
     return { vcek: vcek.der, ask: new Uint8Array(chain.certificates[0]!.rawData), ark: new Uint8Array(chain.certificates[1]!.rawData) };
+  }
+
+  /** Returns the ARK's CRL of `productLine`; the ARK's one CRL covers both the VCEK and the VLEK chain. */
+  async crl(productLine: SnpProductLine, _signingKey: 'vcek' | 'vlek', now: Date): Promise<Uint8Array> {
+    checkSnpProductLine(productLine);
+    const crlFile = `sev-snp/${productLine}/crl.der`;
+    const crl = decodeCrl(await this.#read(crlFile), crlFile);
+    checkNotExpired(crlFile, crl.nextUpdate, now);
+    return crl.der;
   }
 
   async collateral(request: DcapCollateralRequest, now: Date): Promise<DcapCollateral> {

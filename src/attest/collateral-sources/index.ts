@@ -3,6 +3,8 @@ import type { Logger } from '../../log/index.ts';
 import type { Store } from '../../store/index.ts';
 import type { DcapCollateral, DcapCollateralRequest, DcapCollateralSource, SnpCertificates, SnpCollateralRequest, SnpCollateralSource } from '../collateral.ts';
 import type { VerifierRegistryOptions } from '../registry.ts';
+import type { SnpCrlSource } from '../sev-snp/crl.ts';
+import type { SnpProductLine } from '../sev-snp/report.ts';
 import { CollateralCache } from './cache.ts';
 import { FileCollateralSource } from './file.ts';
 import { KdsCollateralSource } from './kds.ts';
@@ -22,7 +24,7 @@ export interface CollateralConfig {
   pccsUrl?: string;
   /** URL of the Intel SGX Root CA CRL; default `<pccsUrl>/sgx/certification/v4/rootcacrl`. */
   rootCrlUrl?: string;
-  /** An AMD KDS base URL, or a cache with its paths, for SEV-SNP certificates. */
+  /** An AMD KDS base URL, or a cache with its paths, for SEV-SNP certificates and CRLs. */
   kdsUrl?: string;
   /** PEM roots for HTTPS caching services; the system roots when absent. */
   ca?: string[];
@@ -40,6 +42,21 @@ class SnpSourceChain implements SnpCollateralSource {
 
   async certificates(request: SnpCollateralRequest, now: Date): Promise<SnpCertificates> {
     return firstAvailable(this.#sources.map((source) => () => source.certificates(request, now)), this.#log);
+  }
+}
+
+/** Tries each AMD CRL source in turn; the next one is asked only when one has no CRL. */
+class SnpCrlChain implements SnpCrlSource {
+  readonly #sources: SnpCrlSource[];
+  readonly #log: Logger;
+
+  constructor(sources: SnpCrlSource[], log: Logger) {
+    this.#sources = sources;
+    this.#log = log;
+  }
+
+  async crl(productLine: SnpProductLine, signingKey: 'vcek' | 'vlek', now: Date): Promise<Uint8Array> {
+    return firstAvailable(this.#sources.map((source) => () => source.crl(productLine, signingKey, now)), this.#log);
   }
 }
 
@@ -79,22 +96,30 @@ async function firstAvailable<T>(attempts: Array<() => Promise<T>>, log: Logger)
 
 /**
  * Builds the collateral sources of `config`, caching fetched documents in `store`. A kind of
- * collateral with no source stays undefined, so the verifier that needs it is not registered.
+ * collateral with no source stays undefined; the verifier that needs it is still registered and
+ * rejects such evidence with an error naming the flag to set.
  */
 export function createCollateralSources(config: CollateralConfig, store: Store, log: Logger): VerifierRegistryOptions {
   const cache = new CollateralCache(store);
   const fetch = config.ca !== undefined ? { ca: config.ca } : {};
   const file = config.directory !== undefined ? new FileCollateralSource(config.directory) : undefined;
   const snp: SnpCollateralSource[] = [];
+  const snpCrl: SnpCrlSource[] = [];
   const dcap: DcapCollateralSource[] = [];
   if (file !== undefined) {
     snp.push(file);
+    snpCrl.push(file);
     dcap.push(file);
   }
-  if (config.kdsUrl !== undefined) snp.push(new KdsCollateralSource({ url: config.kdsUrl, cache, fetch }));
+  if (config.kdsUrl !== undefined) {
+    const kds = new KdsCollateralSource({ url: config.kdsUrl, cache, fetch });
+    snp.push(kds);
+    snpCrl.push(kds);
+  }
   if (config.pccsUrl !== undefined) dcap.push(new PccsCollateralSource({ url: config.pccsUrl, rootCrlUrl: config.rootCrlUrl, cache, fetch }));
   return {
     ...(snp.length > 0 ? { snpCollateral: new SnpSourceChain(snp, log) } : {}),
+    ...(snpCrl.length > 0 ? { snpCrl: new SnpCrlChain(snpCrl, log) } : {}),
     ...(dcap.length > 0 ? { dcapCollateral: new DcapSourceChain(dcap, log) } : {}),
   };
 }

@@ -1,7 +1,9 @@
 import { SealmeshError } from '../../errors/index.ts';
 import type { SnpCertificates, SnpCollateralRequest, SnpCollateralSource } from '../collateral.ts';
 import type { CollateralCache } from './cache.ts';
-import { checkNotExpired, decodeCertificate, parsePemChain } from './documents.ts';
+import type { SnpCrlSource } from '../sev-snp/crl.ts';
+import type { SnpProductLine } from '../sev-snp/report.ts';
+import { checkNotExpired, decodeCertificate, decodeCrl, parsePemChain } from './documents.ts';
 import { fetchDocument, type FetchOptions } from './http.ts';
 
 export interface KdsOptions {
@@ -30,11 +32,16 @@ export function vcekPath(request: SnpCollateralRequest): string {
   return `/vcek/v1/${request.productLine}/${hwid}?${query.toString()}`;
 }
 
+/** Checks a product line that ends up in a URL or a file name. */
+export function checkSnpProductLine(productLine: string): void {
+  if (!PRODUCT_PATTERN.test(productLine)) {
+    throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `SEV-SNP product line ${JSON.stringify(productLine)} is not a name such as Milan or Genoa`);
+  }
+}
+
 /** Checks the parts of a request that end up in a URL or a file name. */
 export function checkSnpRequest(request: SnpCollateralRequest): void {
-  if (!PRODUCT_PATTERN.test(request.productLine)) {
-    throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `SEV-SNP product line ${JSON.stringify(request.productLine)} is not a name such as Milan or Genoa`);
-  }
+  checkSnpProductLine(request.productLine);
   if (!/^[0-9a-f]{128}$/.test(request.chipId)) {
     throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', 'SEV-SNP chip id is not 128 lowercase hex digits');
   }
@@ -49,10 +56,12 @@ export function checkSnpRequest(request: SnpCollateralRequest): void {
  * AMD SEV-SNP certificates from KDS or a cache with its paths, each document cached in the
  * server's Store until its certificate's notAfter: the VCEK at
  * `/vcek/v1/{product}/{hwid}?blSPL=..&teeSPL=..&snpSPL=..&ucodeSPL=..` (DER) and the ASK and ARK
- * at `/vcek/v1/{product}/cert_chain` (PEM, ASK first). VLEKs are not served by hardware id, so a
+ * at `/vcek/v1/{product}/cert_chain` (PEM, ASK first), and the ARK's CRL at
+ * `/vcek/v1/{product}/crl` (or `/vlek/v1/{product}/crl` for the VLEK chain), cached until its
+ * nextUpdate. VLEKs are not served by hardware id, so a
  * VLEK-signed report must carry its certificates in the evidence's certificate table.
  */
-export class KdsCollateralSource implements SnpCollateralSource {
+export class KdsCollateralSource implements SnpCollateralSource, SnpCrlSource {
   readonly #base: string;
   readonly #cache: CollateralCache;
   readonly #fetch: FetchOptions;
@@ -77,6 +86,13 @@ export class KdsCollateralSource implements SnpCollateralSource {
     const chain = await this.#document(`${this.#base}/vcek/v1/${request.productLine}/cert_chain`, now, chainWhat, (body) => parsePemChain(body.toString('utf8'), chainWhat, 2).notAfter);
     const [ask, ark] = parsePemChain(chain.toString('utf8'), chainWhat, 2).certificates;
     return { vcek: decodeCertificate(vcek, vcekWhat).der, ask: new Uint8Array(ask!.rawData), ark: new Uint8Array(ark!.rawData) };
+  }
+
+  async crl(productLine: SnpProductLine, signingKey: 'vcek' | 'vlek', now: Date): Promise<Uint8Array> {
+    checkSnpProductLine(productLine);
+    const what = `${productLine} ${signingKey.toUpperCase()} CRL`;
+    const body = await this.#document(`${this.#base}/${signingKey}/v1/${productLine}/crl`, now, what, (fetched) => decodeCrl(fetched, what).nextUpdate);
+    return decodeCrl(body, what).der;
   }
 
   async #document(url: string, now: Date, what: string, expiry: (body: Buffer) => Date): Promise<Buffer> {

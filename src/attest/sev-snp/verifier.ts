@@ -4,7 +4,7 @@
  * error code, and any check that cannot decide rejects.
  */
 import { createHash, timingSafeEqual, verify as verifySignature } from 'node:crypto';
-import { SealmeshError, type ErrorCode } from '../../errors/index.ts';
+import { isSealmeshError, SealmeshError, type ErrorCode } from '../../errors/index.ts';
 import type { SnpCertificates, SnpCollateralRequest, SnpCollateralSource } from '../collateral.ts';
 import type { AttestationResult, Evidence, EvidenceVerifier } from '../index.ts';
 import { MAX_SNP_CERT_TABLE_BYTES, parseSnpCertTable } from './cert-table.ts';
@@ -29,10 +29,12 @@ export interface SevSnpVerifierOptions {
   /** Source of the VCEK or VLEK, ASK and ARK when the evidence does not carry all of them. */
   collateral?: SnpCollateralSource;
   /**
-   * Source of the ARK's CRL. When set, the ASK (or ASVK) and the VCEK (or VLEK) must not be
-   * revoked, and a CRL that cannot be fetched rejects the evidence.
+   * Source of the ARK's CRL: the ASK (or ASVK) and the VCEK (or VLEK) must not be revoked, and a
+   * CRL that cannot be fetched rejects the evidence. Without it every report is rejected with
+   * SEALMESH_ERR_SNP_CRL_SOURCE_MISSING. `'unchecked'` skips revocation, for offline checks of
+   * recorded evidence whose CRL is not at hand; the server never sets it.
    */
-  crl?: SnpCrlSource;
+  crl?: SnpCrlSource | 'unchecked';
   /**
    * Product line to request from `collateral` for version 2 reports, which carry no CPUID. The
    * pinned ARK still decides; a different ARK is rejected.
@@ -77,7 +79,7 @@ interface CertificateSet extends SnpCertificates {
 export class SevSnpVerifier implements EvidenceVerifier {
   readonly provider = SEV_SNP_PROVIDER;
   readonly #collateral: SnpCollateralSource | undefined;
-  readonly #crl: SnpCrlSource | undefined;
+  readonly #crl: SnpCrlSource | 'unchecked' | undefined;
   readonly #productLine: SnpProductLine | undefined;
   readonly #trustedArks: ReadonlyMap<string, SnpProductLine>;
   readonly #parsed = new Map<string, AmdCertificate>();
@@ -113,8 +115,8 @@ export class SevSnpVerifier implements EvidenceVerifier {
    * 5. every certificate is valid at `now`;
    * 6. the certificate is the kind of key the report names (VCEK or VLEK) and has a P-384 key,
    *    and the ARK and ASK (or ASVK) names match that kind and the product line;
-   * 7. with a CRL source, the ARK's CRL is current, signed by the ARK, and revokes neither the
-   *    ASK nor the VCEK;
+   * 7. the ARK's CRL, from the CRL source (required), is current, signed by the ARK, and revokes
+   *    neither the ASK nor the VCEK;
    * 8. the report signature over bytes [0, 0x2A0) verifies with the VCEK or VLEK key;
    * 9. the certificate's product name matches the product line, its TCB extensions equal the
    *    report's reported TCB, and a VCEK's hwID equals the report's chip id;
@@ -219,6 +221,7 @@ export class SevSnpVerifier implements EvidenceVerifier {
     try {
       fetched = await this.#collateral.certificates(request, now);
     } catch (error) {
+      if (isSealmeshError(error)) throw error;
       throw new SealmeshError(
         'SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE',
         `SEV-SNP collateral source failed to return the ${missing.join(', ')} certificate for ${productLine}: ${(error as Error).message}`,
@@ -255,13 +258,21 @@ export class SevSnpVerifier implements EvidenceVerifier {
     revocable: AmdCertificate[],
     now: Date,
   ): Promise<void> {
-    if (this.#crl === undefined) {
+    if (this.#crl === 'unchecked') {
       return;
+    }
+    if (this.#crl === undefined) {
+      throw new SealmeshError(
+        'SEALMESH_ERR_SNP_CRL_SOURCE_MISSING',
+        'SEV-SNP evidence needs the AMD CRL to check that its ASK and VCEK are not revoked, and this server has no source for it: start it with --collateral-dir (file sev-snp/<product>/crl.der) or --kds-url',
+      );
     }
     let crl: Uint8Array;
     try {
       crl = await this.#crl.crl(productLine, signingKey, now);
     } catch (error) {
+      // A source's own error already names what failed and how to fix it.
+      if (isSealmeshError(error)) throw error;
       throw new SealmeshError(
         'SEALMESH_ERR_SNP_COLLATERAL_UNAVAILABLE',
         `SEV-SNP CRL source failed to return the ${productLine} ${signingKey.toUpperCase()} CRL: ${(error as Error).message}`,
