@@ -4,6 +4,7 @@ import { join } from 'node:path';
 import { controlplaneBenchmark } from './controlplane.ts';
 import { datapathBenchmark } from './datapath.ts';
 import { storeRound, type StoreFigures } from './store.ts';
+import { signingBenchmark } from './signing.ts';
 
 /**
  * `npm run bench`: runs each benchmark side by side in one process, alternating the variants
@@ -53,6 +54,7 @@ async function storeBenchmark(): Promise<Record<string, unknown>> {
  */
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   store: storeBenchmark,
+  signing: signingBenchmark,
   datapath: datapathBenchmark,
   controlplane: controlplaneBenchmark,
 };

@@ -1,4 +1,5 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { TrafficMetrics } from './traffic/metrics.ts';
 
 /** The sidecar's Prometheus metrics, in a registry of its own. */
 export class ProxyMetrics {
@@ -45,6 +46,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  readonly attestationProvider = new Gauge({
+    name: 'sealmesh_proxy_attestation_provider',
+    help: 'Set to 1 for the evidence provider this proxy enrolls with (none when it presents no evidence); insecure is true for the dev provider.',
+    labelNames: ['provider', 'insecure'] as const,
+    registers: [this.registry],
+  });
+
   readonly svidExpirySeconds = new Gauge({
     name: 'sealmesh_proxy_svid_expiry_seconds',
     help: 'Seconds until the current SVID expires.',
@@ -87,6 +95,8 @@ export class ProxyMetrics {
     labelNames: ['upstream'] as const,
     registers: [this.registry],
   });
+  /** Metrics of load balancing, retries, outlier detection and circuit breaking. */
+  readonly traffic = new TrafficMetrics(this.registry);
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });
