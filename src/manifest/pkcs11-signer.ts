@@ -1,6 +1,6 @@
 import { createHash, createPublicKey, randomBytes } from 'node:crypto';
 import { SealmeshError } from '../errors/index.ts';
-import { call, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
+import { call, P256_EC_PARAMS, p256SigningKeyTemplates, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
 import { publicKeyToPem } from './schema.ts';
 import type { ManifestSigner } from './signers.ts';
 import { operatorKeyId } from './signers.ts';
@@ -15,7 +15,6 @@ export interface Pkcs11SignerOptions extends Pkcs11TokenOptions {
 
 const CONTEXT = 'PKCS#11 manifest signer';
 // DER of the OID 1.2.840.10045.3.1.7 (prime256v1), the CKA_EC_PARAMS of a P-256 key.
-const P256_EC_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
 // DER SPKI header of a P-256 public key, followed by the 65-byte uncompressed point.
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 const UNCOMPRESSED_POINT_BYTES = 65;
@@ -58,31 +57,13 @@ export class Pkcs11ManifestSigner implements ManifestSigner {
         );
       }
       const id = randomBytes(16);
+      const templates = p256SigningKeyTemplates(api, options.keyLabel, id);
       const pair = call(CONTEXT, 'C_GenerateKeyPair', () =>
         library.C_GenerateKeyPair(
           session.handle,
           { mechanism: api.CKM_EC_KEY_PAIR_GEN },
-          [
-            { type: api.CKA_CLASS, value: api.CKO_PUBLIC_KEY },
-            { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
-            { type: api.CKA_TOKEN, value: true },
-            { type: api.CKA_PRIVATE, value: false },
-            { type: api.CKA_VERIFY, value: true },
-            { type: api.CKA_EC_PARAMS, value: P256_EC_PARAMS },
-            { type: api.CKA_LABEL, value: options.keyLabel },
-            { type: api.CKA_ID, value: id },
-          ],
-          [
-            { type: api.CKA_CLASS, value: api.CKO_PRIVATE_KEY },
-            { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
-            { type: api.CKA_TOKEN, value: true },
-            { type: api.CKA_PRIVATE, value: true },
-            { type: api.CKA_SENSITIVE, value: true },
-            { type: api.CKA_EXTRACTABLE, value: false },
-            { type: api.CKA_SIGN, value: true },
-            { type: api.CKA_LABEL, value: options.keyLabel },
-            { type: api.CKA_ID, value: id },
-          ],
+          templates.publicKey,
+          templates.privateKey,
         ),
       );
       const publicKeyPem = readPublicKeyPem(session, pair.publicKey, options.keyLabel);

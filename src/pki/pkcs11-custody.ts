@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
-import { ckrName, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
+import { ckrName, P256_EC_PARAMS, p256SigningKeyTemplates, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
 import { assertKeyLabel, type CaSigningKey, type KeyCustody } from './custody.ts';
 
 /** Location of the CA keys: the module, token label and PIN, and the cluster they belong to. */
@@ -14,7 +14,6 @@ export interface Pkcs11CustodyOptions extends Pkcs11TokenOptions {
 
 const CONTEXT = 'PKCS#11 CA key custody';
 // DER of the OID 1.2.840.10045.3.1.7 (prime256v1), the CKA_EC_PARAMS of a P-256 key.
-const P256_EC_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
 // DER SubjectPublicKeyInfo header of a P-256 public key, followed by the 65-byte uncompressed point.
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 const UNCOMPRESSED_POINT_BYTES = 65;
@@ -74,31 +73,13 @@ export class Pkcs11KeyCustody implements KeyCustody {
       throw new SealmeshError('SEALMESH_ERR_CONFLICT', `${CONTEXT}: token ${JSON.stringify(session.tokenLabel)} already has a key labelled ${JSON.stringify(objectLabel)}`);
     }
     const id = createHash('sha256').update(objectLabel).digest().subarray(0, 16);
+    const templates = p256SigningKeyTemplates(api, objectLabel, id);
     const pair = hsmCall('C_GenerateKeyPair', () =>
       library.C_GenerateKeyPair(
         session.handle,
         { mechanism: api.CKM_EC_KEY_PAIR_GEN },
-        [
-          { type: api.CKA_CLASS, value: api.CKO_PUBLIC_KEY },
-          { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
-          { type: api.CKA_TOKEN, value: true },
-          { type: api.CKA_PRIVATE, value: false },
-          { type: api.CKA_VERIFY, value: true },
-          { type: api.CKA_EC_PARAMS, value: P256_EC_PARAMS },
-          { type: api.CKA_LABEL, value: objectLabel },
-          { type: api.CKA_ID, value: id },
-        ],
-        [
-          { type: api.CKA_CLASS, value: api.CKO_PRIVATE_KEY },
-          { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
-          { type: api.CKA_TOKEN, value: true },
-          { type: api.CKA_PRIVATE, value: true },
-          { type: api.CKA_SENSITIVE, value: true },
-          { type: api.CKA_EXTRACTABLE, value: false },
-          { type: api.CKA_SIGN, value: true },
-          { type: api.CKA_LABEL, value: objectLabel },
-          { type: api.CKA_ID, value: id },
-        ],
+        templates.publicKey,
+        templates.privateKey,
       ),
     );
     return this.#signingKey(label, pair.privateKey, readSpki(session, pair.publicKey, objectLabel));

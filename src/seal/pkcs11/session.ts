@@ -336,3 +336,36 @@ function canonicalModulePath(modulePath: string): string {
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** DER of the OID of the P-256 curve (prime256v1), the CKA_EC_PARAMS of P-256 keys. */
+export const P256_EC_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
+
+/**
+ * Returns the templates of a P-256 signing key pair kept in the token: a public key anyone on the
+ * token may read, and a private key that is sensitive and never extractable.
+ */
+export function p256SigningKeyTemplates(api: Pkcs11Api, label: string, id: Buffer): { publicKey: Pkcs11Template; privateKey: Pkcs11Template } {
+  return {
+    publicKey: [
+      { type: api.CKA_CLASS, value: api.CKO_PUBLIC_KEY },
+      { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
+      { type: api.CKA_TOKEN, value: true },
+      { type: api.CKA_PRIVATE, value: false },
+      { type: api.CKA_VERIFY, value: true },
+      { type: api.CKA_EC_PARAMS, value: P256_EC_PARAMS },
+      { type: api.CKA_LABEL, value: label },
+      { type: api.CKA_ID, value: id },
+    ],
+    privateKey: [
+      { type: api.CKA_CLASS, value: api.CKO_PRIVATE_KEY },
+      { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
+      { type: api.CKA_TOKEN, value: true },
+      { type: api.CKA_PRIVATE, value: true },
+      { type: api.CKA_SENSITIVE, value: true },
+      { type: api.CKA_EXTRACTABLE, value: false },
+      { type: api.CKA_SIGN, value: true },
+      { type: api.CKA_LABEL, value: label },
+      { type: api.CKA_ID, value: id },
+    ],
+  };
+}
