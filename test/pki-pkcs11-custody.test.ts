@@ -9,7 +9,7 @@ import { CertificateAuthority, Pkcs11KeyCustody, SealedKeyCustody } from '../src
 import { ckrName, readBool, TokenSession } from '../src/seal/pkcs11/session.ts';
 import { ControlPlane } from '../src/server/index.ts';
 import { SqliteStore } from '../src/store/sqlite.ts';
-import { createSoftHsmToken, softHsmSkipReason, type SoftHsmToken } from './helpers/softhsm.ts';
+import { fileToken, softHsmSkipReason } from './helpers/softhsm.ts';
 import { testLogger } from './helpers/mesh.ts';
 import { issueTestSvid, mtlsHandshake } from './helpers/svid.ts';
 
@@ -23,13 +23,7 @@ function hasCode(code: ErrorCode): (error: unknown) => boolean {
   };
 }
 
-// One token for the whole file: SoftHSM reads SOFTHSM2_CONF once, when the module is initialised.
-let token: SoftHsmToken | undefined;
-function sharedToken(): SoftHsmToken {
-  token ??= createSoftHsmToken({ label: 'ca-custody' });
-  return token;
-}
-process.on('exit', () => token?.remove());
+const sharedToken = fileToken('ca-custody');
 
 function openCustody(t: TestContext, cluster: string, overrides: { pin?: string; tokenLabel?: string } = {}): Pkcs11KeyCustody {
   const hsm = sharedToken();
