@@ -1,6 +1,6 @@
 import { createHash, createPublicKey, randomBytes } from 'node:crypto';
 import { SealmeshError } from '../errors/index.ts';
-import { call, P256_EC_PARAMS, p256SigningKeyTemplates, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
+import { call, P256_EC_PARAMS, p256SigningKeyTemplates, signingKeyProblems, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
 import { publicKeyToPem } from './schema.ts';
 import type { ManifestSigner } from './signers.ts';
 import { operatorKeyId } from './signers.ts';
@@ -131,21 +131,7 @@ function findOne(session: TokenSession, objectClass: number, keyLabel: string, o
 
 /** Rejects a private key that is not an EC signing key, or that the token would let anyone export. */
 function checkPrivateKey(session: TokenSession, privateKey: Pkcs11Handle, keyLabel: string): void {
-  const { api, library } = session;
-  const attributes = call(CONTEXT, 'C_GetAttributeValue', () =>
-    library.C_GetAttributeValue(session.handle, privateKey, [
-      { type: api.CKA_KEY_TYPE },
-      { type: api.CKA_SENSITIVE },
-      { type: api.CKA_EXTRACTABLE },
-      { type: api.CKA_SIGN },
-    ]),
-  );
-  const value = (type: number): Buffer | undefined => attributes.find((attribute) => attribute.type === type)?.value;
-  const problems: string[] = [];
-  if (readUlong(value(api.CKA_KEY_TYPE)) !== api.CKK_EC) problems.push('it is not an EC key');
-  if (!readBool(value(api.CKA_SENSITIVE))) problems.push('CKA_SENSITIVE is false');
-  if (readBool(value(api.CKA_EXTRACTABLE))) problems.push('CKA_EXTRACTABLE is true');
-  if (!readBool(value(api.CKA_SIGN))) problems.push('CKA_SIGN is false');
+  const problems = signingKeyProblems(session, privateKey, { requireToken: false, call: (action, run) => call(CONTEXT, action, run) });
   if (problems.length > 0) {
     throw new SealmeshError(
       'SEALMESH_ERR_MANIFEST_SIGNING_KEY_INVALID',

@@ -358,7 +358,7 @@ export const manifestSchema = z
     intentions: intentionsSchema,
     attestation: attestationSchema,
     /**
-     * What the cluster is for. `production` (the default when absent) rejects settings that exist
+     * Purpose of the cluster. `production` (the default when absent) rejects settings that exist
      * only for development, such as `attestation.allowDevProvider`.
      */
     environment: z.enum(['production', 'development']).optional(),

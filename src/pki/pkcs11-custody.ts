@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
-import { ckrName, P256_EC_PARAMS, p256SigningKeyTemplates, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
+import { ckrName, P256_EC_PARAMS, p256SigningKeyTemplates, signingKeyProblems, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
 import { assertKeyLabel, type CaSigningKey, type KeyCustody } from './custody.ts';
 
 /** Location of the CA keys: the module, token label and PIN, and the cluster they belong to. */
@@ -202,23 +202,7 @@ function keyInvalid(detail: string): SealmeshError {
 
 /** Rejects a private key that is not an EC signing key, or that the token would let anyone export. */
 function checkPrivateKey(session: TokenSession, privateKey: Pkcs11Handle, objectLabel: string): void {
-  const { api, library } = session;
-  const attributes = hsmCall('C_GetAttributeValue', () =>
-    library.C_GetAttributeValue(session.handle, privateKey, [
-      { type: api.CKA_KEY_TYPE },
-      { type: api.CKA_TOKEN },
-      { type: api.CKA_SENSITIVE },
-      { type: api.CKA_EXTRACTABLE },
-      { type: api.CKA_SIGN },
-    ]),
-  );
-  const value = (type: number): Buffer | undefined => attributes.find((attribute) => attribute.type === type)?.value;
-  const problems: string[] = [];
-  if (readUlong(value(api.CKA_KEY_TYPE)) !== api.CKK_EC) problems.push('it is not an EC key');
-  if (!readBool(value(api.CKA_TOKEN))) problems.push('CKA_TOKEN is false');
-  if (!readBool(value(api.CKA_SENSITIVE))) problems.push('CKA_SENSITIVE is false');
-  if (readBool(value(api.CKA_EXTRACTABLE))) problems.push('CKA_EXTRACTABLE is true');
-  if (!readBool(value(api.CKA_SIGN))) problems.push('CKA_SIGN is false');
+  const problems = signingKeyProblems(session, privateKey, { requireToken: true, call: hsmCall });
   if (problems.length > 0) throw keyInvalid(`private key ${JSON.stringify(objectLabel)} cannot hold a CA key: ${problems.join(', ')}`);
 }
 

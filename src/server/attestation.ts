@@ -153,7 +153,7 @@ export class AttestationGate {
 
     const expected = enrollmentReportData(request.spkiDer, nonce);
     const result: AttestationResult = await verifier.verify(evidence, expected, request.now);
-    // A verifier answers only for its own provider, and only the dev verifier returns insecure
+    // A verifier returns results only for its own provider, and only the dev verifier returns insecure
     // results. These checks keep a faulty or misregistered verifier from widening either.
     if (result.provider !== evidence.provider) {
       throw new SealmeshError(

@@ -60,14 +60,14 @@ export interface ServerOptions {
   counter?: CounterConfig;
   /** Control socket of a Shamir-sealed server; a sibling of the data directory when absent. */
   unsealSocket?: string;
-  /** Where attestation collateral comes from: a directory, a caching service, or both. */
+  /** Sources of attestation collateral: a directory, a caching service, or both. */
   collateral?: CollateralConfig;
   /**
    * The verifiers of attestation evidence. Default: `createVerifierRegistry` with the collateral
    * sources of `collateral`. Tests pass their own.
    */
   verifiers?: VerifierRegistry;
-  /** Where the CA private keys live; `sealed` (in the sealed store) when absent. */
+  /** Custody of the CA private keys. `sealed` (in the sealed store) when absent. */
   caCustody?: CaCustodyConfig;
   /**
    * Clock of the CA: certificate validity and the prune of a retired root. `() => new Date()` when

@@ -33,9 +33,9 @@ export interface Finding {
   where: string;
 }
 
-/** DER of a PKCS#8 PrivateKeyInfo for P-256 up to the OCTET STRING that holds the scalar. */
+/** DER of a PKCS#8 PrivateKeyInfo for P-256 up to the OCTET STRING that contains the scalar. */
 const PKCS8_P256_PREFIX = Buffer.from('308187020100301306072a8648ce3d020106082a8648ce3d030107046d306b0201010420', 'hex');
-/** DER of a SEC1 ECPrivateKey up to the OCTET STRING that holds the scalar. */
+/** DER of a SEC1 ECPrivateKey up to the OCTET STRING that contains the scalar. */
 const SEC1_P256_PREFIX = Buffer.from('30770201010420', 'hex');
 /**
  * Longest base64 run whose every window is tried. Longer runs, mostly source text such as paths and

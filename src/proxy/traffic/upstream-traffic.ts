@@ -128,7 +128,7 @@ export class UpstreamTraffic {
 
   /**
    * Admits an HTTP request against max concurrent requests and max pending requests. A rejected
-   * request is counted and logged here; the caller answers with `rejection.response`.
+   * request is counted and logged here; the caller replies with `rejection.response`.
    */
   admitRequest(): Admission | TrafficRejection {
     return this.#admit(['requests', 'pending_requests'], true);
@@ -224,7 +224,7 @@ export class UpstreamTraffic {
 
   /**
    * Decides whether a failed try may be retried (see `decideRetry`), and counts the retry or the
-   * exhausted budget. An allowed retry holds the budget until its `release` is called.
+   * exhausted budget. An allowed retry keeps its share of the budget until its `release` is called.
    */
   decideRetry(request: RetryRequest): RetryDecision {
     const decision = decideRetry(request, {

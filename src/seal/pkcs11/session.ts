@@ -369,3 +369,33 @@ export function p256SigningKeyTemplates(api: Pkcs11Api, label: string, id: Buffe
     ],
   };
 }
+
+/**
+ * Returns what makes `privateKey` unfit as a signing key that must stay in the token: not an EC
+ * key, not sensitive, extractable, not allowed to sign, or (with `requireToken`) a session object.
+ * Empty when the key is fit. `call` wraps the attribute read in the caller's error mapping.
+ */
+export function signingKeyProblems(
+  session: TokenSession,
+  privateKey: Pkcs11Handle,
+  options: { requireToken: boolean; call: <T>(action: string, run: () => T) => T },
+): string[] {
+  const { api, library } = session;
+  const attributes = options.call('C_GetAttributeValue', () =>
+    library.C_GetAttributeValue(session.handle, privateKey, [
+      { type: api.CKA_KEY_TYPE },
+      { type: api.CKA_TOKEN },
+      { type: api.CKA_SENSITIVE },
+      { type: api.CKA_EXTRACTABLE },
+      { type: api.CKA_SIGN },
+    ]),
+  );
+  const value = (type: number): Buffer | undefined => attributes.find((attribute) => attribute.type === type)?.value;
+  const problems: string[] = [];
+  if (readUlong(value(api.CKA_KEY_TYPE)) !== api.CKK_EC) problems.push('it is not an EC key');
+  if (options.requireToken && !readBool(value(api.CKA_TOKEN))) problems.push('CKA_TOKEN is false');
+  if (!readBool(value(api.CKA_SENSITIVE))) problems.push('CKA_SENSITIVE is false');
+  if (readBool(value(api.CKA_EXTRACTABLE))) problems.push('CKA_EXTRACTABLE is true');
+  if (!readBool(value(api.CKA_SIGN))) problems.push('CKA_SIGN is false');
+  return problems;
+}
