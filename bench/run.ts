@@ -1,7 +1,10 @@
 import { mkdirSync, writeFileSync } from 'node:fs';
 import { cpus, totalmem } from 'node:os';
 import { join } from 'node:path';
+import { controlplaneBenchmark } from './controlplane.ts';
+import { datapathBenchmark } from './datapath.ts';
 import { storeRound, type StoreFigures } from './store.ts';
+import { signingBenchmark } from './signing.ts';
 
 /**
  * `npm run bench`: runs each benchmark side by side in one process, alternating the variants
@@ -51,6 +54,9 @@ async function storeBenchmark(): Promise<Record<string, unknown>> {
  */
 const BENCHMARKS: Record<string, () => Promise<Record<string, unknown>>> = {
   store: storeBenchmark,
+  signing: signingBenchmark,
+  datapath: datapathBenchmark,
+  controlplane: controlplaneBenchmark,
 };
 
 const requested = process.argv.slice(2);

@@ -4,6 +4,7 @@ import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { KeyFileSealProvider } from '../src/seal/index.ts';
 import { SealedStore, SqliteStore, type Store } from '../src/store/index.ts';
+import { openSqliteBackend } from '../src/store/sealed-file.ts';
 
 /** Writes and reads per second of one backend, for 1 KiB values. */
 export interface StoreFigures {
@@ -32,7 +33,9 @@ async function measure(store: Store, writes: number, reads: number): Promise<Sto
 export async function storeRound(kind: 'unsealed' | 'sealed', writes: number, reads: number): Promise<StoreFigures> {
   const dir = mkdtempSync(join(tmpdir(), 'sealmesh-bench-store-'));
   try {
-    const backend = SqliteStore.open(join(dir, 'data', 'sealmesh.db'));
+    // The sealed store gets its backend the way the server opens it.
+    const path = join(dir, 'data', 'sealmesh.db');
+    const backend = kind === 'unsealed' ? SqliteStore.open(path) : openSqliteBackend(path);
     if (kind === 'unsealed') {
       try {
         return await measure(backend, writes, reads);

@@ -4,7 +4,7 @@ import { createServer as createHttpsServer, type Server as HttpsServer } from 'n
 import { after, before, describe, test } from 'node:test';
 import { createSecureContext } from 'node:tls';
 import { generateCsr, generateKeyPair, privateKeyToPem } from '../src/pki/index.ts';
-import { TlsSessionCache } from '../src/proxy/http/peer-connector.ts';
+import { PeerSessionCache } from '../src/proxy/tls-sessions.ts';
 import { PeerPool } from '../src/proxy/http/peer-pool.ts';
 import { formatSpiffeId } from '../src/spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../src/tls/index.ts';
@@ -43,7 +43,7 @@ describe('peer that negotiates only HTTP/1.1', () => {
       secureContext: () => secureContext,
       alpn: () => ['h2', 'http/1.1'],
       connectTimeoutMs: 5_000,
-      sessions: new TlsSessionCache(),
+      sessions: new PeerSessionCache(),
     });
   });
 

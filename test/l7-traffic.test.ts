@@ -2,7 +2,8 @@ import assert from 'node:assert/strict';
 import { createServer as createHttpServer, request, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer } from 'node:net';
 import { after, before, describe, test } from 'node:test';
-import type { SidecarProxy } from '../src/proxy/index.ts';
+import { parseUpstream, type SidecarProxy } from '../src/proxy/index.ts';
+import { resolveTrafficSettings, type TrafficSettingsInput } from '../src/proxy/traffic/index.ts';
 import { allow, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
 interface App {
@@ -47,7 +48,7 @@ function send(port: number, method = 'GET', path = '/', body?: string): Promise<
 }
 
 async function metricSum(proxy: SidecarProxy, name: 'retries' | 'ejections' | 'circuitBreakerTrips', labels: Record<string, string>): Promise<number> {
-  const metric = await proxy.metrics.http[name].get();
+  const metric = await proxy.metrics.traffic[name].get();
   return metric.values
     .filter((value) => Object.entries(labels).every(([label, wanted]) => (value.labels as Record<string, unknown>)[label] === wanted))
     .reduce((sum, value) => sum + value.value, 0);
@@ -76,16 +77,20 @@ describe('traffic management across proxies', () => {
     await instance('slow', 200, 400);
     await instance('slow', 200, 400);
     await instance('tiny', 200, 300);
-    web = await startProxy(mesh, 'web', 1, ['api', 'flaky', 'slow', 'tiny'], {
-      traffic: {
-        api: { outlierDetection: { consecutiveConnectFailures: 2, maxEjectionPercent: 50 } },
-        flaky: { outlierDetection: { consecutive5xx: 3, maxEjectionPercent: 50 } },
-        slow: { perTryTimeoutMs: 150, requestTimeoutMs: 2_000, retries: { maxAttempts: 2 } },
-        tiny: { circuitBreaker: { maxRequests: 2 } },
-      },
+    await instance('gateway', 503);
+    await instance('gateway', 200);
+    const settings: Record<string, TrafficSettingsInput> = {
+      api: { passiveHealthCheck: { maxFailures: 2, maxEjectionPercent: 50 } },
+      flaky: { passiveHealthCheck: { maxFailures: 3, maxEjectionPercent: 50 } },
+      slow: { perTryTimeoutMs: 150, requestTimeoutMs: 2_000, retry: { numRetries: 1, retryOn: ['connect_failure', 'refused_stream', 'per_try_timeout'] } },
+      tiny: { limits: { maxConcurrentRequests: 2 } },
+      gateway: { retry: { numRetries: 1, retryOn: ['gateway_error'] }, passiveHealthCheck: { maxEjectionPercent: 0 } },
+    };
+    web = await startProxy(mesh, 'web', 1, [], {
+      upstreams: Object.entries(settings).map(([name, input]) => ({ ...parseUpstream(`${name}=127.0.0.1:0`), traffic: resolveTrafficSettings(input) })),
     });
     proxies.push(web);
-    for (const service of ['api', 'flaky', 'slow', 'tiny']) {
+    for (const service of ['api', 'flaky', 'slow', 'tiny', 'gateway']) {
       await allow(mesh, 'web', service);
       await waitForEndpoints(web, service, service === 'tiny' ? 1 : 2);
     }
@@ -106,7 +111,7 @@ describe('traffic management across proxies', () => {
     const statuses: number[] = [];
     for (let index = 0; index < 10; index += 1) statuses.push((await send(port)).status);
     assert.deepEqual(statuses, Array(10).fill(200));
-    assert.ok((await metricSum(web, 'retries', { upstream: 'api', reason: 'connect_failure' })) >= 1);
+    assert.ok((await metricSum(web, 'retries', { upstream: 'api', cause: 'connect_failure' })) >= 1);
     assert.equal(await metricSum(web, 'ejections', { upstream: 'api' }), 1);
 
     // With the dead instance ejected, no request tries it again.
@@ -131,7 +136,7 @@ describe('traffic management across proxies', () => {
     // Both instances are slower than the per-try timeout, so both tries time out.
     assert.equal(response.status, 504);
     assert.equal(response.error, 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT');
-    assert.equal(await metricSum(web, 'retries', { upstream: 'slow', reason: 'per_try_timeout' }), 1);
+    assert.equal(await metricSum(web, 'retries', { upstream: 'slow', cause: 'per_try_timeout' }), 1);
     const hits = (apps[4]!.hits.get('GET /idempotent') ?? 0) + (apps[5]!.hits.get('GET /idempotent') ?? 0);
     assert.equal(hits, 2);
   });
@@ -154,9 +159,30 @@ describe('traffic management across proxies', () => {
     assert.equal(ok.length, 2);
     assert.equal(rejected.length, 8);
     for (const response of rejected) {
-      assert.equal(response.error, 'SEALMESH_ERR_L7_CIRCUIT_OPEN');
-      assert.match(response.body, /circuit breaker limit on active requests/);
+      assert.equal(response.error, 'SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN');
+      assert.equal(JSON.parse(response.body).error.code, 'SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN');
+      assert.match(response.body, /limits\.max_concurrent_requests = 2/);
     }
-    assert.equal(await metricSum(web, 'circuitBreakerTrips', { upstream: 'tiny', limit: 'requests' }), 8);
+    assert.equal(await metricSum(web, 'circuitBreakerTrips', { upstream: 'tiny', reason: 'max_concurrent_requests' }), 8);
+  });
+
+  test('gateway errors retry idempotent requests only', async () => {
+    const port = web.upstreamPort('gateway')!;
+    const unavailable = apps[7]!;
+    // Round robin sends some of these to the instance answering 503 first; each such try is retried.
+    for (let index = 0; index < 4; index += 1) {
+      const response = await send(port, 'GET', `/read/${index}`);
+      assert.equal(response.status, 200);
+      assert.equal(response.body, 'gateway-8');
+    }
+    const firstTries = [...unavailable.hits.keys()].filter((key) => key.startsWith('GET /read/')).length;
+    assert.ok(firstTries >= 1);
+    assert.equal(await metricSum(web, 'retries', { upstream: 'gateway', cause: 'gateway_error' }), firstTries);
+
+    // A POST that reached the app is not sent again: its 503 goes back to the client as the app sent it.
+    const statuses: number[] = [];
+    for (let index = 0; index < 2; index += 1) statuses.push((await send(port, 'POST', `/write/${index}`, 'x')).status);
+    assert.deepEqual(statuses.toSorted(), [200, 503]);
+    assert.equal(await metricSum(web, 'retries', { upstream: 'gateway', cause: 'gateway_error' }), firstTries);
   });
 });

@@ -126,7 +126,7 @@ test('schema rejects invalid manifests', () => {
     ['rule end not normalised', { ...draft(), intentions: { management: 'manifest', rules: [{ source: 'default/web', destination: 'api', action: 'allow' }] } }, /write "web"/],
     ['rule listed twice', { ...draft(), intentions: { management: 'manifest', rules: [{ source: 'web', destination: 'api', action: 'allow' }, { source: 'web', destination: 'api', action: 'deny' }] } }, /listed twice/],
     ['attestation service without providers', { ...draft(), attestation: { services: { api: { providers: [] } } } }, /providers/],
-    ['attestation service name invalid', { ...draft(), attestation: { services: { 'Not A Service': { providers: ['tpm'] } } } }, /service name/],
+    ['attestation service name invalid', { ...draft(), attestation: { services: { 'Not A Service': { providers: ['dev'] } }, allowDevProvider: true }, environment: 'development' }, /service name/],
     ['no operator keys', { ...draft(), operators: { keys: [], threshold: 1 } }, /operators\.keys/],
     ['threshold above key count', { ...draft(), operators: { keys, threshold: 3 } }, /threshold 3 exceeds the 2 operator keys/],
     ['threshold 0', { ...draft(), operators: { keys, threshold: 0 } }, /threshold/],
@@ -287,7 +287,8 @@ test('ECDSA signatures use the IEEE P1363 form', async () => {
 });
 
 test('effective posture fills defaults', () => {
-  const manifest = parseManifest({ ...draft(), attestation: { services: { api: { providers: ['tpm'], pcrs: [7] } } } });
+  const mrTd = 'ab'.repeat(48);
+  const manifest = parseManifest({ ...draft(), attestation: { services: { api: { providers: ['tdx'], tdx: { mrTd: [mrTd] } } } } });
   const posture = effectivePosture(manifest);
 
   assert.equal(posture.version, 1);
@@ -297,7 +298,10 @@ test('effective posture fills defaults', () => {
   assert.deepEqual(posture.svidTtl, { defaultSeconds: DEFAULT_SVID_TTL_SECONDS, minSeconds: MIN_SVID_TTL_SECONDS, maxSeconds: MAX_SVID_TTL_SECONDS });
   assert.equal(posture.attestation.required, false);
   assert.equal(posture.attestation.allowDevProvider, false);
-  assert.deepEqual(posture.attestation.services, { api: { providers: ['tpm'] } });
+  assert.equal(posture.environment, 'production');
+  assert.deepEqual(posture.attestation.services, {
+    api: { providers: ['tdx'], tcbStatuses: ['UpToDate'], allowDebug: false, tdx: { mrTd: [mrTd], rtMr0: null, rtMr1: null, rtMr2: null, rtMr3: null } },
+  });
   assert.equal(posture.operators.threshold, 2);
   assert.match(posture.operators.keys[0]?.fingerprint ?? '', /^[0-9a-f]{64}$/);
   assert.deepEqual(posture.warnings, ['Attestation is not required, so a join token alone enrolls a proxy.']);
@@ -308,6 +312,7 @@ test('effective posture warns about weak settings', () => {
     ...draft(),
     defaultPolicy: 'allow',
     attestation: { required: true, services: {}, allowDevProvider: true },
+    environment: 'development',
     operators: { ...draft().operators, threshold: 1 },
   });
   const posture = effectivePosture(manifest);

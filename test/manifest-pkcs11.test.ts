@@ -14,7 +14,7 @@ import {
   signManifest,
   verifyOperatorSignature,
 } from '../src/manifest/index.ts';
-import { createSoftHsmToken, softHsmSkipReason, type SoftHsmToken } from './helpers/softhsm.ts';
+import { fileToken, softHsmSkipReason } from './helpers/softhsm.ts';
 
 const skip = softHsmSkipReason();
 
@@ -26,13 +26,7 @@ function hasCode(code: ErrorCode): (error: unknown) => boolean {
   };
 }
 
-// One token for the whole file: SoftHSM reads SOFTHSM2_CONF once, when the module is initialised.
-let token: SoftHsmToken | undefined;
-function sharedToken(): SoftHsmToken {
-  token ??= createSoftHsmToken({ label: 'manifest-signer' });
-  return token;
-}
-process.on('exit', () => token?.remove());
+const sharedToken = fileToken('manifest-signer');
 
 test('PKCS#11 signer signs a manifest that verifies', { skip }, async () => {
   const hsm = sharedToken();

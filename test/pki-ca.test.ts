@@ -18,7 +18,7 @@ import {
   MIN_SVID_TTL_SECONDS,
   privateKeyToPem,
   spiffeIdFromPeerCertificate,
-  StoreKeyCustody,
+  SealedKeyCustody,
   type IssuedSvid,
 } from '../src/pki/index.ts';
 import { x509 } from '../src/pki/x509.ts';
@@ -47,7 +47,7 @@ async function openCa(t: TestContext, options: { store?: SqliteStore; now?: () =
   const store = options.store ?? openStore(t);
   return CertificateAuthority.open({
     store,
-    custody: new StoreKeyCustody(store),
+    custody: new SealedKeyCustody(store),
     trustDomain: options.trustDomain ?? trustDomain,
     ...(options.now ? { now: options.now } : {}),
   });

@@ -12,7 +12,7 @@ import {
 import { pino } from 'pino';
 import type { Registry } from 'prom-client';
 import { silentLogger } from '../src/log/index.ts';
-import { CertificateAuthority, generateCsr, generateKeyPair, privateKeyToPem, spiffeIdFromPeerCertificate, StoreKeyCustody } from '../src/pki/index.ts';
+import { CertificateAuthority, generateCsr, generateKeyPair, privateKeyToPem, spiffeIdFromPeerCertificate, SealedKeyCustody } from '../src/pki/index.ts';
 import { STORE_KEYS, type IntermediateRecord } from '../src/pki/ca-records.ts';
 import { createLeafCertificate, type Issuer } from '../src/pki/certificates.ts';
 import { exportSpki, randomSerialNumber } from '../src/pki/keys.ts';
@@ -140,7 +140,7 @@ async function loadIntermediate(store: SqliteStore): Promise<{ issuer: Issuer; p
   const record = await store.get(STORE_KEYS.intermediate);
   assert.ok(record !== undefined, `${STORE_KEYS.intermediate} is missing from the store`);
   const stored = JSON.parse(Buffer.from(record.value).toString('utf8')) as IntermediateRecord;
-  const key = await new StoreKeyCustody(store).load(stored.keyLabel);
+  const key = await new SealedKeyCustody(store).load(stored.keyLabel);
   assert.ok(key !== undefined, `intermediate key ${stored.keyLabel} is missing from the store`);
   return { issuer: { certificate: new x509.X509Certificate(stored.certificatePem), key }, pem: stored.certificatePem };
 }
@@ -315,7 +315,7 @@ describe('inbound and upstream peer checks', () => {
   test('certificate from another CA rejected', async () => {
     // Same trust domain and service as a real web SVID. Only the root differs.
     otherStore = SqliteStore.open(join(otherCaDir.path, 'other.db'));
-    const otherCa = await CertificateAuthority.open({ store: otherStore, custody: new StoreKeyCustody(otherStore), trustDomain: mesh.server.trustDomain });
+    const otherCa = await CertificateAuthority.open({ store: otherStore, custody: new SealedKeyCustody(otherStore), trustDomain: mesh.server.trustDomain });
     const foreign = await issueSvidFrom(otherCa, 'web');
     const failedBefore = await rejections('SEALMESH_ERR_TLS_HANDSHAKE_FAILED');
     const connectionsBefore = appConnections;

@@ -306,6 +306,29 @@ test('watch callback that writes keeps order', async (t) => {
   assert.deepEqual(seen, ['a@1', 'b@2', 'c@3']);
 });
 
+test('unlogged prefixes advance the revision without watch history', async (t) => {
+  const store = openStore(t, { unloggedPrefixes: ['m/'] });
+  const live: WatchEvent[] = [];
+  const watcher = store.watch('', 0, (event) => live.push(event));
+  t.after(() => watcher.close());
+  await store.put('d/a', text('1'));
+  const txn = await store.txn({ compare: [], success: [{ type: 'put', key: 'd/b', value: text('2') }, { type: 'put', key: 'm/chain/2', value: text('entry') }] });
+  assert.equal(txn.revision, 2);
+  assert.equal(await store.put('m/only', text('bookkeeping')), 3);
+  assert.equal(await store.delete('m/only'), true);
+  assert.equal(await store.revision(), 4);
+  assert.equal(decode((await store.get('m/chain/2'))?.value ?? new Uint8Array()), 'entry');
+  await settle();
+  assert.deepEqual(summarize(live), ['put d/a=1@1', 'put d/b=2@2']);
+
+  const replayed: WatchEvent[] = [];
+  const replay = store.watch('', 0, (event) => replayed.push(event));
+  t.after(() => replay.close());
+  await settle();
+  await settle();
+  assert.deepEqual(summarize(replayed), ['put d/a=1@1', 'put d/b=2@2']);
+});
+
 test('invalid keys are rejected', async (t) => {
   const store = openStore(t);
   const code = hasCode('SEALMESH_ERR_STORE_KEY_INVALID');

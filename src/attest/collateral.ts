@@ -13,7 +13,7 @@ export interface SnpCertificates {
   ark: Uint8Array;
 }
 
-/** What an SEV-SNP verifier asks for when the evidence does not carry its certificates. */
+/** Request of an SEV-SNP verifier for certificates that the evidence does not carry. */
 export interface SnpCollateralRequest {
   productLine: string;
   /** Chip id from the report, lowercase hex (64 bytes). */

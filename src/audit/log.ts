@@ -36,16 +36,18 @@ export const AUDIT_ACTIONS = [
   'seal.rotate-data-key',
   'snapshot.restore',
   'ca.rotate',
+  'ca.prune',
   'ca.intermediate-renewed',
+  'attestation.reject',
 ] as const;
 export type AuditAction = (typeof AUDIT_ACTIONS)[number];
 
 /**
- * The cause of an event: an ACL token by its accessor id, an operator key by its id, or the server
- * itself. Never a token secret or key material.
+ * The cause of an event: an ACL token by its accessor id, an operator key by its id, a proxy by
+ * the SPIFFE ID of the SVID it presented, or the server itself. Never a token secret or key material.
  */
 export interface AuditActor {
-  kind: 'token' | 'operator' | 'system';
+  kind: 'token' | 'operator' | 'svid' | 'system';
   accessorId: string;
 }
 
@@ -92,7 +94,8 @@ export const AUDIT_HEAD_KEY = 'audit/head';
 const ENTRY_KEY_PATTERN = /^audit\/(\d{12})$/;
 const MAX_SEQ = 999_999_999_999;
 const ZERO_HASH = '0'.repeat(64);
-const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@-]{0,127}$/;
+// `/` appears in the SPIFFE IDs of `svid` actors.
+const ID_PATTERN = /^[A-Za-z0-9][A-Za-z0-9._:@/-]{0,255}$/;
 // Detail names that usually hold a secret, compared without case or separators.
 const SECRET_DETAIL_NAMES = new Set(['secret', 'secretid', 'password', 'passphrase', 'pin', 'privatekey', 'token', 'jointoken', 'bearertoken', 'apikey', 'share', 'shares']);
 // Appends that lose the race to another writer are retried this many times before failing.
@@ -103,7 +106,7 @@ const entrySchema = z.strictObject({
   seq: z.number().int().min(1).max(MAX_SEQ),
   at: z.iso.datetime(),
   action: z.enum(AUDIT_ACTIONS),
-  actor: z.strictObject({ kind: z.enum(['token', 'operator', 'system']), accessorId: z.string().regex(ID_PATTERN) }),
+  actor: z.strictObject({ kind: z.enum(['token', 'operator', 'svid', 'system']), accessorId: z.string().regex(ID_PATTERN) }),
   subject: z.string().max(1024).nullable(),
   details: z.record(z.string(), z.json()).nullable(),
   prev: hashPattern,
@@ -168,11 +171,11 @@ function validateEvent(event: AuditEvent): void {
   if (!(AUDIT_ACTIONS as readonly string[]).includes(event.action)) {
     throw invalidEvent(`action ${JSON.stringify(event.action)} is not one of ${AUDIT_ACTIONS.join(', ')}`);
   }
-  if (!['token', 'operator', 'system'].includes(event.actor.kind)) {
-    throw invalidEvent(`actor kind ${JSON.stringify(event.actor.kind)} is not token, operator or system`);
+  if (!['token', 'operator', 'svid', 'system'].includes(event.actor.kind)) {
+    throw invalidEvent(`actor kind ${JSON.stringify(event.actor.kind)} is not token, operator, svid or system`);
   }
   if (!ID_PATTERN.test(event.actor.accessorId)) {
-    throw invalidEvent('actor accessorId must be 1 to 128 letters, digits and ._:@-, starting with a letter or digit');
+    throw invalidEvent('actor accessorId must be 1 to 256 letters, digits and ._:@/-, starting with a letter or digit');
   }
   if (event.subject !== undefined && (typeof event.subject !== 'string' || event.subject.length > 1024)) {
     throw invalidEvent('subject must be a string of at most 1024 characters');

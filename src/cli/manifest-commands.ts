@@ -186,7 +186,7 @@ export function addManifestCommands(manifest: Command, addClientOptions: (comman
     print(flags, result, () =>
       result.posture === null
         ? `No manifest is applied: the server runs with default policy deny and intentions managed through the API. Create one with \`sealmesh manifest init\`.\n\n${proxies}`
-        : `${formatPosture(result.posture).trimEnd()}\ngenesis:  ${result.genesisDigest ?? '-'}\nnote:     the TLS and attestation settings are signed but not yet enforced by the server\n\n${proxies}`,
+        : `${formatPosture(result.posture).trimEnd()}\ngenesis:  ${result.genesisDigest ?? '-'}\nnote:     the TLS settings are signed but not yet enforced by the server\n\n${proxies}`,
     );
   });
 

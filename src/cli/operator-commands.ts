@@ -4,6 +4,7 @@ import type { Command } from 'commander';
 import { isErrorCode, SealmeshError } from '../errors/index.ts';
 import { clientFromFlags, print, type ClientFlags } from './output.ts';
 import { addSealOptions, counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
+import type { CaStatus, RootPrune, RootRotation } from '../pki/index.ts';
 
 /** Sends one JSON request over the sealed-state control socket of a Shamir-sealed server. */
 function socketRequest<T>(socketPath: string, method: string, path: string, body?: unknown): Promise<T> {
@@ -65,11 +66,65 @@ function sealStatusText(status: SealStatusResponse): string {
   return `Sealed: ${status.progress} of ${status.threshold} key shares submitted (${status.shares} issued).`;
 }
 
+function caStatusText(status: CaStatus): string {
+  const lines = [`Key custody:   ${status.custody}`, `Intermediate:  ${status.intermediate.serialNumber} (expires ${status.intermediate.notAfter})`];
+  for (const root of status.roots) lines.push(`Root:          ${root.serialNumber} ${root.state} (expires ${root.notAfter}, SHA-256 ${root.fingerprintSha256})`);
+  lines.push(
+    status.rotation === null
+      ? 'Rotation:      none pending'
+      : `Rotation:      root ${status.rotation.retiredRootSerial} retired at ${status.rotation.rotatedAt}; it leaves the bundle after ${status.rotation.prunableAfter}`,
+  );
+  return lines.join('\n');
+}
+
+/** Adds `operator ca status`, `operator ca rotate-root` and `operator ca prune`. */
+function addCaCommands(operator: Command, addClientOptions: (command: Command) => Command): void {
+  const ca = operator.command('ca').description('the mesh CA: status, root rotation without downtime, and the prune of a retired root');
+  addClientOptions(
+    ca
+      .command('status')
+      .description('show the key custody, the roots in the trust bundle, the intermediate and any pending rotation (read token)')
+      .action(async (flags: ClientFlags) => {
+        const status = await clientFromFlags(flags).get<CaStatus>('/v1/operator/ca');
+        print(flags, status, () => caStatusText(status));
+      }),
+  );
+  addClientOptions(
+    ca
+      .command('rotate-root')
+      .description('create a new root and intermediate in the same key custody, cross-signed by the current root; both roots stay in the trust bundle until every SVID under the old one has expired')
+      .action(async (flags: ClientFlags) => {
+        const result = await clientFromFlags(flags).post<RootRotation>('/v1/operator/ca/rotate-root', {});
+        print(flags, result, () =>
+          [
+            `New root:      ${result.root.serialNumber} (SHA-256 ${result.root.fingerprintSha256})`,
+            `Intermediate:  ${result.intermediate.serialNumber}`,
+            `Retired root:  ${result.retiredRoot.serialNumber}; it stays in the trust bundle until ${result.prunableAfter}, then the server prunes it`,
+          ].join('\n'),
+        );
+      }),
+  );
+  addClientOptions(
+    ca
+      .command('prune')
+      .description('remove the retired root from the trust bundle now, if every certificate under it has expired (the server also does this every minute)')
+      .action(async (flags: ClientFlags) => {
+        const result = await clientFromFlags(flags).post<RootPrune>('/v1/operator/ca/prune', {});
+        print(flags, result, () => {
+          if (result.pruned) return `Pruned root ${result.retiredRootSerial ?? ''}; destroyed keys: ${(result.destroyedKeys ?? []).join(', ')}.`;
+          if (result.retiredRootSerial === undefined) return 'No rotation is pending.';
+          return `Root ${result.retiredRootSerial} stays in the trust bundle until ${result.prunableAfter ?? ''}.`;
+        });
+      }),
+  );
+}
+
 /**
  * Adds the operator commands: init, unseal, seal-status, verify-data, snapshot save and restore,
- * rotate-kek and rotate-data-key.
+ * rotate-kek, rotate-data-key and the CA commands.
  */
 export function addOperatorCommands(operator: Command, addClientOptions: (command: Command) => Command): void {
+  addCaCommands(operator, addClientOptions);
   addClientOptions(
     operator
       .command('init')

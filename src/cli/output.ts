@@ -1,4 +1,5 @@
 import { readFileSync } from 'node:fs';
+import { sandboxDeniedError } from '../hardening/index.ts';
 import { ApiClient } from '../client/index.ts';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 
@@ -81,13 +82,16 @@ const USAGE_ERROR_CODES: ReadonlySet<string> = new Set([
   'SEALMESH_ERR_INVALID_ARGUMENT',
   'SEALMESH_ERR_CONFIG_SECURITY_SETTING',
   'SEALMESH_ERR_CONFIG_UNKNOWN_KEY',
+  'SEALMESH_ERR_TRAFFIC_CONFIG_INVALID',
+  'SEALMESH_ERR_TRAFFIC_CONFIG_UNKNOWN_KEY',
+  'SEALMESH_ERR_TRAFFIC_UPSTREAM_UNKNOWN',
 ]);
 
 /** Prints an error to standard error and returns the exit code for it. */
 export function reportError(error: unknown, json: boolean): number {
   const failure = isSealmeshError(error)
     ? error
-    : new SealmeshError('SEALMESH_ERR_INTERNAL', error instanceof Error ? error.message : String(error));
+    : (sandboxDeniedError(error) ?? new SealmeshError('SEALMESH_ERR_INTERNAL', error instanceof Error ? error.message : String(error)));
   if (json) process.stderr.write(`${JSON.stringify(failure.toJSON())}\n`);
   else process.stderr.write(`error: ${failure.message} (${failure.code})\n`);
   return USAGE_ERROR_CODES.has(failure.code) ? EXIT_USAGE : EXIT_FAILURE;

@@ -3,12 +3,14 @@ import { SealmeshError } from '../errors/index.ts';
 import type { Intention } from '../policy/index.ts';
 import type { Instance, ServiceSummary, TokenRecord } from '../server/index.ts';
 import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
-import type { runProxy } from './run.ts';
+import type { runProxy, runServer } from './run.ts';
 import type { ApplyFlags } from '../perimeter/index.ts';
 import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
 import { addAuditCommands } from './audit-commands.ts';
-import { addSealOptions, type SealFlags } from './seal-flags.ts';
+import { addSealOptions } from './seal-flags.ts';
+import { addCaCustodyOptions } from './ca-flags.ts';
+import { addHardeningOptions } from './hardening-options.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -30,6 +32,14 @@ function exposureCell(instance: Instance): string {
 }
 
 /** Builds the `sealmesh` command tree. Each action returns once its work is done. */
+/** Formats an instance's evidence for `service list`: the provider with its TCB status or `INSECURE`, `unpinned` without a policy, or `-` without evidence. */
+function attestationCell(instance: Instance): string {
+  const attestation = instance.attestation;
+  if (attestation === undefined) return '-';
+  const details = [attestation.insecure ? 'INSECURE' : attestation.tcbStatus, attestation.policy === 'unpinned' ? 'unpinned' : undefined].filter((detail) => detail !== undefined);
+  return details.length === 0 ? attestation.provider : `${attestation.provider} (${details.join(', ')})`;
+}
+
 export function buildProgram(): Command {
   const program = new Command('sealmesh')
     .description('sealmesh: a service mesh built to keep keys, configuration and access policies safe from whoever can read the disk, the configuration or process memory (docs/threat-model.md says what holds today)')
@@ -44,9 +54,13 @@ export function buildProgram(): Command {
     .option('--addr <host:port>', 'address of the HTTPS API (default: 127.0.0.1:8501)')
     .option('--trust-domain <name>', 'trust domain of a new cluster (default: a generated one); fixed once set')
     .option('--lease <duration>', 'how long an instance stays registered after its proxy disconnects (default: 30s)')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
-  addSealOptions(server).action(
-    async (flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags) => {
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
+    .option('--collateral-dir <dir>', 'directory of attestation collateral (AMD VCEKs and chains, Intel TCB info, QE identity, CRLs), tried before the services')
+    .option('--pccs-url <url>', 'PCCS or Intel PCS base URL for TDX and SGX collateral; fetched documents are cached in the store until they expire')
+    .option('--kds-url <url>', 'AMD KDS base URL, or a cache with its paths, for SEV-SNP VCEKs, chains and CRLs')
+    .option('--collateral-ca-file <path>', 'PEM roots for an HTTPS --pccs-url or --kds-url (default: the system roots)');
+  addHardeningOptions(addCaCustodyOptions(addSealOptions(server))).action(
+    async (flags: Parameters<typeof runServer>[0]) => {
       // The server, proxy and dev modules load on use, so that the client commands start quickly.
       const { runServer } = await import('./run.ts');
       await runServer(flags);
@@ -188,9 +202,11 @@ export function buildProgram(): Command {
         const { services } = await clientFromFlags(flags).get<{ services: ServiceSummary[] }>('/v1/catalog/services');
         // The APP EXPOSED column is shown once any instance's proxy has reported how its app is bound.
         const showExposure = services.some((summary) => summary.instances.some((instance) => instance.appExposure !== undefined));
+        // The ATTESTATION column is shown once any instance enrolled with evidence.
+        const showAttestation = services.some((summary) => summary.instances.some((instance) => instance.attestation !== undefined));
         print(flags, { services }, () =>
           table(
-            ['SERVICE', 'INSTANCE', 'ADDRESS', 'HEALTH', 'SPIFFE ID', 'SVID EXPIRES', ...(showExposure ? ['APP EXPOSED'] : [])],
+            ['SERVICE', 'INSTANCE', 'ADDRESS', 'HEALTH', 'SPIFFE ID', 'SVID EXPIRES', ...(showExposure ? ['APP EXPOSED'] : []), ...(showAttestation ? ['ATTESTATION'] : [])],
             services.flatMap((summary) =>
               summary.instances.map((instance) => [
                 summary.namespace === 'default' ? summary.name : `${summary.namespace}/${summary.name}`,
@@ -200,6 +216,7 @@ export function buildProgram(): Command {
                 instance.spiffeId,
                 instance.svidNotAfter ?? '-',
                 ...(showExposure ? [exposureCell(instance)] : []),
+                ...(showAttestation ? [attestationCell(instance)] : []),
               ]),
             ),
           ),
@@ -207,18 +224,17 @@ export function buildProgram(): Command {
       }),
   );
 
-  program
+  const proxy = program
     .command('proxy')
     .description('run a sidecar proxy in front of one service instance')
-    .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with service, listen, app, upstreams, advertise, admin, drain, addr, ca_file and log_level; flags override it')
+    .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with service, listen, app, upstreams, upstream_config, advertise, admin, drain, addr, ca_file and log_level; flags override it')
     .option('--service <name>', 'service this proxy fronts (NAME or NAMESPACE/NAME); required here or in --config')
     .option('--join-token <token>', 'single-use join token for the service (default: SEALMESH_JOIN_TOKEN)')
     .option('--listen <host:port>', 'inbound mTLS listener; required here or in --config')
     .option('--app <host:port|unix:path>', 'the local app that inbound traffic goes to: loopback TCP or a Unix socket; required here or in --config')
     .option('--upstream <name=host:port|name=unix:path>', 'loopback TCP or Unix socket listener for an upstream service; repeatable', collect, [])
     .option('--protocol <protocol>', 'application protocol of the app: tcp, http (HTTP/1.1), http2 (cleartext HTTP/2) or grpc; registered for the callers\' proxies (default: tcp)')
-    .option('--traffic-file <file>', 'YAML or JSON map from upstream service to its HTTP traffic settings: loadBalancer, timeouts, retries, outlierDetection, circuitBreaker (see docs/traffic.md)')
-    .option('--request-timeout <duration>', 'time an HTTP request to an upstream may wait for its response headers (default: none)')
+    .option('--upstream-config <name:key=value>', 'traffic setting of an upstream (NAME or * for all), such as api:load_balancer=least_request or api:limits.max_connections=100; repeatable, see docs/traffic.md', collect, [])
     .option('--advertise <host:port>', 'address other proxies dial (default: the --listen address)')
     .option('--admin <host:port|unix:path>', 'loopback TCP or Unix socket endpoint for /metrics, /ready and /status')
     .option('--socket-mode <octal>', 'permission bits of every Unix socket the proxy creates; no bit for other users is accepted', '0600')
@@ -228,14 +244,16 @@ export function buildProgram(): Command {
     .option('--app-health-path <path>', 'HTTP path the app is checked at, such as /healthz (default: a TCP or Unix socket connect)')
     .option('--manifest-genesis <digest>', 'SHA-256 digest of the genesis manifest to pin (`sealmesh manifest show`); default: the first one received')
     .option('--svid-ttl <duration>', 'requested SVID lifetime (default: the server\'s)')
+    .option('--attestation <mode>', 'evidence to enroll with: auto (detect configfs-tsm or Gramine /dev/attestation), sev-snp, tdx, sgx, dev (INSECURE software evidence) or none', 'auto')
+    .option('--dev-measurement <hex>', 'with --attestation dev: the 48-byte measurement (96 hex digits) that the dev evidence claims')
     .option('--drain <duration>', 'how long SIGTERM waits for open connections (default: 10s)')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
-    .action(async (flags: Parameters<typeof runProxy>[0]) => {
-      const { runProxy } = await import('./run.ts');
-      await runProxy(flags);
-    });
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
+  addHardeningOptions(proxy).action(async (flags: Parameters<typeof runProxy>[0]) => {
+    const { runProxy } = await import('./run.ts');
+    await runProxy(flags);
+  });
 
   const perimeter = program.command('perimeter').description('nftables rules around an app and its sidecar in the app\'s network namespace (needs root)');
   perimeter

@@ -1,11 +1,15 @@
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
-import { SidecarProxy, parseProtocol, readTrafficFile, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
+import { ATTESTATION_MODES, type AttestationMode } from '../attest/providers/index.ts';
+import { SidecarProxy, parseProtocol, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { checkEnvironment, isLoopback, loadLocalConfig } from '../config/index.ts';
+import { applyUpstreamTraffic, parseTrafficFlag } from '../proxy/traffic/index.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
+import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
+import { checkRunMode, launchSandboxIfRequested, proxyGrant, serverGrant, type HardeningFlags } from './hardening-flags.ts';
 
 /**
  * Resolves once SIGINT or SIGTERM arrives. With SEALMESH_EXIT_WITH_PARENT=1, as `sealmesh dev` sets
@@ -43,18 +47,36 @@ function missingSetting(flag: string, key: string): SealmeshError {
  * --config file is read, and each flag given on the command line replaces the file's value.
  */
 export async function runServer(
-  flags: { config?: string; dataDir?: string; addr?: string; trustDomain?: string; lease?: string; logLevel?: string } & SealFlags,
+  flags: {
+    config?: string;
+    dataDir?: string;
+    addr?: string;
+    trustDomain?: string;
+    lease?: string;
+    logLevel?: string;
+    collateralDir?: string;
+    pccsUrl?: string;
+    kdsUrl?: string;
+    collateralCaFile?: string;
+  } & SealFlags &
+    Partial<CaCustodyFlags> &
+    HardeningFlags,
 ): Promise<void> {
   checkEnvironment(process.env);
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'server');
   const dataDir = flags.dataDir ?? file.dataDir;
   if (dataDir === undefined) throw missingSetting('--data-dir <dir>', 'data_dir');
+  if (await launchSandboxIfRequested(flags, () => serverGrant(flags, dataDir))) return;
+  // The process checks come before any key is read or created.
+  checkRunMode(flags);
   const log = createLogger({ component: 'server', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL });
   const listen = flags.addr !== undefined ? parseHostPort(flags.addr, '--addr', true) : (file.addr ?? parseHostPort(DEFAULT_SERVER_ADDR, '--addr', true));
   const leaseSeconds = flags.lease !== undefined ? parseDuration(flags.lease, '--lease') : (file.leaseSeconds ?? parseDuration(DEFAULT_LEASE, '--lease'));
   const counter = counterFromFlags(flags);
+  const caCustody = caCustodyFromFlags({ caCustody: flags.caCustody ?? 'sealed', caPkcs11PinEnv: flags.caPkcs11PinEnv ?? DEFAULT_CA_PIN_ENV, ...pkcs11Flags(flags) });
   const server = new ControlPlane({
     seal: sealFromFlags(flags),
+    caCustody,
     ...(counter !== undefined ? { counter } : {}),
     ...(flags.unsealSocket !== undefined ? { unsealSocket: flags.unsealSocket } : {}),
     dataDir,
@@ -63,6 +85,12 @@ export async function runServer(
     leaseSeconds,
     log,
     ...(flags.trustDomain !== undefined ? { trustDomain: flags.trustDomain } : {}),
+    collateral: {
+      ...(flags.collateralDir !== undefined ? { directory: flags.collateralDir } : {}),
+      ...(flags.pccsUrl !== undefined ? { pccsUrl: parseServiceUrl(flags.pccsUrl, '--pccs-url') } : {}),
+      ...(flags.kdsUrl !== undefined ? { kdsUrl: parseServiceUrl(flags.kdsUrl, '--kds-url') } : {}),
+      ...(flags.collateralCaFile !== undefined ? { ca: readCaFile(flags.collateralCaFile) } : {}),
+    },
   });
   // Listening for signals before the start means a SIGTERM during it still ends in a clean stop.
   const signalled = untilSignal();
@@ -73,11 +101,19 @@ export async function runServer(
   log.flush();
 }
 
+/** Picks the PKCS#11 module and token label flags that were given. */
+function pkcs11Flags(flags: Partial<CaCustodyFlags>): Pick<CaCustodyFlags, 'caPkcs11Module' | 'caPkcs11TokenLabel'> {
+  return {
+    ...(flags.caPkcs11Module !== undefined ? { caPkcs11Module: flags.caPkcs11Module } : {}),
+    ...(flags.caPkcs11TokenLabel !== undefined ? { caPkcs11TokenLabel: flags.caPkcs11TokenLabel } : {}),
+  };
+}
+
 /**
  * Runs a sidecar proxy. Like `runServer`, it checks the environment, reads the --config file and
  * lets each flag given replace the file's value. SEALMESH_ADDR and SEALMESH_CACERT also replace it.
  */
-export async function runProxy(flags: {
+export async function runProxy(flags: HardeningFlags & {
   config?: string;
   service?: string;
   joinToken?: string;
@@ -85,8 +121,7 @@ export async function runProxy(flags: {
   app?: string;
   upstream: string[];
   protocol?: string;
-  requestTimeout?: string;
-  trafficFile?: string;
+  upstreamConfig?: string[];
   advertise?: string;
   admin?: string;
   socketMode: string;
@@ -100,16 +135,26 @@ export async function runProxy(flags: {
   addr?: string;
   caFile?: string;
   logLevel?: string;
+  attestation?: string;
+  devMeasurement?: string;
 }): Promise<void> {
   checkEnvironment(process.env);
+  const attestation = parseAttestationMode(flags.attestation ?? 'auto');
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'proxy');
+  if (await launchSandboxIfRequested(flags, () => proxyGrant(flags, file))) return;
+  checkRunMode(flags);
+  // Other users can read a process's command line in /proc/PID/cmdline, so production takes the join token from the environment only.
+  if (flags.mode === 'production' && flags.joinToken !== undefined) {
+    throw new SealmeshError('SEALMESH_ERR_PRODUCTION_SECRET_IN_ARGV', '--join-token puts the join token where other users can read it (/proc/PID/cmdline); set SEALMESH_JOIN_TOKEN instead in production mode');
+  }
   const service = flags.service ?? file.service;
   if (service === undefined) throw missingSetting('--service <name>', 'service');
   const listen = flags.listen !== undefined ? parseHostPort(flags.listen, '--listen', true) : file.listen;
   if (listen === undefined) throw missingSetting('--listen <host:port>', 'listen');
   const app = flags.app !== undefined ? parseSocketAddress(flags.app, '--app') : file.app;
   if (app === undefined) throw missingSetting('--app <host:port|unix:path>', 'app');
-  const upstreams = flags.upstream.length > 0 ? flags.upstream.map(parseUpstream) : (file.upstreams ?? []);
+  const declared = flags.upstream.length > 0 ? flags.upstream.map(parseUpstream) : (file.upstreams ?? []);
+  const upstreams = applyUpstreamTraffic(declared, file.upstreamConfig, (flags.upstreamConfig ?? []).map(parseTrafficFlag));
   const advertise = flags.advertise !== undefined ? parseHostPort(flags.advertise, '--advertise') : file.advertise;
   const admin = flags.admin !== undefined ? parseSocketAddress(flags.admin, '--admin', true) : file.admin;
   // The admin endpoint serves metrics and status without authentication, so it stays on this host.
@@ -117,10 +162,7 @@ export async function runProxy(flags: {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--admin ${formatSocketAddress(admin)} is not a loopback address; the admin endpoint has no authentication, so bind it to 127.0.0.1, ::1 or a Unix socket`);
   }
   const drainSeconds = flags.drain !== undefined ? parseDuration(flags.drain, '--drain') : (file.drainSeconds ?? parseDuration(DEFAULT_DRAIN, '--drain'));
-  const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN;
-  if (joinToken === undefined || joinToken === '') {
-    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no join token given: pass --join-token or set SEALMESH_JOIN_TOKEN (create one with `sealmesh token create --service NAME`)');
-  }
+  assertJoinTokenGiven(flags);
   const caFile = flags.caFile ?? process.env.SEALMESH_CACERT ?? file.caFile;
   if (caFile === undefined) {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no CA file given: pass --ca-file or set SEALMESH_CACERT to the server\'s trust-bundle.pem');
@@ -129,7 +171,7 @@ export async function runProxy(flags: {
   const log = createLogger({ component: 'proxy', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL }).child({ service });
   const proxy = new SidecarProxy({
     service,
-    joinToken,
+    joinToken: takeJoinToken(flags),
     serverUrl: new URL(addr.includes('://') ? addr : `https://${addr}`).origin,
     serverCa: readCaFile(caFile),
     listen,
@@ -144,20 +186,62 @@ export async function runProxy(flags: {
     },
     ...(advertise !== undefined ? { advertise } : {}),
     ...(flags.protocol !== undefined ? { protocol: parseProtocol(flags.protocol) } : {}),
-    ...(flags.trafficFile !== undefined ? { traffic: readTrafficFile(flags.trafficFile) } : {}),
-    ...(flags.requestTimeout !== undefined ? { requestTimeoutMs: parseDuration(flags.requestTimeout, '--request-timeout') * 1000 } : {}),
     ...(admin !== undefined ? { admin } : {}),
     ...(flags.health !== undefined ? { health: parseHostPort(flags.health, '--health', true) } : {}),
     ...(flags.appHealthPath !== undefined ? { appHealthPath: parseHealthPath(flags.appHealthPath) } : {}),
     ...(flags.manifestGenesis !== undefined ? { manifestGenesis: parseDigest(flags.manifestGenesis) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
+    attestation,
+    ...(flags.devMeasurement !== undefined ? { devMeasurement: flags.devMeasurement } : {}),
   });
+  if (attestation === 'dev') {
+    console.error('WARNING: --attestation dev sends INSECURE software evidence that proves nothing; only a development manifest accepts it.');
+  }
   const signalled = untilSignal();
   await proxy.start();
   const signal = await signalled;
   log.info({ signal }, 'stopping');
   await proxy.stop();
   log.flush();
+}
+
+/** Checks the URL of a collateral caching service: http or https, without credentials. */
+function parseServiceUrl(value: string, flag: string): string {
+  let url: URL;
+  try {
+    url = new URL(value);
+  } catch {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `${flag} ${JSON.stringify(value)} is not a URL; use a base URL such as https://pccs.example:8081`);
+  }
+  if ((url.protocol !== 'https:' && url.protocol !== 'http:') || url.username !== '' || url.password !== '') {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `${flag} must be an http or https URL without credentials`);
+  }
+  return url.toString().replace(/\/+$/, '');
+}
+
+/** Checks a `--attestation` value. */
+function parseAttestationMode(value: string): AttestationMode {
+  if (!(ATTESTATION_MODES as readonly string[]).includes(value)) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--attestation ${JSON.stringify(value)} is invalid: use one of ${ATTESTATION_MODES.join(', ')}`);
+  }
+  return value as AttestationMode;
+}
+
+function assertJoinTokenGiven(flags: { joinToken?: string }): void {
+  const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN;
+  if (joinToken === undefined || joinToken === '') {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', 'no join token given: pass --join-token or set SEALMESH_JOIN_TOKEN (create one with `sealmesh token create --service NAME`)');
+  }
+}
+
+/**
+ * Returns the join token and removes SEALMESH_JOIN_TOKEN from the environment, so that neither
+ * child processes nor `runProxy`'s own variables keep a copy after the proxy has enrolled.
+ */
+function takeJoinToken(flags: { joinToken?: string }): string {
+  const joinToken = flags.joinToken ?? process.env.SEALMESH_JOIN_TOKEN ?? '';
+  delete process.env.SEALMESH_JOIN_TOKEN;
+  return joinToken;
 }
 
 /** Checks a `--manifest-genesis` value: 64 lowercase hex digits of a SHA-256 digest. */

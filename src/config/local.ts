@@ -4,6 +4,7 @@ import { dirname, extname, isAbsolute, resolve } from 'node:path';
 import { parseDocument } from 'yaml';
 import { SealmeshError } from '../errors/index.ts';
 import { isUnixAddress, parseHostPort, parseSocketAddress, type HostPort, type UpstreamSpec } from '../proxy/address.ts';
+import { readUpstreamConfig, type UpstreamConfig } from '../proxy/traffic/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
 import { closestName, isSecuritySettingName } from './names.ts';
 
@@ -46,6 +47,8 @@ export interface ProxyLocalConfig {
   app?: HostPort;
   /** Listeners for upstream services (`upstreams`, a map of service to a loopback HOST:PORT or unix:PATH). */
   upstreams?: UpstreamSpec[];
+  /** Traffic settings of the upstreams (`upstream_config`: `defaults` and `overrides` by service). */
+  upstreamConfig?: UpstreamConfig;
   /** Address other proxies dial (`advertise`). */
   advertise?: HostPort;
   /** Loopback endpoint for /metrics, /ready and /status (`admin`). */
@@ -186,6 +189,9 @@ const ALLOWED_KEYS: Record<LocalConfigProgram, Record<string, AllowedKey>> = {
     listen: { property: 'listen', read: hostPortReader({ allowZero: true, loopbackOnly: false }) },
     app: { property: 'app', read: hostPortReader({ allowZero: false, loopbackOnly: false }) },
     upstreams: { property: 'upstreams', read: readUpstreams, dataMap: true },
+    // Its reader rejects every key that is no traffic setting, so the security-name check of the
+    // keys inside it, skipped because it contains service names, cannot miss one.
+    upstream_config: { property: 'upstreamConfig', read: (value, context) => readUpstreamConfig(value, context.source), dataMap: true },
     advertise: { property: 'advertise', read: hostPortReader({ allowZero: false, loopbackOnly: false }) },
     admin: { property: 'admin', read: hostPortReader({ allowZero: true, loopbackOnly: true }) },
     drain: { property: 'drainSeconds', read: readDuration },

@@ -31,10 +31,12 @@ export interface InitManifestOptions {
   intentions?: Manifest['intentions'];
   /** Default: attestation not required, no per-service settings, dev provider rejected. */
   attestation?: Manifest['attestation'];
+  /** Default: absent, which means production. */
+  environment?: Manifest['environment'];
 }
 
 /** The sections of a manifest that `nextManifest` may change. Each given section replaces the old one whole. */
-export type ManifestChanges = Partial<Pick<Manifest, 'defaultPolicy' | 'tls' | 'svidTtl' | 'intentions' | 'attestation' | 'perimeter' | 'operators'>>;
+export type ManifestChanges = Partial<Pick<Manifest, 'defaultPolicy' | 'tls' | 'svidTtl' | 'intentions' | 'attestation' | 'perimeter' | 'operators' | 'environment'>>;
 
 /**
  * Builds an operator key entry from a public key, rewriting the PEM in canonical form. Throws
@@ -83,6 +85,7 @@ export function initManifest(options: InitManifestOptions): SignedManifest {
     svidTtl: options.svidTtl ?? { default: DEFAULT_SVID_TTL_SECONDS, min: MIN_SVID_TTL_SECONDS, max: MAX_SVID_TTL_SECONDS },
     intentions: options.intentions ?? { management: 'api' },
     attestation: options.attestation ?? { required: false, services: {}, allowDevProvider: false },
+    ...(options.environment !== undefined ? { environment: options.environment } : {}),
     operators: { keys: options.operatorKeys.map(operatorKeyEntry), threshold: options.threshold },
   };
   return { manifest: parseManifest(manifest, 'new manifest'), signatures: [] };

@@ -1,5 +1,7 @@
 export {
+  ATTESTATION_PROVIDERS,
   OPERATOR_KEY_ALGORITHMS,
+  TCB_STATUSES,
   SIGNATURE_BYTES,
   importOperatorPublicKey,
   isCanonicalBase64,
@@ -9,6 +11,9 @@ export {
   publicKeyToPem,
   signatureSchema,
   signedManifestSchema,
+  type AttestationProviderName,
+  type AttestationServicePolicy,
+  type AttestationSettings,
   type IntentionRule,
   type Manifest,
   type ManifestSignature,
@@ -40,5 +45,13 @@ export {
   type DocumentFormat,
 } from './document.ts';
 export { ManifestChainError, acceptManifest, verifyChain, type AcceptedManifest } from './accept.ts';
-export { effectivePosture, formatPosture, type EffectivePosture } from './posture.ts';
+export {
+  DEFAULT_TCB_STATUSES,
+  effectivePosture,
+  formatPosture,
+  resolveServicePolicy,
+  type EffectivePosture,
+  type ServiceAttestationPolicy,
+  type TcbStatusName,
+} from './posture.ts';
 export { initManifest, nextManifest, operatorKeyEntry, type InitManifestOptions, type ManifestChanges, type OperatorKeyInput } from './builders.ts';

@@ -1,6 +1,6 @@
 import { createHash, createPublicKey, randomBytes } from 'node:crypto';
 import { SealmeshError } from '../errors/index.ts';
-import { call, readBool, readUlong, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
+import { call, P256_EC_PARAMS, p256SigningKeyTemplates, signingKeyProblems, TokenSession, type Pkcs11Handle, type Pkcs11TokenOptions } from '../seal/pkcs11/session.ts';
 import { publicKeyToPem } from './schema.ts';
 import type { ManifestSigner } from './signers.ts';
 import { operatorKeyId } from './signers.ts';
@@ -15,7 +15,6 @@ export interface Pkcs11SignerOptions extends Pkcs11TokenOptions {
 
 const CONTEXT = 'PKCS#11 manifest signer';
 // DER of the OID 1.2.840.10045.3.1.7 (prime256v1), the CKA_EC_PARAMS of a P-256 key.
-const P256_EC_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
 // DER SPKI header of a P-256 public key, followed by the 65-byte uncompressed point.
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 const UNCOMPRESSED_POINT_BYTES = 65;
@@ -58,31 +57,13 @@ export class Pkcs11ManifestSigner implements ManifestSigner {
         );
       }
       const id = randomBytes(16);
+      const templates = p256SigningKeyTemplates(api, options.keyLabel, id);
       const pair = call(CONTEXT, 'C_GenerateKeyPair', () =>
         library.C_GenerateKeyPair(
           session.handle,
           { mechanism: api.CKM_EC_KEY_PAIR_GEN },
-          [
-            { type: api.CKA_CLASS, value: api.CKO_PUBLIC_KEY },
-            { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
-            { type: api.CKA_TOKEN, value: true },
-            { type: api.CKA_PRIVATE, value: false },
-            { type: api.CKA_VERIFY, value: true },
-            { type: api.CKA_EC_PARAMS, value: P256_EC_PARAMS },
-            { type: api.CKA_LABEL, value: options.keyLabel },
-            { type: api.CKA_ID, value: id },
-          ],
-          [
-            { type: api.CKA_CLASS, value: api.CKO_PRIVATE_KEY },
-            { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
-            { type: api.CKA_TOKEN, value: true },
-            { type: api.CKA_PRIVATE, value: true },
-            { type: api.CKA_SENSITIVE, value: true },
-            { type: api.CKA_EXTRACTABLE, value: false },
-            { type: api.CKA_SIGN, value: true },
-            { type: api.CKA_LABEL, value: options.keyLabel },
-            { type: api.CKA_ID, value: id },
-          ],
+          templates.publicKey,
+          templates.privateKey,
         ),
       );
       const publicKeyPem = readPublicKeyPem(session, pair.publicKey, options.keyLabel);
@@ -150,21 +131,7 @@ function findOne(session: TokenSession, objectClass: number, keyLabel: string, o
 
 /** Rejects a private key that is not an EC signing key, or that the token would let anyone export. */
 function checkPrivateKey(session: TokenSession, privateKey: Pkcs11Handle, keyLabel: string): void {
-  const { api, library } = session;
-  const attributes = call(CONTEXT, 'C_GetAttributeValue', () =>
-    library.C_GetAttributeValue(session.handle, privateKey, [
-      { type: api.CKA_KEY_TYPE },
-      { type: api.CKA_SENSITIVE },
-      { type: api.CKA_EXTRACTABLE },
-      { type: api.CKA_SIGN },
-    ]),
-  );
-  const value = (type: number): Buffer | undefined => attributes.find((attribute) => attribute.type === type)?.value;
-  const problems: string[] = [];
-  if (readUlong(value(api.CKA_KEY_TYPE)) !== api.CKK_EC) problems.push('it is not an EC key');
-  if (!readBool(value(api.CKA_SENSITIVE))) problems.push('CKA_SENSITIVE is false');
-  if (readBool(value(api.CKA_EXTRACTABLE))) problems.push('CKA_EXTRACTABLE is true');
-  if (!readBool(value(api.CKA_SIGN))) problems.push('CKA_SIGN is false');
+  const problems = signingKeyProblems(session, privateKey, { requireToken: false, call: (action, run) => call(CONTEXT, action, run) });
   if (problems.length > 0) {
     throw new SealmeshError(
       'SEALMESH_ERR_MANIFEST_SIGNING_KEY_INVALID',

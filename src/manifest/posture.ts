@@ -1,7 +1,75 @@
 import { createHash, createPublicKey } from 'node:crypto';
 import type { DefaultPolicy } from '../policy/intentions.ts';
 import { manifestDigest } from './canonical.ts';
-import type { Manifest, OperatorKeyAlgorithm } from './schema.ts';
+import type { AttestationProviderName, AttestationServicePolicy, Manifest, OperatorKeyAlgorithm } from './schema.ts';
+
+/** Intel TCB status names, as the manifest's `tcbStatuses` lists them. */
+export type TcbStatusName = NonNullable<AttestationServicePolicy['tcbStatuses']>[number];
+
+/** One service's attestation policy with every default filled in. */
+export interface ServiceAttestationPolicy {
+  providers: AttestationProviderName[];
+  tcbStatuses: TcbStatusName[];
+  allowDebug: boolean;
+  'sev-snp'?: {
+    measurement: string[];
+    hostData: string[] | null;
+    /** Never null from a valid manifest; the policy rejects SEV-SNP evidence when it is. */
+    minTcb: { bootloader: number; tee: number; snp: number; microcode: number; fmc?: number } | null;
+    vmpl: number;
+    allowSmt: boolean;
+    allowMigrationAgent: boolean;
+  };
+  tdx?: { mrTd: string[]; rtMr0: string[] | null; rtMr1: string[] | null; rtMr2: string[] | null; rtMr3: string[] | null };
+  sgx?: { mrEnclave: string[] | null; mrSigner: string[] | null; isvProdId: number | null; minIsvSvn: number | null };
+  dev?: { measurement: string[] | null };
+}
+
+/** Default `tcbStatuses`: only a platform whose TCB is up to date. */
+export const DEFAULT_TCB_STATUSES: readonly TcbStatusName[] = ['UpToDate'];
+
+/** Fills in the defaults of one service's attestation policy. */
+export function resolveServicePolicy(service: AttestationServicePolicy): ServiceAttestationPolicy {
+  const policy: ServiceAttestationPolicy = {
+    providers: [...service.providers],
+    tcbStatuses: [...(service.tcbStatuses ?? DEFAULT_TCB_STATUSES)],
+    allowDebug: service.allowDebug ?? false,
+  };
+  const snp = service['sev-snp'];
+  if (snp !== undefined) {
+    policy['sev-snp'] = {
+      measurement: [...snp.measurement],
+      hostData: snp.hostData === undefined ? null : [...snp.hostData],
+      minTcb: snp.minTcb === undefined ? null : { ...snp.minTcb },
+      vmpl: snp.vmpl ?? 0,
+      allowSmt: snp.allowSmt ?? false,
+      allowMigrationAgent: snp.allowMigrationAgent ?? false,
+    };
+  }
+  const tdx = service.tdx;
+  if (tdx !== undefined) {
+    policy.tdx = {
+      mrTd: [...tdx.mrTd],
+      rtMr0: tdx.rtMr0 === undefined ? null : [...tdx.rtMr0],
+      rtMr1: tdx.rtMr1 === undefined ? null : [...tdx.rtMr1],
+      rtMr2: tdx.rtMr2 === undefined ? null : [...tdx.rtMr2],
+      rtMr3: tdx.rtMr3 === undefined ? null : [...tdx.rtMr3],
+    };
+  }
+  const sgx = service.sgx;
+  if (sgx !== undefined) {
+    policy.sgx = {
+      mrEnclave: sgx.mrEnclave === undefined ? null : [...sgx.mrEnclave],
+      mrSigner: sgx.mrSigner === undefined ? null : [...sgx.mrSigner],
+      isvProdId: sgx.isvProdId ?? null,
+      minIsvSvn: sgx.minIsvSvn ?? null,
+    };
+  }
+  if (service.providers.includes('dev')) {
+    policy.dev = { measurement: service.dev?.measurement === undefined ? null : [...service.dev.measurement] };
+  }
+  return policy;
+}
 
 /**
  * The security settings in force under a manifest, with every default filled in. Servers and
@@ -26,11 +94,13 @@ export interface EffectivePosture {
     /** Number of intentions in the manifest; 0 when they are managed through the API. */
     ruleCount: number;
   };
+  /** `production` unless the manifest says `development`; only development accepts the dev provider. */
+  environment: 'production' | 'development';
   attestation: {
     required: boolean;
     allowDevProvider: boolean;
-    /** Attestation providers accepted per service reference. */
-    services: Record<string, { providers: string[] }>;
+    /** Attestation policy per service reference, as the manifest names the service. */
+    services: Record<string, ServiceAttestationPolicy>;
   };
   /** `strict`: proxies refuse to serve an app reachable around the mesh; `warn`: they report it. */
   perimeter: { appBinding: 'strict' | 'warn' };
@@ -51,7 +121,7 @@ function keyFingerprint(publicKeyPem: string): string {
 /** Computes the effective posture of a manifest that passed schema validation. */
 export function effectivePosture(manifest: Manifest): EffectivePosture {
   const attestationServices = Object.fromEntries(
-    Object.entries(manifest.attestation.services).map(([service, settings]) => [service, { providers: [...settings.providers] }]),
+    Object.entries(manifest.attestation.services).map(([service, settings]) => [service, resolveServicePolicy(settings)]),
   );
   const posture: EffectivePosture = {
     version: manifest.version,
@@ -66,6 +136,7 @@ export function effectivePosture(manifest: Manifest): EffectivePosture {
     },
     svidTtl: { defaultSeconds: manifest.svidTtl.default, minSeconds: manifest.svidTtl.min, maxSeconds: manifest.svidTtl.max },
     intentions: { management: manifest.intentions.management, ruleCount: manifest.intentions.rules?.length ?? 0 },
+    environment: manifest.environment ?? 'production',
     attestation: {
       required: manifest.attestation.required ?? false,
       allowDevProvider: manifest.attestation.allowDevProvider ?? false,
@@ -113,6 +184,7 @@ export function formatPosture(posture: EffectivePosture): string {
     ['digest', posture.digest],
     ['previous', posture.previous ?? '(none: genesis)'],
     ['trust domain', posture.trustDomain],
+    ['environment', posture.environment],
     ['default policy', posture.defaultPolicy],
     ['TLS', `min ${posture.tls.minVersion}, key types ${posture.tls.keyTypes.join(', ')}, key exchange ${posture.tls.keyExchange?.join(', ') ?? 'Node.js defaults'}`],
     [
@@ -125,8 +197,12 @@ export function formatPosture(posture: EffectivePosture): string {
     ],
     [
       'attestation',
-      `${posture.attestation.required ? 'required' : 'not required'}, dev provider ${posture.attestation.allowDevProvider ? 'accepted' : 'rejected'}, ${Object.keys(posture.attestation.services).length} service(s) configured`,
+      `${posture.attestation.required ? 'required' : 'not required'}, dev provider ${posture.attestation.allowDevProvider ? 'accepted (INSECURE)' : 'rejected'}, ${Object.keys(posture.attestation.services).length} service(s) configured`,
     ],
+    ...Object.entries(posture.attestation.services).map(([service, policy]): [string, string] => [
+      `  ${service}`,
+      `providers ${policy.providers.join(', ')}; TCB statuses ${policy.tcbStatuses.join(', ')}; debug ${policy.allowDebug ? 'allowed' : 'rejected'}`,
+    ]),
     [
       'app binding',
       posture.perimeter.appBinding === 'strict' ? 'strict: proxies refuse apps reachable around the mesh' : 'warn: proxies report apps reachable around the mesh',

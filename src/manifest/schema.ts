@@ -177,27 +177,171 @@ const intentionsSchema = z
     });
   });
 
-// NOTE: the attestation work defines the per-service settings. Until then only `providers` is
-// checked and every other member must be a JSON value.
-const attestationServiceSchema = z
-  .object({ providers: z.array(z.string().min(1).max(64)).min(1) })
-  .catchall(z.json());
+/** Evidence providers a manifest can name; `dev` is software evidence that proves nothing. */
+export const ATTESTATION_PROVIDERS = ['sev-snp', 'tdx', 'sgx', 'dev'] as const;
+export type AttestationProviderName = (typeof ATTESTATION_PROVIDERS)[number];
 
-const attestationSchema = z.strictObject({
-  /** Whether every proxy must present attestation evidence to enroll. Default false. */
-  required: z.boolean().optional(),
-  services: z.record(z.string(), attestationServiceSchema).superRefine((services, context) => {
-    for (const name of Object.keys(services)) {
-      try {
-        parseServiceRef(name);
-      } catch (error) {
-        context.addIssue({ code: 'custom', path: [name], message: isSealmeshError(error) ? error.message : String(error) });
+/** Intel's TCB status values that `tcbStatuses` may list. */
+export const TCB_STATUSES = [
+  'UpToDate',
+  'SWHardeningNeeded',
+  'ConfigurationNeeded',
+  'ConfigurationAndSWHardeningNeeded',
+  'OutOfDate',
+  'OutOfDateConfigurationNeeded',
+  'Revoked',
+] as const;
+
+/** A non-empty list of distinct lowercase hex values of `bytes` bytes each. */
+function hexList(bytes: number, what: string) {
+  const pattern = new RegExp(`^[0-9a-f]{${bytes * 2}}$`);
+  return z
+    .array(z.string().regex(pattern, `use ${bytes * 2} lowercase hex digits (${bytes} bytes) for each ${what}`))
+    .min(1, `list at least one acceptable ${what}`)
+    .max(64)
+    .refine((values) => new Set(values).size === values.length, `a ${what} value is listed twice`);
+}
+
+const tcbComponent = z.number().int().min(0).max(255);
+
+const sevSnpPolicySchema = z.strictObject({
+  /** Acceptable launch measurements (48 bytes), as AMD's sev-snp-measure computes them. */
+  measurement: hexList(48, 'SEV-SNP measurement'),
+  /** Acceptable HOST_DATA values (32 bytes); any value when absent. */
+  hostData: hexList(32, 'SEV-SNP hostData').optional(),
+  /**
+   * Lowest acceptable reported TCB, per component. Required: the SEV-SNP verifier reports every
+   * genuine report as UpToDate, so `tcbStatuses` sets no floor and this is the only one. `fmc`
+   * exists on Turin and later, and a report without an FMC component fails a policy that sets it.
+   */
+  minTcb: z.strictObject({ bootloader: tcbComponent, tee: tcbComponent, snp: tcbComponent, microcode: tcbComponent, fmc: tcbComponent.optional() }).optional(),
+  /** Highest VMPL the report may be requested at. Default 0. */
+  vmpl: z.number().int().min(0).max(3).optional(),
+  /** Whether a guest policy that allows SMT on the host is accepted. Default false. */
+  allowSmt: z.boolean().optional(),
+  /** Whether a guest policy that allows a migration agent is accepted. Default false. */
+  allowMigrationAgent: z.boolean().optional(),
+});
+
+const tdxPolicySchema = z.strictObject({
+  /** Acceptable MRTD values (48 bytes): the measurement of the TD's initial image (TDVF). */
+  mrTd: hexList(48, 'TDX mrTd'),
+  /** Acceptable RTMR values (48 bytes each); any value when absent. */
+  rtMr0: hexList(48, 'TDX rtMr0').optional(),
+  rtMr1: hexList(48, 'TDX rtMr1').optional(),
+  rtMr2: hexList(48, 'TDX rtMr2').optional(),
+  rtMr3: hexList(48, 'TDX rtMr3').optional(),
+});
+
+const sgxPolicySchema = z
+  .strictObject({
+    /** Acceptable MRENCLAVE values (32 bytes). */
+    mrEnclave: hexList(32, 'SGX mrEnclave').optional(),
+    /** Acceptable MRSIGNER values (32 bytes); needs `isvProdId` and `minIsvSvn`. */
+    mrSigner: hexList(32, 'SGX mrSigner').optional(),
+    isvProdId: z.number().int().min(0).max(0xffff).optional(),
+    minIsvSvn: z.number().int().min(0).max(0xffff).optional(),
+  })
+  .superRefine((sgx, context) => {
+    if (sgx.mrEnclave === undefined && sgx.mrSigner === undefined) {
+      context.addIssue({ code: 'custom', message: 'list mrEnclave values, or mrSigner values with isvProdId and minIsvSvn' });
+    }
+    if (sgx.mrSigner !== undefined) {
+      for (const field of ['isvProdId', 'minIsvSvn'] as const) {
+        if (sgx[field] === undefined) {
+          context.addIssue({ code: 'custom', path: [field], message: `${field} is required with mrSigner, because a signer key signs every enclave of its vendor` });
+        }
+      }
+    } else {
+      for (const field of ['isvProdId', 'minIsvSvn'] as const) {
+        if (sgx[field] !== undefined) {
+          context.addIssue({ code: 'custom', path: [field], message: `${field} applies only together with mrSigner` });
+        }
       }
     }
-  }),
-  /** Whether the dev attestation provider, which proves nothing, is accepted. Default false. */
-  allowDevProvider: z.boolean().optional(),
+  });
+
+const devPolicySchema = z.strictObject({
+  /** Acceptable claimed measurements (48 bytes); any value when absent. */
+  measurement: hexList(48, 'dev measurement').optional(),
 });
+
+/**
+ * The attestation policy of one service. Each provider in `providers` other than `dev` needs its
+ * own section of acceptable measurements, so that no listed provider accepts any workload.
+ */
+const attestationServiceSchema = z
+  .strictObject({
+    providers: z
+      .array(z.enum(ATTESTATION_PROVIDERS))
+      .min(1)
+      .refine((providers) => new Set(providers).size === providers.length, 'a provider is listed twice'),
+    'sev-snp': sevSnpPolicySchema.optional(),
+    tdx: tdxPolicySchema.optional(),
+    sgx: sgxPolicySchema.optional(),
+    dev: devPolicySchema.optional(),
+    /** Acceptable TCB statuses of the platform. Default ['UpToDate']. */
+    tcbStatuses: z
+      .array(z.enum(TCB_STATUSES))
+      .min(1)
+      .refine((statuses) => new Set(statuses).size === statuses.length, 'a TCB status is listed twice')
+      .optional(),
+    /** Whether a TEE with debugging enabled is accepted. Default false. */
+    allowDebug: z.boolean().optional(),
+  })
+  .superRefine((service, context) => {
+    for (const provider of ATTESTATION_PROVIDERS) {
+      const listed = service.providers.includes(provider);
+      const configured = service[provider] !== undefined;
+      if (listed && !configured && provider !== 'dev') {
+        context.addIssue({ code: 'custom', path: [provider], message: `provider ${provider} is listed, so its acceptable measurements must be given in ${JSON.stringify(provider)}` });
+      }
+      if (!listed && configured) {
+        context.addIssue({ code: 'custom', path: [provider], message: `settings for ${provider} are given, but providers does not list it` });
+      }
+    }
+    const snp = service['sev-snp'];
+    if (service.providers.includes('sev-snp') && snp !== undefined && snp.minTcb === undefined) {
+      context.addIssue({
+        code: 'custom',
+        path: ['sev-snp', 'minTcb'],
+        message:
+          'sev-snp.minTcb is required: every verified SEV-SNP report has TCB status UpToDate, so tcbStatuses sets no floor for SEV-SNP; give the lowest acceptable bootloader, tee, snp and microcode versions (and fmc on Turin)',
+      });
+    }
+  });
+
+const attestationSchema = z
+  .strictObject({
+    /** Whether every proxy must present attestation evidence to enroll. Default false. */
+    required: z.boolean().optional(),
+    services: z.record(z.string(), attestationServiceSchema).superRefine((services, context) => {
+      const seen = new Map<string, string>();
+      for (const name of Object.keys(services)) {
+        try {
+          const ref = parseServiceRef(name);
+          const normalised = `${ref.namespace}/${ref.service}`;
+          const other = seen.get(normalised);
+          if (other !== undefined) {
+            context.addIssue({ code: 'custom', path: [name], message: `service ${JSON.stringify(name)} is the same service as ${JSON.stringify(other)}; keep one entry` });
+          }
+          seen.set(normalised, name);
+        } catch (error) {
+          context.addIssue({ code: 'custom', path: [name], message: isSealmeshError(error) ? error.message : String(error) });
+        }
+      }
+    }),
+    /** Whether the dev attestation provider, which proves nothing, is accepted. Default false. */
+    allowDevProvider: z.boolean().optional(),
+  })
+  .superRefine((attestation, context) => {
+    if (attestation.allowDevProvider === true) return;
+    for (const [name, service] of Object.entries(attestation.services)) {
+      if (service.providers.includes('dev')) {
+        context.addIssue({ code: 'custom', path: ['services', name, 'providers'], message: `service ${JSON.stringify(name)} lists the dev provider, which needs allowDevProvider: true` });
+      }
+    }
+  });
 
 export const manifestSchema = z
   .strictObject({
@@ -217,6 +361,11 @@ export const manifestSchema = z
     intentions: intentionsSchema,
     attestation: attestationSchema,
     /**
+     * Purpose of the cluster. `production` (the default when absent) rejects settings that exist
+     * only for development, such as `attestation.allowDevProvider`.
+     */
+    environment: z.enum(['production', 'development']).optional(),
+    /**
      * Local perimeter. `appBinding: strict` makes every proxy refuse to serve an app that other
      * hosts can reach without it; `warn` (the default when absent) reports it.
      */
@@ -224,6 +373,13 @@ export const manifestSchema = z
     operators: operatorsSchema,
   })
   .superRefine((manifest, context) => {
+    if (manifest.attestation.allowDevProvider === true && (manifest.environment ?? 'production') === 'production') {
+      context.addIssue({
+        code: 'custom',
+        path: ['attestation', 'allowDevProvider'],
+        message: 'a production manifest cannot accept the dev attestation provider, whose evidence proves nothing; set environment: development for a development cluster, or remove allowDevProvider',
+      });
+    }
     if (manifest.version === 1 && manifest.previous !== null) {
       context.addIssue({ code: 'custom', path: ['previous'], message: 'version 1 starts the chain, so previous must be null' });
     }
@@ -260,6 +416,8 @@ export const signedManifestSchema = z
 export type Manifest = z.infer<typeof manifestSchema>;
 export type OperatorKey = Manifest['operators']['keys'][number];
 export type IntentionRule = NonNullable<Manifest['intentions']['rules']>[number];
+export type AttestationSettings = Manifest['attestation'];
+export type AttestationServicePolicy = AttestationSettings['services'][string];
 export type ManifestSignature = z.infer<typeof signatureSchema>;
 /** A manifest with the operator signatures collected so far; an unsigned draft has none. */
 export type SignedManifest = z.infer<typeof signedManifestSchema>;

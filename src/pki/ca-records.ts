@@ -13,6 +13,12 @@ export const STORE_KEYS = {
   signingRoot: 'ca/root',
   /** JSON `{ certificatePem, keyLabel }` of the intermediate that signs leaves. */
   intermediate: 'ca/intermediate',
+  /** JSON `{ name }` of the key custody the CA was created with; absent in clusters older than it, which used `sealed`. */
+  custody: 'ca/custody',
+  /** JSON `RotationRecord`, present while a root retired by a rotation is still in the bundle. */
+  rotation: 'ca/rotation',
+  /** `ca/leaf-horizon/<root serial hex>`: JSON `{ notAfter }`, a bound on the notAfter of every leaf under that root. */
+  horizonPrefix: 'ca/leaf-horizon/',
 } as const;
 
 export interface SigningRootRecord {
@@ -23,6 +29,27 @@ export interface SigningRootRecord {
 export interface IntermediateRecord {
   certificatePem: string;
   keyLabel: string;
+}
+
+export interface CustodyRecord {
+  name: string;
+}
+
+/** The state of a rotation whose retired root is still in the trust bundle. */
+export interface RotationRecord {
+  retiredRootSerial: string;
+  retiredRootKeyLabel: string;
+  /** Key label of the intermediate that signed under the retired root when it was retired. */
+  retiredIntermediateKeyLabel: string;
+  /** ISO 8601 time of the rotation. */
+  rotatedAt: string;
+  /** The new root cross-signed by the retired root, appended to every chain until the prune. */
+  crossCertificatePem: string;
+}
+
+export interface HorizonRecord {
+  /** ISO 8601; no leaf under the root has a later notAfter. */
+  notAfter: string;
 }
 
 /** Returns the error for CA state in the store that is incomplete or contradicts itself. */
@@ -38,7 +65,7 @@ export function parseCertificate(pem: string, storeKey: string): x509.X509Certif
   }
 }
 
-export function encodeRecord(value: SigningRootRecord | IntermediateRecord): Uint8Array {
+export function encodeRecord(value: SigningRootRecord | IntermediateRecord | CustodyRecord | RotationRecord | HorizonRecord): Uint8Array {
   return Buffer.from(JSON.stringify(value));
 }
 

@@ -7,11 +7,12 @@
  * basicConstraints (X509-SVID §4.1, RFC 5280 §4.2.1.9), and the CA certificates carry the trust
  * domain's SPIFFE ID `spiffe://<trust-domain>` with no path (X509-SVID §3.2).
  */
+import type { webcrypto } from 'node:crypto';
 import { isIP } from 'node:net';
 import { SealmeshError } from '../errors/index.ts';
 import { parseSpiffeId } from '../spiffe/index.ts';
 import type { CaSigningKey } from './custody.ts';
-import { ECDSA_SHA256, exportSpki, toArrayBuffer } from './keys.ts';
+import { ECDSA_SHA256, P256_KEY_ALGORITHM, toArrayBuffer } from './keys.ts';
 import { nodeCrypto, x509 } from './x509.ts';
 
 /** A CA certificate together with the key that signs under it. */
@@ -27,12 +28,23 @@ export interface CertificateTiming {
   notAfter: Date;
 }
 
+/**
+ * Returns the subject name of a root. The first root of a cluster keeps the plain name; a root made
+ * by a rotation adds the first 8 hex digits of its serial number, so that it never shares a name
+ * with the root it replaces. Path building in OpenSSL matches issuers by name first, and the
+ * cross-signed certificate would otherwise look self-issued.
+ */
+export function rootSubject(trustDomain: string, rotatedSerial?: string): string {
+  const base = `O=sealmesh, CN=sealmesh root CA ${trustDomain}`;
+  return rotatedSerial === undefined ? base : `${base} ${rotatedSerial.slice(0, 8)}`;
+}
+
 /** Creates the self-signed root: CA with no path length limit, keyCertSign and cRLSign. */
 export async function createRootCertificate(
-  options: CertificateTiming & { key: CaSigningKey; trustDomain: string },
+  options: CertificateTiming & { key: CaSigningKey; trustDomain: string; subject?: string },
 ): Promise<x509.X509Certificate> {
-  const spkiDer = await exportSpki(options.key.publicKey, options.key.crypto);
-  const name = `O=sealmesh, CN=sealmesh root CA ${options.trustDomain}`;
+  const spkiDer = options.key.spki;
+  const name = options.subject ?? rootSubject(options.trustDomain);
   return x509.X509CertificateGenerator.create(
     {
       serialNumber: options.serialNumber,
@@ -41,17 +53,41 @@ export async function createRootCertificate(
       notBefore: options.notBefore,
       notAfter: options.notAfter,
       publicKey: toArrayBuffer(spkiDer),
-      signingKey: options.key.privateKey,
+      signingKey: SIGNING_KEY_HANDLE,
       signingAlgorithm: ECDSA_SHA256,
-      extensions: [
-        new x509.BasicConstraintsExtension(true, undefined, true),
-        new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
-        await subjectKeyIdentifier(spkiDer),
-        new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${options.trustDomain}` }]),
-      ],
+      extensions: rootExtensions(spkiDer, options.trustDomain, await subjectKeyIdentifier(spkiDer)),
     },
-    options.key.crypto,
+    signingProvider(options.key),
   );
+}
+
+/**
+ * Creates the cross-signed form of `root`: the same subject, public key and CA extensions, issued
+ * and signed by `issuer`, the root it replaces. A peer that still trusts only the old root builds
+ * leaf → new intermediate → this certificate → old root, so SVIDs under the new root verify there
+ * during a rotation (RFC 4158 §2.3 calls this a cross-certificate).
+ */
+export async function createCrossCertificate(
+  options: CertificateTiming & { root: x509.X509Certificate; issuer: Issuer; trustDomain: string },
+): Promise<x509.X509Certificate> {
+  const spkiDer = new Uint8Array(options.root.publicKey.rawData);
+  const subjectKeyId = options.root.getExtension(x509.SubjectKeyIdentifierExtension);
+  if (subjectKeyId === null) throw new Error('root certificate has no subjectKeyIdentifier extension');
+  return signCertificate(options.issuer, {
+    ...options,
+    spkiDer,
+    subject: options.root.subjectName,
+    extensions: [...rootExtensions(spkiDer, options.trustDomain, subjectKeyId), authorityKeyIdentifier(options.issuer)],
+  });
+}
+
+function rootExtensions(spkiDer: Uint8Array, trustDomain: string, subjectKeyId: x509.SubjectKeyIdentifierExtension): x509.Extension[] {
+  return [
+    new x509.BasicConstraintsExtension(true, undefined, true),
+    new x509.KeyUsagesExtension(x509.KeyUsageFlags.keyCertSign | x509.KeyUsageFlags.cRLSign, true),
+    subjectKeyId,
+    new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${trustDomain}` }]),
+  ];
 }
 
 /**
@@ -61,7 +97,7 @@ export async function createRootCertificate(
 export async function createIntermediateCertificate(
   options: CertificateTiming & { key: CaSigningKey; issuer: Issuer; trustDomain: string },
 ): Promise<x509.X509Certificate> {
-  const spkiDer = await exportSpki(options.key.publicKey, options.key.crypto);
+  const spkiDer = options.key.spki;
   return signCertificate(options.issuer, {
     ...options,
     spkiDer,
@@ -141,7 +177,7 @@ function isDnsName(name: string): boolean {
 
 async function signCertificate(
   issuer: Issuer,
-  options: CertificateTiming & { spkiDer: Uint8Array; subject: string; extensions: x509.Extension[] },
+  options: CertificateTiming & { spkiDer: Uint8Array; subject: string | x509.Name; extensions: x509.Extension[] },
 ): Promise<x509.X509Certificate> {
   return x509.X509CertificateGenerator.create(
     {
@@ -152,12 +188,40 @@ async function signCertificate(
       notBefore: options.notBefore,
       notAfter: options.notAfter,
       publicKey: toArrayBuffer(options.spkiDer),
-      signingKey: issuer.key.privateKey,
+      signingKey: SIGNING_KEY_HANDLE,
       signingAlgorithm: ECDSA_SHA256,
       extensions: options.extensions,
     },
-    issuer.key.crypto,
+    signingProvider(issuer.key),
   );
+}
+
+/**
+ * Stands for the CA private key in @peculiar/x509's generator, which reads only its `algorithm`
+ * (to choose ecdsa-with-SHA256) and passes it back to `subtle.sign` of the provider below. It holds
+ * no key material.
+ */
+const SIGNING_KEY_HANDLE = {
+  type: 'private',
+  extractable: false,
+  algorithm: P256_KEY_ALGORITHM,
+  usages: ['sign'],
+} as unknown as webcrypto.CryptoKey;
+
+/**
+ * Returns the WebCrypto provider that the certificate generator signs through. Only `subtle.sign`
+ * is used with it (checked against @peculiar/x509 2.2.0: serial numbers and public keys are passed
+ * as bytes), and it hands the to-be-signed bytes to the custody's key. The generator turns the
+ * r || s result into the DER ECDSA-Sig-Value that X.509 requires (RFC 5758 §3.2).
+ */
+function signingProvider(key: CaSigningKey): webcrypto.Crypto {
+  const subtle = {
+    sign: async (_algorithm: unknown, _key: unknown, data: ArrayBuffer | ArrayBufferView): Promise<ArrayBuffer> => {
+      const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
+      return toArrayBuffer(await key.sign(bytes));
+    },
+  };
+  return { subtle, getRandomValues: nodeCrypto.getRandomValues.bind(nodeCrypto) } as unknown as webcrypto.Crypto;
 }
 
 /** RFC 5280 §4.2.1.2 method 1: the SHA-1 hash of the subjectPublicKey bits. */

@@ -1,6 +1,7 @@
 import { isIP } from 'node:net';
 import { SealmeshError } from '../errors/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
+import type { TrafficSettings } from './traffic/upstream-settings.ts';
 
 export interface HostPort {
   host: string;
@@ -76,6 +77,8 @@ export interface UpstreamSpec {
   namespace: string;
   name: string;
   listen: SocketAddress;
+  /** Load balancing, timeouts, retries, outlier detection and limits; the defaults when absent. */
+  traffic?: TrafficSettings;
 }
 
 /** Parses `--upstream NAME=HOST:PORT` or `--upstream NAME=unix:/absolute/path`. */

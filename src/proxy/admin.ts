@@ -67,6 +67,7 @@ export class AdminServer {
           svidNotAfter: svid?.notAfter.toISOString(),
           snapshotVersion: proxy.snapshotVersion,
           appHealth: proxy.appHealth,
+          attestation: proxy.attestation,
           manifest: proxy.enforcedManifest === undefined ? null : { version: proxy.enforcedManifest.version, digest: proxy.enforcedManifest.digest, genesisDigest: proxy.enforcedManifest.genesisDigest },
         };
         response.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);

@@ -1,11 +1,11 @@
-import { createHash, X509Certificate, type webcrypto } from 'node:crypto';
+import { createHash, X509Certificate, webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { ApiClient } from '../client/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { generateCsr, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
 import { formatSpiffeId, type SpiffeId } from '../spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../tls/index.ts';
-import type { Evidence } from '../attest/index.ts';
+import { enrollmentReportData, type Evidence, type EvidenceProvider } from '../attest/index.ts';
 
 /** The control plane's response to an enrollment or a renewal. */
 export interface SvidResponse {
@@ -16,11 +16,13 @@ export interface SvidResponse {
   notAfter: string;
   bundle: string[];
   trustDomain: string;
+  /** The server's record of the evidence, when the request carried some. */
+  attestation?: { provider: string; insecure: boolean; policy: 'enforced' | 'unpinned' };
 }
 
 /**
- * One SVID with every TLS context built from it. Contexts are built once per certificate, never per
- * connection, and the PEM copy of the private key is zeroed as soon as they exist.
+ * One SVID with every TLS context built from it. Contexts are built once per certificate and trust
+ * bundle, never per connection, and the PEM copy of the private key is zeroed as soon as they exist.
  */
 export interface SvidContexts {
   spiffeId: string;
@@ -30,6 +32,14 @@ export interface SvidContexts {
   /** Hex SHA-256 of the leaf certificate (DER), the `Hash` that peers put in x-forwarded-client-cert. */
   certificateSha256: string;
   bundle: string[];
+  certificatePem: string;
+  /** The leaf, its intermediate and, during a root rotation, the cross-signed root. */
+  chainPem: string;
+  /**
+   * The private key, kept so that the contexts can be rebuilt when the trust bundle changes
+   * without a new SVID. OpenSSL keeps a copy in each context anyway.
+   */
+  privateKey: webcrypto.CryptoKey;
   /** Options for `tls.Server#setSecureContext` of the inbound listener. */
   inboundOptions: SecureContextOptions;
   /** Client context for connections to other proxies. */
@@ -46,7 +56,20 @@ export interface EnrollRequest {
   /** Application protocol of the service; the server stores `tcp` when absent. */
   protocol?: string;
   ttlSeconds?: number;
-  evidence?: Evidence;
+  /** Produces evidence bound to the new key and a fresh server nonce; none is sent when absent. */
+  evidenceProvider?: EvidenceProvider;
+}
+
+/**
+ * Asks the server for a nonce with `client`'s credential and returns evidence whose report data is
+ * SHA-512 over the CSR's public key and the nonce, so that the evidence is valid for this key and
+ * this request only.
+ */
+async function collectEvidence(client: ApiClient, provider: EvidenceProvider, keys: webcrypto.CryptoKeyPair): Promise<{ nonce: string; evidence: Evidence }> {
+  const { nonce } = await client.post<{ nonce: string; expiresAt: string }>('/v1/svid/nonce', {});
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  const evidence = await provider.collect(enrollmentReportData(spki, Buffer.from(nonce, 'base64url')));
+  return { nonce, evidence };
 }
 
 /**
@@ -59,9 +82,14 @@ async function newKeyAndCsr(identity: SpiffeId): Promise<{ keys: webcrypto.Crypt
   return { keys, csr };
 }
 
-async function buildContexts(keys: webcrypto.CryptoKeyPair, response: SvidResponse, controlCa: string[]): Promise<SvidContexts> {
+/**
+ * Builds the SVID's TLS contexts. Node.js 24's `tls.createSecureContext` takes a private key only as
+ * PEM text: a KeyObject fails with ERR_INVALID_ARG_TYPE and DER fails to decode. The key therefore
+ * passes as a PEM Buffer, never a string, and the Buffer is zeroed once OpenSSL has parsed it.
+ */
+async function buildContexts(privateKey: webcrypto.CryptoKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): Promise<SvidContexts> {
   const leaf = new X509Certificate(response.certificatePem);
-  const keyPem = await privateKeyToPem(keys.privateKey);
+  const keyPem = await privateKeyToPem(privateKey);
   try {
     const inboundOptions: SecureContextOptions = { ...TLS_SERVER_OPTIONS, key: keyPem, cert: response.chainPem, ca: response.bundle };
     const outbound = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: keyPem, cert: response.chainPem, ca: response.bundle });
@@ -76,6 +104,9 @@ async function buildContexts(keys: webcrypto.CryptoKeyPair, response: SvidRespon
       notAfter: new Date(response.notAfter),
       certificateSha256: createHash('sha256').update(leaf.raw).digest('hex'),
       bundle: response.bundle,
+      chainPem: response.chainPem,
+      privateKey,
+      certificatePem: response.certificatePem,
       inboundOptions,
       outbound,
       control,
@@ -83,6 +114,19 @@ async function buildContexts(keys: webcrypto.CryptoKeyPair, response: SvidRespon
   } finally {
     keyPem.fill(0);
   }
+}
+
+/**
+ * Rebuilds every context of the current SVID to trust `bundle`, the roots that the latest snapshot
+ * carries. A root rotation adds a root to the bundle and its prune removes the retired one, and
+ * both reach a proxy this way without a new SVID.
+ */
+export async function withTrustBundle(current: SvidContexts, bundle: string[], controlCa: string[]): Promise<SvidContexts> {
+  return buildContexts(
+    current.privateKey,
+    { spiffeId: current.spiffeId, certificatePem: current.certificatePem, chainPem: current.chainPem, notAfter: current.notAfter.toISOString(), bundle },
+    controlCa,
+  );
 }
 
 /** Enrolls with a join token and returns the first SVID. */
@@ -93,14 +137,16 @@ export async function enroll(
   controlCa: string[],
 ): Promise<{ response: SvidResponse; contexts: SvidContexts }> {
   const { keys, csr } = await newKeyAndCsr(identity);
-  const response = await client.with({ token: request.joinToken }).post<SvidResponse>('/v1/svid/enroll', {
+  const joinClient = client.with({ token: request.joinToken });
+  const attested = request.evidenceProvider === undefined ? undefined : await collectEvidence(joinClient, request.evidenceProvider, keys);
+  const response = await joinClient.post<SvidResponse>('/v1/svid/enroll', {
     csr,
     address: request.address,
     port: request.port,
     upstreams: request.upstreams,
     ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
     ...(request.ttlSeconds !== undefined ? { ttlSeconds: request.ttlSeconds } : {}),
-    ...(request.evidence !== undefined ? { evidence: request.evidence } : {}),
+    ...(attested !== undefined ? attested : {}),
   });
   if (response.spiffeId !== formatSpiffeId({ ...identity, trustDomain: response.trustDomain })) {
     throw new SealmeshError(
@@ -108,10 +154,10 @@ export async function enroll(
       `the server issued ${response.spiffeId}, but this proxy serves ${identity.namespace}/${identity.service}; check --service and the join token's service`,
     );
   }
-  return { response, contexts: await buildContexts(keys, response, controlCa) };
+  return { response, contexts: await buildContexts(keys.privateKey, response, controlCa) };
 }
 
-/** Renews over mTLS with the current SVID, with a new key pair. */
+/** Renews over mTLS with the current SVID, with a new key pair and, with a provider, fresh evidence. */
 export async function renew(
   client: ApiClient,
   current: SvidContexts,
@@ -119,14 +165,18 @@ export async function renew(
   instanceId: string,
   controlCa: string[],
   ttlSeconds?: number,
+  evidenceProvider?: EvidenceProvider,
 ): Promise<{ response: SvidResponse; contexts: SvidContexts }> {
   const { keys, csr } = await newKeyAndCsr(identity);
-  const response = await client.with({ secureContext: current.control, token: undefined }).post<SvidResponse>('/v1/svid/renew', {
+  const mtlsClient = client.with({ secureContext: current.control, token: undefined });
+  const attested = evidenceProvider === undefined ? undefined : await collectEvidence(mtlsClient, evidenceProvider, keys);
+  const response = await mtlsClient.post<SvidResponse>('/v1/svid/renew', {
     csr,
     instanceId,
     ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
+    ...(attested !== undefined ? attested : {}),
   });
-  return { response, contexts: await buildContexts(keys, response, controlCa) };
+  return { response, contexts: await buildContexts(keys.privateKey, response, controlCa) };
 }
 
 /**

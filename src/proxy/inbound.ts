@@ -1,7 +1,7 @@
 import type { Counter, Gauge } from 'prom-client';
 import { connect as netConnect, type Socket } from 'node:net';
 import { createServer as createTlsServer, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
-import { isSealmeshError, SealmeshError, type ErrorCode } from '../errors/index.ts';
+import { isSealmeshError, type ErrorCode } from '../errors/index.ts';
 import { RejectionLog, type Logger } from '../log/index.ts';
 import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
 import { formatServiceRef, type SpiffeId } from '../spiffe/index.ts';
@@ -9,6 +9,7 @@ import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { isUnixAddress, type HostPort, type SocketAddress } from './address.ts';
 import type { InboundHttp } from './http/inbound-http.ts';
+import { relay } from './relay.ts';
 
 /** A TLS client that has not finished its handshake by then is disconnected. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -170,10 +171,12 @@ export class InboundListener {
       // Node verified the chain (rejectUnauthorized); this applies the SPIFFE X509-SVID name rules.
       const certificate = downstream.getPeerX509Certificate()!;
       peer = spiffeIdFromPeerCertificate(certificate, this.#options.trustDomain());
-      // A resumed session carries the certificate of its first handshake, which Node does not
-      // verify again, so its validity period is checked here.
-      if (downstream.isSessionReused() && Date.now() >= new Date(certificate.validTo).getTime()) {
-        throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `resumed session of ${peer.namespace}/${peer.service} carries an SVID that expired at ${certificate.validTo}`);
+      // A resumed session skips chain verification, so a client certificate that expired since the
+      // full handshake (at most the server's 300 s ticket lifetime ago) is rejected here.
+      if (downstream.isSessionReused() && Date.parse(certificate.validTo) <= Date.now()) {
+        this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { destination, remote: downstream.remoteAddress, reason: 'resumed session of an expired client certificate' });
+        downstream.destroy();
+        return;
       }
     } catch (error) {
       const code: ErrorCode = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_PEER_SAN_INVALID';
@@ -221,8 +224,7 @@ export class InboundListener {
     downstream.once('error', finish);
     downstream.once('close', finish);
     app.once('close', finish);
-    downstream.pipe(app);
-    app.pipe(downstream);
+    relay(downstream, app);
   }
 
   /**

@@ -14,4 +14,3 @@ export {
 export { checkApp, parseHealthPath, type AppCheckResult } from './app-check.ts';
 export type { HealthReport } from './app-monitor.ts';
 export { parseProtocol, SERVICE_PROTOCOLS, type ServiceProtocol } from './http/protocol.ts';
-export { readTrafficFile, parseTrafficSettings, type TrafficSettings, type TrafficSettingsInput } from './traffic/settings.ts';

@@ -1,5 +1,6 @@
 import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
 import { HttpMetrics } from './http/metrics.ts';
+import { TrafficMetrics } from './traffic/metrics.ts';
 
 /** The sidecar's Prometheus metrics, in a registry of its own. */
 export class ProxyMetrics {
@@ -46,6 +47,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  readonly attestationProvider = new Gauge({
+    name: 'sealmesh_proxy_attestation_provider',
+    help: 'Set to 1 for the evidence provider this proxy enrolls with (none when it presents no evidence); insecure is true for the dev provider.',
+    labelNames: ['provider', 'insecure'] as const,
+    registers: [this.registry],
+  });
+
   readonly svidExpirySeconds = new Gauge({
     name: 'sealmesh_proxy_svid_expiry_seconds',
     help: 'Seconds until the current SVID expires.',
@@ -84,6 +92,14 @@ export class ProxyMetrics {
 
   /** Metrics of the HTTP, HTTP/2 and gRPC data path. */
   readonly http = new HttpMetrics(this.registry);
+  readonly resumedSessions = new Counter({
+    name: 'sealmesh_proxy_upstream_tls_resumptions_total',
+    help: 'Connections to upstream instances that resumed a TLS session of an earlier verified handshake, by upstream.',
+    labelNames: ['upstream'] as const,
+    registers: [this.registry],
+  });
+  /** Metrics of load balancing, retries, outlier detection and circuit breaking. */
+  readonly traffic = new TrafficMetrics(this.registry);
 
   constructor() {
     collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });

@@ -10,17 +10,32 @@ import { DEFAULT_SOCKET_MODE, listenUnix, type SocketPermissions, type UnixSocke
 import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.ts';
 import type { OutboundHttp } from './http/outbound-http.ts';
 import type { ServiceProtocol } from './http/protocol.ts';
+import { relay } from './relay.ts';
+import { PeerSessionCache } from './tls-sessions.ts';
+import { DEFAULT_TRAFFIC_SETTINGS, UpstreamTraffic, type Admission } from './traffic/index.ts';
 
-/** A dial to an upstream instance that has not completed its TLS handshake by then fails. */
-const CONNECT_TIMEOUT_MS = 5_000;
-/** Instances tried for one connection before the client's connection is closed. */
-const MAX_CONNECT_ATTEMPTS = 3;
+/** One client connection on its way to an upstream instance, across its retries. */
+interface TcpDial {
+  client: Socket;
+  admission: Admission;
+  /** Try number, from 1. */
+  attempt: number;
+  /** Instances tried so far; a retry prefers another. */
+  tried: Set<string>;
+  /** Ends the retry's hold on the retry budget once this try ends; absent on the first try. */
+  releaseRetry?: () => void;
+}
 
 export interface OutboundOptions {
   upstream: UpstreamSpec;
   trustDomain: () => string;
   /** Healthy endpoints of the upstream from the current snapshot. */
   endpoints: () => readonly Endpoint[];
+  /**
+   * Circuit breaking, instance choice, outlier detection and retries of the upstream, over
+   * `endpoints`; one with the default settings when absent.
+   */
+  traffic?: UpstreamTraffic;
   /** TLS context with this proxy's current SVID and the trust bundle. */
   secureContext: () => SecureContext | undefined;
   /** Owner, group and mode of the listener's socket file when it listens on a Unix socket; mode 0600 when absent. */
@@ -36,8 +51,9 @@ export interface OutboundOptions {
 
 /**
  * A loopback TCP or Unix socket listener for one upstream service. Each plaintext connection from
- * the app is carried over mTLS to a healthy instance of the upstream, chosen round robin, and only
- * after the instance has proven that its SVID carries the upstream's SPIFFE ID.
+ * the app is admitted by the upstream's circuit breaker and carried over mTLS to a healthy instance
+ * of the upstream, chosen by its load-balancing policy, and only after the instance has proven that
+ * its SVID carries the upstream's SPIFFE ID.
  */
 export class OutboundListener {
   readonly #options: OutboundOptions;
@@ -45,16 +61,23 @@ export class OutboundListener {
   readonly #rejections: RejectionLog;
   #server: NetServer | undefined;
   #unixSocket: UnixSocketListener | undefined;
-  #next = 0;
+  /** Sessions of verified upstream instances, resumed to skip the certificate exchange. */
+  readonly #sessions = new PeerSessionCache();
+  readonly #traffic: UpstreamTraffic;
 
   /** Labelled metric children, resolved once instead of on every connection. */
   readonly #activeCount: Gauge.Internal<'direction'>;
   readonly #connectedCount: Counter.Internal;
+  readonly #resumedCount: Counter.Internal;
 
   constructor(options: OutboundOptions) {
     this.#options = options;
+    this.#traffic =
+      options.traffic ??
+      new UpstreamTraffic({ upstream: options.upstream.service, settings: DEFAULT_TRAFFIC_SETTINGS, endpoints: options.endpoints, metrics: options.metrics.traffic, log: options.log });
     this.#activeCount = options.metrics.activeConnections.labels('outbound');
     this.#connectedCount = options.metrics.outboundConnections.labels(options.upstream.service, 'connected');
+    this.#resumedCount = options.metrics.resumedSessions.labels(options.upstream.service);
     this.#rejections = new RejectionLog(options.log);
   }
 
@@ -121,46 +144,64 @@ export class OutboundListener {
       this.#options.http!.handler.accept(client, protocol);
       return;
     }
-    this.#dial(client, 1);
+    this.#admit(client);
   }
 
-  /** Returns the next endpoint in round-robin order, or undefined when the upstream has none. */
-  #pick(): Endpoint | undefined {
-    const endpoints = this.#options.endpoints();
-    if (endpoints.length === 0) return undefined;
-    const endpoint = endpoints[this.#next % endpoints.length];
-    this.#next = (this.#next + 1) % 1_000_000_007;
-    return endpoint;
+  /** Closes the connection at once when the upstream's circuit breaker has no room; dials otherwise. */
+  #admit(client: Socket): void {
+    const admission = this.#traffic.admitConnection();
+    if (!admission.admitted) {
+      // The traffic module has logged and counted the trip with its reason.
+      this.#options.metrics.outboundConnections.inc({ upstream: this.#options.upstream.service, result: 'circuit_open' });
+      this.#options.metrics.rejections.inc({ code: admission.error.code });
+      client.destroy();
+      return;
+    }
+    client.once('close', () => admission.release());
+    this.#dial({ client, admission, attempt: 1, tried: new Set() });
   }
 
-  #dial(client: Socket, attempt: number): void {
+  #dial(dial: TcpDial): void {
+    const { client, attempt } = dial;
     const upstream = this.#options.upstream.service;
-    const endpoint = this.#pick();
+    const traffic = this.#traffic;
+    const endpoint = traffic.pick(dial.tried);
     const secureContext = this.#options.secureContext();
     if (endpoint === undefined || secureContext === undefined) {
       const code = endpoint === undefined ? 'SEALMESH_ERR_NO_HEALTHY_ENDPOINT' : 'SEALMESH_ERR_ENROLLMENT_FAILED';
       this.#options.metrics.outboundConnections.inc({ upstream, result: 'no_endpoint' });
       this.#options.metrics.rejections.inc({ code });
       this.#rejections.warn(code, { code, upstream }, endpoint === undefined ? 'upstream has no healthy instance; connection closed' : 'no SVID yet; connection closed');
+      dial.releaseRetry?.();
       client.destroy();
       return;
     }
+    dial.tried.add(endpoint.instanceId);
+    const instanceAttempt = traffic.startAttempt(endpoint);
     const expected = { namespace: this.#options.upstream.namespace, service: this.#options.upstream.name };
     const trustDomain = this.#options.trustDomain();
     // tls.connect passes allowHalfOpen on to the TLSSocket, although @types/node does not declare it.
     const halfOpen = { allowHalfOpen: true } as object;
+    const sessionKey = `${endpoint.instanceId}@${endpoint.address}:${endpoint.port}`;
+    const session = this.#sessions.get(sessionKey, secureContext, upstream);
+    /** notAfter of the certificate that passed the identity check; unknown on a resumed connection. */
+    let verifiedNotAfter: number | undefined;
     const remote: TLSSocket = tlsConnect({
       ...halfOpen,
       host: endpoint.address,
       port: endpoint.port,
       secureContext,
       rejectUnauthorized: true,
+      ...(session !== undefined ? { session } : {}),
       // Replaces hostname verification: the server must present the upstream's SPIFFE ID, so no
       // other mesh member can stand in for it even with a valid SVID of its own.
       checkServerIdentity: (_host: string, certificate: PeerCertificate): Error | undefined => {
         try {
           const peer = spiffeIdFromPeerCertificate(certificate, trustDomain);
-          if (peer.namespace === expected.namespace && peer.service === expected.service) return undefined;
+          if (peer.namespace === expected.namespace && peer.service === expected.service) {
+            verifiedNotAfter = Date.parse(certificate.valid_to);
+            return undefined;
+          }
           return new SealmeshError('SEALMESH_ERR_PEER_IDENTITY_MISMATCH', `instance ${endpoint.instanceId} presented an SVID for ${peer.namespace}/${peer.service}, expected ${upstream}`);
         } catch (error) {
           return error as Error;
@@ -168,31 +209,70 @@ export class OutboundListener {
       },
     });
     remote.setNoDelay(true);
-    remote.setTimeout(CONNECT_TIMEOUT_MS, () => remote.destroy(new Error(`no TLS handshake within ${CONNECT_TIMEOUT_MS} ms`)));
+    // Node calls checkServerIdentity only in a full handshake, so a session is stored only from a
+    // connection that passed it or resumed a session that had.
+    remote.on('session', (ticket: Buffer) => {
+      if (remote.authorized && (verifiedNotAfter !== undefined || remote.isSessionReused())) {
+        this.#sessions.set(sessionKey, secureContext, upstream, ticket, verifiedNotAfter);
+      }
+    });
+    const connectTimeoutMs = traffic.settings.connectTimeoutMs;
+    remote.setTimeout(connectTimeoutMs, () => remote.destroy(new Error(`no TLS handshake within ${connectTimeoutMs} ms`)));
     const onConnectError = (error: Error & { code?: string }): void => {
       const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_SERVER_UNREACHABLE';
       this.#options.metrics.outboundConnections.inc({ upstream, result: 'failed' });
       if (isSealmeshError(error)) this.#options.metrics.rejections.inc({ code });
       this.#rejections.warn(`dial:${code}`, { upstream, instance: endpoint.instanceId, attempt, reason: error.code ?? error.message }, 'connection to an upstream instance failed');
       remote.destroy();
-      if (attempt < MAX_CONNECT_ATTEMPTS && !client.destroyed) this.#dial(client, attempt + 1);
-      else client.destroy();
+      this.#sessions.delete(sessionKey);
+      instanceAttempt.connectFailed();
+      dial.releaseRetry?.();
+      this.#retryOrClose(dial);
     };
     remote.once('error', onConnectError);
     remote.once('secureConnect', () => {
       remote.setTimeout(0);
       remote.off('error', onConnectError);
+      instanceAttempt.connected();
+      dial.releaseRetry?.();
+      remote.once('close', () => instanceAttempt.finish());
       if (client.destroyed) {
         remote.destroy();
         return;
       }
+      dial.admission.established();
       this.#connectedCount.inc();
+      if (remote.isSessionReused()) this.#resumedCount.inc();
       remote.once('error', () => client.destroy());
       remote.once('close', () => client.destroy());
       client.once('close', () => remote.destroy());
-      client.pipe(remote);
-      remote.pipe(client);
+      relay(client, remote);
       client.resume();
     });
+  }
+
+  /**
+   * Retries a failed dial on another instance after a backoff when the upstream's retry policy and
+   * budget allow it, and closes the client's connection otherwise. A connect failure never reached
+   * the app, so the retry rule for non-idempotent requests does not stop it.
+   */
+  #retryOrClose(dial: TcpDial): void {
+    const { client } = dial;
+    if (client.destroyed) return;
+    const decision = this.#traffic.decideRetry({ cause: 'connect_failure', retriesSoFar: dial.attempt - 1, reachedApp: false, idempotent: false });
+    if (!decision.retry) {
+      this.#rejections.warn(`give-up:${decision.reason}`, { upstream: this.#options.upstream.service, attempts: dial.attempt, reason: decision.reason }, 'no upstream instance could be reached; connection closed');
+      client.destroy();
+      return;
+    }
+    const timer = setTimeout(() => {
+      client.off('close', cancel);
+      this.#dial({ ...dial, attempt: dial.attempt + 1, releaseRetry: decision.release });
+    }, decision.delayMs);
+    const cancel = (): void => {
+      clearTimeout(timer);
+      decision.release();
+    };
+    client.once('close', cancel);
   }
 }

@@ -10,25 +10,29 @@ import { AdminServer } from './admin.ts';
 import { formatHostPort, formatSocketAddress, isUnixAddress, type HostPort, type SocketAddress, type UpstreamSpec } from './address.ts';
 import { AppMonitor, type HealthReport } from './app-monitor.ts';
 import { HealthEndpoint } from './health-endpoint.ts';
-import { enroll, renew, renewalDelayMs, type SvidContexts } from './identity.ts';
+import { enroll, renew, renewalDelayMs, withTrustBundle, type SvidContexts } from './identity.ts';
 import { InboundListener } from './inbound.ts';
 import { ProxyMetrics } from './metrics.ts';
 import { OutboundListener } from './outbound.ts';
+import { DEFAULT_TRAFFIC_SETTINGS, UpstreamTraffic } from './traffic/index.ts';
 import { WatchClient } from './watch-client.ts';
 import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import { InboundHttp } from './http/inbound-http.ts';
 import { OutboundHttp } from './http/outbound-http.ts';
-import { TlsSessionCache } from './http/peer-connector.ts';
 import { PeerPool } from './http/peer-pool.ts';
-import { EndpointBalancer } from './traffic/balancer.ts';
-import { CircuitBreaker } from './traffic/circuit-breaker.ts';
-import { parseTrafficSettings, type TrafficSettingsInput } from './traffic/settings.ts';
+import { PeerSessionCache } from './tls-sessions.ts';
 import { alpnFor, DEFAULT_PROTOCOL, isHttpProtocol, type ServiceProtocol } from './http/protocol.ts';
+import type { EvidenceProvider } from '../attest/index.ts';
+import { createEvidenceProvider, type AttestationMode } from '../attest/providers/index.ts';
 
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
   service: string;
+  /**
+   * Single-use join token for the first enrollment. The proxy drops its reference once enrolled, and
+   * `options.joinToken` reads as an empty string.
+   */
   joinToken: string;
   /** Control-plane URL, such as `https://127.0.0.1:8501`. */
   serverUrl: string;
@@ -43,10 +47,6 @@ export interface ProxyOptions {
   upstreams: UpstreamSpec[];
   /** Application protocol of the app, registered in the catalog for the callers' proxies; `tcp` when absent. */
   protocol?: ServiceProtocol;
-  /** Time an upstream HTTP request may wait for its response headers, unless `traffic` sets one; 0 (the default) for none. */
-  requestTimeoutMs?: number;
-  /** Traffic settings of HTTP upstreams (load balancing, timeouts, retries, outlier detection, circuit breaking), by upstream service. */
-  traffic?: Record<string, TrafficSettingsInput>;
   /** Loopback or Unix socket HTTP endpoint for metrics and status; none when absent. */
   admin?: SocketAddress;
   /** Owner, group and mode of every Unix socket the proxy creates; mode 0600 and the proxy's user when absent. */
@@ -75,6 +75,19 @@ export interface ProxyOptions {
   drainSeconds?: number;
   /** Interval of the health check of the app. */
   healthCheckIntervalMs?: number;
+  /**
+   * Evidence provider to enroll and renew with. `auto` (the default) detects configfs-tsm or
+   * Gramine's /dev/attestation, `none` sends no evidence, and `dev` sends insecure software evidence.
+   */
+  attestation?: AttestationMode;
+  /** Measurement that the dev provider claims, 96 hex digits. */
+  devMeasurement?: string;
+  /** Mount point of configfs-tsm; default /sys/kernel/config/tsm. */
+  tsmRoot?: string;
+  /** Gramine's attestation directory; default /dev/attestation. */
+  gramineRoot?: string;
+  /** An evidence provider to use in place of the one `attestation` selects. */
+  evidenceProvider?: EvidenceProvider;
   log?: Logger;
 }
 
@@ -105,6 +118,7 @@ export class SidecarProxy {
   #client: ApiClient;
   #inbound: InboundListener | undefined;
   readonly #outbound = new Map<string, OutboundListener>();
+  readonly #traffic = new Map<string, UpstreamTraffic>();
   #watch: WatchClient | undefined;
   #admin: AdminServer | undefined;
   #healthEndpoint: HealthEndpoint | undefined;
@@ -116,13 +130,17 @@ export class SidecarProxy {
   readonly protocol: ServiceProtocol;
   #inboundHttp: InboundHttp | undefined;
   readonly #peerPools = new Map<string, PeerPool>();
-  /** TLS sessions to peer proxies for resumption; cleared when the SVID changes. */
-  readonly #tlsSessions = new TlsSessionCache();
   /** Last protocol seen for each upstream, kept while the upstream has no healthy instance. */
   readonly #upstreamProtocols = new Map<string, ServiceProtocol>();
+  #evidenceProvider: EvidenceProvider | undefined;
+  #attestation: { provider: string; insecure: boolean; policy: string } | null = null;
+  /** Trust bundle updates run one after another, in the order the snapshots arrived. */
+  #trustUpdate: Promise<void> = Promise.resolve();
+  #joinToken: string | undefined;
 
   constructor(options: ProxyOptions) {
-    this.options = options;
+    this.#joinToken = options.joinToken;
+    this.options = { ...options, joinToken: '' };
     this.log = options.log ?? silentLogger();
     const ref = parseServiceRef(options.service);
     this.identity = { namespace: ref.namespace, service: ref.service };
@@ -152,8 +170,13 @@ export class SidecarProxy {
     return this.#instanceId;
   }
 
-  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId' | 'certificateSha256'> | undefined {
+  get svid(): Pick<SvidContexts, 'serial' | 'notBefore' | 'notAfter' | 'spiffeId' | 'chainPem' | 'certificateSha256'> | undefined {
     return this.#svid;
+  }
+
+  /** The roots (PEM) that this proxy's TLS contexts trust now. */
+  get trustBundle(): string[] {
+    return [...(this.#svid?.bundle ?? [])];
   }
 
   /** The signed manifest this proxy verified and enforces, if any. */
@@ -252,26 +275,39 @@ export class SidecarProxy {
       await this.#abortStart();
       throw error;
     });
+    try {
+      this.#evidenceProvider = await this.#selectEvidenceProvider();
+    } catch (error) {
+      await this.#abortStart();
+      throw error;
+    }
     const { response, contexts } = await enroll(
       this.#client,
       { trustDomain, ...self },
       {
-        joinToken: this.options.joinToken,
+        joinToken: this.#joinToken ?? '',
         address: advertise.host,
         port: advertise.port === 0 ? this.#inboundPort : advertise.port,
         upstreams: this.options.upstreams.map((upstream) => upstream.service),
         protocol: this.protocol,
         ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
+        ...(this.#evidenceProvider !== undefined ? { evidenceProvider: this.#evidenceProvider } : {}),
       },
       this.options.serverCa,
     ).catch(async (error: unknown) => {
       await this.#abortStart();
       throw error;
     });
+    // The server has marked the token used; dropping the reference lets the string be collected.
+    this.#joinToken = undefined;
     this.#trustDomain = response.trustDomain;
     this.#instanceId = response.instanceId;
     this.#installSvid(contexts);
-    this.log.info({ spiffeId: contexts.spiffeId, instance: this.#instanceId, serial: contexts.serial, notAfter: contexts.notAfter.toISOString() }, 'enrolled');
+    this.#recordAttestation(response.attestation);
+    this.log.info(
+      { spiffeId: contexts.spiffeId, instance: this.#instanceId, serial: contexts.serial, notAfter: contexts.notAfter.toISOString(), attestation: this.#attestation?.provider ?? 'none', insecure: this.#attestation?.insecure },
+      this.#attestation?.insecure === true ? 'enrolled with INSECURE dev attestation evidence' : 'enrolled',
+    );
 
     this.#watch = new WatchClient({
       client: () => this.#client.with({ secureContext: this.#svid?.control }),
@@ -298,38 +334,32 @@ export class SidecarProxy {
   async #startLocalListeners(): Promise<void> {
     for (const upstream of this.options.upstreams) {
       const log = this.log.child({ listener: 'upstream', upstream: upstream.service });
-      const configured = this.options.traffic?.[upstream.service];
-      const settings = parseTrafficSettings(
-        { ...(this.options.requestTimeoutMs !== undefined ? { requestTimeoutMs: this.options.requestTimeoutMs } : {}), ...configured },
-        upstream.service,
-      );
-      const breaker = new CircuitBreaker(settings.circuitBreaker);
+      const traffic = new UpstreamTraffic({
+        upstream: upstream.service,
+        settings: upstream.traffic ?? DEFAULT_TRAFFIC_SETTINGS,
+        // Instances that declared another protocol than the upstream's are never chosen.
+        endpoints: () => this.#endpointsSpeaking(upstream.service, this.upstreamProtocol(upstream.service)),
+        metrics: this.metrics.traffic,
+        log: this.log.child({ subsystem: 'traffic', upstream: upstream.service }),
+      });
+      this.#traffic.set(upstream.service, traffic);
       const pool = new PeerPool({
-        admitConnection: () => breaker.admitConnection(),
+        admitConnection: () => traffic.admitUpstreamConnection(),
         expected: { namespace: upstream.namespace, service: upstream.name },
         trustDomain: () => this.#trustDomain,
         secureContext: () => this.#svid?.outbound,
         alpn: () => alpnFor(this.upstreamProtocol(upstream.service) ?? 'http'),
-        connectTimeoutMs: settings.connectTimeoutMs,
-        sessions: this.#tlsSessions,
+        connectTimeoutMs: traffic.settings.connectTimeoutMs,
+        sessions: new PeerSessionCache(),
         onHandshake: (resumed) => this.metrics.http.handshakes.inc({ direction: 'outbound', resumed: String(resumed) }),
       });
       this.#peerPools.set(upstream.service, pool);
-      const http = new OutboundHttp({
-        upstream,
-        source: formatServiceRef(this.identity),
-        endpoints: () => this.#endpointsSpeaking(upstream.service, this.upstreamProtocol(upstream.service)),
-        pool,
-        settings,
-        balancer: new EndpointBalancer(settings.loadBalancer),
-        breaker,
-        log,
-        metrics: this.metrics,
-      });
+      const http = new OutboundHttp({ upstream, source: formatServiceRef(this.identity), traffic, pool, log, metrics: this.metrics });
       const listener = new OutboundListener({
         upstream,
         trustDomain: () => this.#trustDomain,
         endpoints: () => this.#endpointsSpeaking(upstream.service, 'tcp'),
+        traffic,
         http: { protocol: () => this.upstreamProtocol(upstream.service), handler: http },
         secureContext: () => this.#svid?.outbound,
         socketPermissions: this.#socketPermissions(),
@@ -414,20 +444,52 @@ export class SidecarProxy {
     return this.endpoints(upstream).filter((endpoint) => (endpoint.protocol ?? 'tcp') === protocol);
   }
 
+  /** The evidence this proxy last enrolled or renewed with, as the server recorded it; null without evidence. */
+  get attestation(): { provider: string; insecure: boolean; policy: string } | null {
+    return this.#attestation;
+  }
+
+  async #selectEvidenceProvider(): Promise<EvidenceProvider | undefined> {
+    if (this.options.evidenceProvider !== undefined) return this.options.evidenceProvider;
+    return createEvidenceProvider({
+      mode: this.options.attestation ?? 'auto',
+      ...(this.options.devMeasurement !== undefined ? { devMeasurement: this.options.devMeasurement } : {}),
+      ...(this.options.tsmRoot !== undefined ? { tsmRoot: this.options.tsmRoot } : {}),
+      ...(this.options.gramineRoot !== undefined ? { gramineRoot: this.options.gramineRoot } : {}),
+      log: this.log.child({ subsystem: 'attestation' }),
+    });
+  }
+
+  #recordAttestation(attestation: { provider: string; insecure: boolean; policy: string } | undefined): void {
+    this.metrics.attestationProvider.reset();
+    this.#attestation = attestation ?? null;
+    this.metrics.attestationProvider.set({ provider: attestation?.provider ?? 'none', insecure: String(attestation?.insecure ?? false) }, 1);
+  }
+
+  /**
+   * Returns the traffic management of an upstream (circuit breaker, load balancer, outlier
+   * detection, retries), which every connection and request to it goes through.
+   */
+  traffic(service: string): UpstreamTraffic | undefined {
+    return this.#traffic.get(formatServiceRef(parseServiceRef(service)));
+  }
+
   /** Renews the SVID now with a new key pair; established connections keep running. */
   async renewNow(): Promise<void> {
     const current = this.#svid;
     if (current === undefined) throw new SealmeshError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID to renew; it must enroll first');
     try {
-      const { contexts } = await renew(
+      const { response, contexts } = await renew(
         this.#client,
         current,
         { trustDomain: this.#trustDomain, ...this.identity },
         this.#instanceId,
         this.options.serverCa,
         this.options.svidTtlSeconds,
+        this.#evidenceProvider,
       );
       this.#installSvid(contexts);
+      this.#recordAttestation(response.attestation);
       this.metrics.svidRenewals.inc({ result: 'success' });
       this.log.info({ serial: contexts.serial, notAfter: contexts.notAfter.toISOString() }, 'SVID renewed');
     } catch (error) {
@@ -483,8 +545,6 @@ export class SidecarProxy {
   #installSvid(contexts: SvidContexts): void {
     const previous = this.#svid;
     this.#svid = contexts;
-    // Sessions resumed later would present the old certificate, so new connections start afresh.
-    this.#tlsSessions.clear();
     this.#inbound?.setSecureContext(contexts.inboundOptions);
     // The listener has built its context; the key copy in the options is no longer needed.
     (contexts.inboundOptions.key as Buffer).fill(0);
@@ -501,7 +561,8 @@ export class SidecarProxy {
     this.#renewTimer = setTimeout(() => {
       this.renewNow().catch((error: unknown) => {
         const expiresInMs = (this.#svid?.notAfter.getTime() ?? 0) - Date.now();
-        this.log.warn({ reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
+        const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL';
+        this.log.warn({ code, reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
         this.#scheduleRenewal(retryMs, Math.min(RENEW_RETRY_MAX_MS, retryMs * 2));
       });
     }, Math.min(delayMs, 2 ** 31 - 1));
@@ -541,6 +602,39 @@ export class SidecarProxy {
     );
     const closed = this.#inbound?.reevaluate() ?? 0;
     if (closed > 0) this.log.info({ closed }, 'closed connections that the new intentions deny');
+    const bundle = snapshot.bundle;
+    this.#trustUpdate = this.#trustUpdate.then(() => this.#applyTrustBundle(bundle));
+  }
+
+  /**
+   * Rebuilds the TLS contexts when the snapshot's trust bundle differs from the one they trust:
+   * a root rotation adds the new root and its prune removes the retired one. An empty bundle is
+   * ignored, because trusting nothing would only break every connection.
+   */
+  async #applyTrustBundle(bundle: string[]): Promise<void> {
+    if (bundle.length === 0) {
+      this.log.warn('configuration snapshot has an empty trust bundle; keeping the current one');
+      return;
+    }
+    for (;;) {
+      const current = this.#svid;
+      if (current === undefined || this.#stopping || sameRoots(current.bundle, bundle)) return;
+      let contexts: SvidContexts;
+      try {
+        contexts = await withTrustBundle(current, bundle, this.options.serverCa);
+      } catch (error) {
+        this.log.error({ reason: (error as Error).message }, 'failed to apply the new trust bundle; keeping the current one');
+        return;
+      }
+      // A renewal installed another SVID meanwhile: apply the bundle to that one instead.
+      if (this.#svid !== current) continue;
+      this.#svid = contexts;
+      this.#inbound?.setSecureContext(contexts.inboundOptions);
+      (contexts.inboundOptions.key as Buffer).fill(0);
+      contexts.inboundOptions.key = undefined;
+      this.log.info({ roots: bundle.length }, 'trust bundle updated');
+      return;
+    }
   }
 
   async #registerAgain(advertise: HostPort): Promise<void> {
@@ -565,4 +659,10 @@ export class SidecarProxy {
     });
   }
 
+}
+
+/** Returns true when both bundles hold the same root certificates, in any order. */
+function sameRoots(a: readonly string[], b: readonly string[]): boolean {
+  const normalize = (bundle: readonly string[]): string => [...bundle].map((pem) => pem.trim()).sort().join('\n');
+  return normalize(a) === normalize(b);
 }

@@ -1,5 +1,5 @@
 import type { Store } from '../store/index.ts';
-import type { AttestationResult } from '../attest/index.ts';
+import type { InstanceAttestation } from './attestation.ts';
 import { formatServiceRef } from '../spiffe/index.ts';
 import { encodeJson, getJson, instanceKey, KEYS, listJson } from './records.ts';
 
@@ -35,7 +35,8 @@ export interface Instance {
   registeredAt: string;
   svidSerial?: string;
   svidNotAfter?: string;
-  attestation?: AttestationResult;
+  /** The evidence the proxy last enrolled or renewed with; absent when it presented none. */
+  attestation?: InstanceAttestation;
 }
 
 export interface ServiceSummary {

@@ -25,6 +25,20 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
+  readonly attestations = new Counter({
+    name: 'sealmesh_server_attestations_total',
+    help: 'Enrollments and renewals by evidence provider (none without evidence), result (accepted or rejected), whether the provider is insecure (dev), and kind (enroll or renew).',
+    labelNames: ['provider', 'result', 'insecure', 'kind'] as const,
+    registers: [this.registry],
+  });
+
+  readonly attestationRejections = new Counter({
+    name: 'sealmesh_server_attestation_rejections_total',
+    help: 'Rejected attestation evidence, by the error code that names the reason.',
+    labelNames: ['reason'] as const,
+    registers: [this.registry],
+  });
+
   readonly watchStreams = new Gauge({
     name: 'sealmesh_server_watch_streams',
     help: 'Open proxy watch streams.',
@@ -34,6 +48,19 @@ export class ServerMetrics {
   readonly snapshotsPushed = new Counter({
     name: 'sealmesh_server_snapshots_pushed_total',
     help: 'Snapshots pushed to proxies over watch streams.',
+    registers: [this.registry],
+  });
+
+  readonly caRoots = new Gauge({
+    name: 'sealmesh_server_ca_roots',
+    help: 'Roots in the trust bundle: 2 while a rotated-out root awaits its prune.',
+    registers: [this.registry],
+  });
+
+  readonly caRootRotations = new Counter({
+    name: 'sealmesh_server_ca_root_rotations_total',
+    help: 'Root rotations and prunes of retired roots, by step (rotate or prune).',
+    labelNames: ['step'] as const,
     registers: [this.registry],
   });
 

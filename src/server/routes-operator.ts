@@ -1,5 +1,4 @@
 import { mkdtempSync, readFileSync, rmSync } from 'node:fs';
-import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import type { FastifyInstance } from 'fastify';
 import { z } from 'zod';
@@ -33,8 +32,9 @@ export function registerOperatorRoutes(app: FastifyInstance, context: { acl: Acl
 
   app.get('/v1/operator/snapshot', async (request, reply) => {
     const token = await acl.authorize(presentedToken(request), 'operator');
-    // VACUUM INTO writes a new file; it goes to a private temporary directory and is read back.
-    const directory = mkdtempSync(join(tmpdir(), 'sealmesh-snapshot-'));
+    // VACUUM INTO writes a new file, which is then read back. It goes to a private directory inside
+    // the data directory, because the sandbox lets the server write there and nowhere else.
+    const directory = mkdtempSync(join(seal.dataDir, '.snapshot-'));
     try {
       const path = join(directory, 'snapshot.db');
       await seal.snapshotTo(path);

@@ -2,9 +2,8 @@ import { randomUUID } from 'node:crypto';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SealmeshError } from '../errors/index.ts';
-import { spiffeIdFromPeerCertificate, type CertificateAuthority } from '../pki/index.ts';
+import { spiffeIdFromPeerCertificate, validateCsr, type CertificateAuthority } from '../pki/index.ts';
 import { formatServiceRef, formatSpiffeId, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
-import type { VerifierRegistry } from '../attest/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AclService } from './acl.ts';
 import type { Catalog, Instance } from './catalog.ts';
@@ -17,8 +16,12 @@ import { registerOperatorRoutes } from './routes-operator.ts';
 import type { SealLifecycle } from './seal-lifecycle.ts';
 import type { AuditActor, AuditLog } from '../audit/index.ts';
 import type { ManifestService } from './manifest-service.ts';
+import type { AttestationGate } from './attestation.ts';
+import type { NonceStore } from './nonces.ts';
 import { registerManifestRoutes } from './manifest-routes.ts';
 import { registerAuditRoutes } from './audit-routes.ts';
+import { registerCaRoutes } from './ca-routes.ts';
+import type { CaRotation } from './ca-rotation.ts';
 
 export interface RouteContext {
   acl: AclService;
@@ -27,7 +30,9 @@ export interface RouteContext {
   intentions: IntentionStore;
   hub: WatchHub;
   metrics: ServerMetrics;
-  verifiers: VerifierRegistry;
+  /** Decides whether enrollment and renewal evidence is acceptable. */
+  attestation: AttestationGate;
+  nonces: NonceStore;
   log: Logger;
   trustDomain: string;
   manifests: ManifestService;
@@ -35,6 +40,7 @@ export interface RouteContext {
   storeRevision: () => Promise<number>;
   version: string;
   seal: SealLifecycle;
+  caRotation: CaRotation;
 }
 
 /** Returns the audit actor of a request made with an ACL token. */
@@ -69,6 +75,47 @@ async function assertIntentionsWritable(manifests: ManifestService): Promise<voi
   }
 }
 
+/** Returns the nonce holder of a join token. */
+function joinHolder(token: { accessorId: string }): string {
+  return `token:${token.accessorId}`;
+}
+
+/**
+ * Returns the nonce holder of a proxy that authenticated with its SVID. It is keyed on the SVID's
+ * serial number, not its SPIFFE ID, because every replica of a service shares the SPIFFE ID and
+ * one replica must not use up or evict another's nonces.
+ */
+function svidHolder(peer: PeerSvid): string {
+  return `svid:${peer.serial}`;
+}
+
+/** Returns a certificate serial number as lowercase hex without leading zero bytes, as DER may add one. */
+function normalizeSerial(serial: string): string {
+  return serial.toLowerCase().replace(/^(00)+(?=.)/, '');
+}
+
+/** The SVID a proxy presented over mTLS: its SPIFFE ID and the certificate's serial number. */
+interface PeerSvid {
+  id: SpiffeId;
+  serial: string;
+}
+
+/** Counts instances by the provider of their evidence, with the insecure ones apart, for `/v1/status`. */
+function summarizeAttestation(instances: Instance[]): { byProvider: Record<string, number>; insecure: number; unattested: number } {
+  const byProvider: Record<string, number> = {};
+  let insecure = 0;
+  let unattested = 0;
+  for (const instance of instances) {
+    if (instance.attestation === undefined) {
+      unattested += 1;
+      continue;
+    }
+    byProvider[instance.attestation.provider] = (byProvider[instance.attestation.provider] ?? 0) + 1;
+    if (instance.attestation.insecure) insecure += 1;
+  }
+  return { byProvider, insecure, unattested };
+}
+
 /** Interval between heartbeat lines on a watch stream, so that both ends notice a dead peer. */
 const WATCH_HEARTBEAT_MS = 15_000;
 
@@ -77,6 +124,11 @@ const WATCH_HEARTBEAT_MS = 15_000;
  * against the trust bundle when `authorized` is set; this adds the SVID name checks.
  */
 function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
+  return peerSvid(request, trustDomain).id;
+}
+
+/** Returns the SPIFFE ID and serial number of the SVID the caller presented; see `peerIdentity`. */
+function peerSvid(request: FastifyRequest, trustDomain: string): PeerSvid {
   const socket = request.raw.socket as TLSSocket;
   const certificate = socket.getPeerX509Certificate?.();
   if (certificate === undefined) {
@@ -85,7 +137,7 @@ function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
   if (!socket.authorized) {
     throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `the client certificate was rejected: ${String(socket.authorizationError)}`);
   }
-  return spiffeIdFromPeerCertificate(certificate, trustDomain);
+  return { id: spiffeIdFromPeerCertificate(certificate, trustDomain), serial: normalizeSerial(certificate.serialNumber) };
 }
 
 export function registerRoutes(app: FastifyInstance, context: RouteContext): void {
@@ -93,9 +145,11 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   app.get('/v1/status', async () => {
     const posture = (await manifests.posture()) ?? null;
+    const instances = await catalog.instances();
     return {
       trustDomain: context.trustDomain,
       rootFingerprintSha256: ca.rootFingerprintSha256(),
+      ca: await caSummary(ca),
       initialized: await acl.isBootstrapped(),
       storeRevision: await context.storeRevision(),
       watchStreams: hub.streamCount,
@@ -104,7 +158,8 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       manifest: posture === null ? null : { version: posture.version, digest: posture.digest },
       posture,
       // Counts only: which proxy enforces what is in `GET /v1/manifest`, behind a read token.
-      proxiesByManifestVersion: countByManifestVersion(await catalog.instances()),
+      proxiesByManifestVersion: countByManifestVersion(instances),
+      attestation: summarizeAttestation(instances),
     };
   });
 
@@ -193,16 +248,44 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     return { deleted: { source: query.source, destination: query.destination } };
   });
 
+  // A nonce binds attestation evidence to one enrollment or renewal. A proxy that enrolls requests
+  // it with its join token, and one that renews requests it over mTLS with its SVID. The nonce is
+  // valid only for the same credential.
+  app.post('/v1/svid/nonce', async (request) => {
+    parseBody(schemas.emptyBody, request.body, 'request body');
+    const holder = await nonceHolder(request);
+    const issued = context.nonces.issue(holder);
+    return { nonce: issued.nonce, expiresAt: issued.expiresAt.toISOString() };
+  });
+
+  async function nonceHolder(request: FastifyRequest): Promise<string> {
+    const token = presentedToken(request);
+    const socket = request.raw.socket as TLSSocket;
+    if (token !== undefined || socket.getPeerX509Certificate?.() === undefined) {
+      // Without a client certificate a join token is required; its absence is reported as such.
+      return joinHolder(await acl.authorize(token, 'join'));
+    }
+    return svidHolder(peerSvid(request, context.trustDomain));
+  }
+
   app.post('/v1/svid/enroll', async (request) => {
     const token = await acl.authorize(presentedToken(request), 'join');
     const body = parseBody(schemas.enrollBody, request.body, 'request body');
-    if (body.evidence !== undefined) {
-      // Fails closed for a provider the server cannot verify.
-      context.verifiers.get(body.evidence.provider);
-    }
     const entitled: SpiffeId = { trustDomain: context.trustDomain, namespace: token.namespace ?? 'default', service: token.service ?? '' };
-    // The CSR is validated before the token is consumed, so a malformed request does not burn it.
+    // The CSR and the evidence are checked before the token is consumed, so a malformed or
+    // rejected request does not burn it.
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'reject');
+    const { spkiDer } = await validateCsr(body.csr, entitled);
+    const attestation = await context.attestation.check({
+      kind: 'enroll',
+      identity: entitled,
+      spkiDer,
+      evidence: body.evidence,
+      nonce: body.nonce,
+      holder: joinHolder(token),
+      actor: tokenActor(token),
+      now: new Date(),
+    });
     const svid = await ca.issueSvid({ csrPem: body.csr, entitled, ttlSeconds });
     await acl.consumeJoinToken(token);
     const instance: Instance = {
@@ -218,10 +301,14 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       registeredAt: new Date().toISOString(),
       svidSerial: svid.serialNumber,
       svidNotAfter: svid.notAfter.toISOString(),
+      ...(attestation !== undefined ? { attestation } : {}),
     };
     await catalog.register(instance);
     metrics.svidsIssued.inc({ kind: 'enroll' });
-    log.info({ spiffeId: svid.spiffeId, instance: instance.id, serial: svid.serialNumber, tokenAccessor: token.accessorId }, 'proxy enrolled');
+    log.info(
+      { spiffeId: svid.spiffeId, instance: instance.id, serial: svid.serialNumber, tokenAccessor: token.accessorId, attestation: attestation?.provider ?? 'none', insecure: attestation?.insecure },
+      'proxy enrolled',
+    );
     return {
       instanceId: instance.id,
       spiffeId: svid.spiffeId,
@@ -230,21 +317,63 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       notAfter: svid.notAfter.toISOString(),
       bundle: ca.bundle(),
       trustDomain: context.trustDomain,
+      ...(attestation !== undefined ? { attestation: { provider: attestation.provider, insecure: attestation.insecure, policy: attestation.policy } } : {}),
     };
   });
 
+  /**
+   * Returns the catalog instance `instanceId` when it belongs to the caller: registered under the
+   * caller's namespace and service, and recorded with the serial number of the SVID the caller
+   * presented. Anything else throws SEALMESH_ERR_SVID_INSTANCE_MISMATCH, so that one replica of a
+   * service cannot renew, report health for or remove another's instance.
+   */
+  async function ownInstance(peer: PeerSvid, instanceId: string, action: string): Promise<Instance> {
+    const instance = await catalog.get(peer.id.namespace, peer.id.service, instanceId);
+    const recorded = instance?.svidSerial === undefined ? undefined : normalizeSerial(instance.svidSerial);
+    if (instance !== undefined && recorded === peer.serial) return instance;
+    const reason = instance === undefined ? 'not registered' : 'registered to another SVID';
+    log.warn({ code: 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH', spiffeId: formatSpiffeId(peer.id), serial: peer.serial, instance: instanceId, action, reason }, 'instance ownership check failed');
+    throw new SealmeshError(
+      'SEALMESH_ERR_SVID_INSTANCE_MISMATCH',
+      `instance ${instanceId} of ${formatServiceRef(peer.id)} is ${reason}: a proxy may ${action} only the instance it enrolled, with the SVID it was last issued; enroll again if its registration was lost`,
+    );
+  }
+
   app.post('/v1/svid/renew', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.renewBody, request.body, 'request body');
+    // Checked first, so that a request for another instance neither uses up a nonce nor gets an SVID.
+    await ownInstance(caller, body.instanceId, 'renew');
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'clamp');
+    const { spkiDer } = await validateCsr(body.csr, peer);
+    const attestation = await context.attestation.check({
+      kind: 'renew',
+      identity: peer,
+      spkiDer,
+      evidence: body.evidence,
+      nonce: body.nonce,
+      holder: svidHolder(caller),
+      actor: { kind: 'svid', accessorId: formatSpiffeId(peer) },
+      now: new Date(),
+    });
     const svid = await ca.issueSvid({ csrPem: body.csr, entitled: peer, ttlSeconds });
-    await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
-      ...instance,
-      svidSerial: svid.serialNumber,
-      svidNotAfter: svid.notAfter.toISOString(),
-    }));
+    const updated = await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => {
+      // Each renewal records the evidence it presented, or removes the record when it presented none.
+      const { attestation: _previous, ...rest } = instance;
+      return {
+        ...rest,
+        svidSerial: svid.serialNumber,
+        svidNotAfter: svid.notAfter.toISOString(),
+        ...(attestation !== undefined ? { attestation } : {}),
+      };
+    });
+    if (!updated) {
+      // The instance was deregistered while the SVID was being issued; the SVID is not returned.
+      throw new SealmeshError('SEALMESH_ERR_SVID_INSTANCE_MISMATCH', `instance ${body.instanceId} of ${formatServiceRef(peer)} was deregistered during renewal; enroll again`);
+    }
     metrics.svidsIssued.inc({ kind: 'renew' });
-    log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber }, 'SVID renewed');
+    log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber, attestation: attestation?.provider ?? 'none' }, 'SVID renewed');
     return {
       instanceId: body.instanceId,
       spiffeId: svid.spiffeId,
@@ -253,12 +382,15 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       notAfter: svid.notAfter.toISOString(),
       bundle: ca.bundle(),
       trustDomain: context.trustDomain,
+      ...(attestation !== undefined ? { attestation: { provider: attestation.provider, insecure: attestation.insecure, policy: attestation.policy } } : {}),
     };
   });
 
   app.put('/v1/agent/health', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.healthBody, request.body, 'request body');
+    await ownInstance(caller, body.instanceId, 'report health for');
     const updated = await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => ({
       ...instance,
       health: body.status,
@@ -271,13 +403,20 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     return { instanceId: body.instanceId, health: body.status };
   });
 
+  // NOTE: a proxy that never receives a renewal response keeps an SVID whose serial the catalog no
+  // longer records, so its later renewals are rejected and it must enroll again.
   // A proxy whose registration lapsed while the server was unreachable registers again with its
   // SVID; it can only register an instance of the service its SVID names.
   app.post('/v1/agent/register', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.registerBody, request.body, 'request body');
     const existing = await catalog.get(peer.namespace, peer.service, body.instanceId);
+    // A lapsed registration is recreated with the caller's SVID serial, so that the proxy can renew
+    // it. A registration that still exists may only be replaced by the SVID it records.
+    if (existing !== undefined) await ownInstance(caller, body.instanceId, 'register again');
     const instance: Instance = {
+      svidSerial: caller.serial,
       ...existing,
       id: body.instanceId,
       namespace: peer.namespace,
@@ -296,8 +435,10 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.post('/v1/agent/deregister', async (request) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain);
+    const peer = caller.id;
     const body = parseBody(schemas.deregisterBody, request.body, 'request body');
+    if ((await catalog.get(peer.namespace, peer.service, body.instanceId)) !== undefined) await ownInstance(caller, body.instanceId, 'deregister');
     const removed = await catalog.deregister(peer.namespace, peer.service, body.instanceId);
     hub.forget({ id: body.instanceId, namespace: peer.namespace, service: peer.service });
     log.info({ instance: body.instanceId, removed }, 'instance deregistered');
@@ -334,12 +475,19 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   registerOperatorRoutes(app, { acl, seal: context.seal, audit, log });
   registerManifestRoutes(app, { acl, manifests, audit, log, catalog, onApplied: () => hub.schedulePush() });
   registerAuditRoutes(app, { acl, audit, log });
+  registerCaRoutes(app, { acl, ca, rotation: context.caRotation, log });
 
   app.get('/v1/metrics', async (request, reply) => {
     await acl.authorize(presentedToken(request), 'read');
     reply.header('content-type', metrics.registry.contentType);
     return metrics.registry.metrics();
   });
+}
+
+/** The CA part of `GET /v1/status`: custody, root count and the pending rotation, if any. */
+async function caSummary(ca: CertificateAuthority): Promise<{ custody: string; roots: number; rotation: Awaited<ReturnType<CertificateAuthority['status']>>['rotation'] }> {
+  const status = await ca.status();
+  return { custody: status.custody, roots: status.roots.length, rotation: status.rotation };
 }
 
 /** Counts instances by the manifest version their proxy enforces; `none` before the first. */

@@ -35,8 +35,12 @@ const csr = z.string().min(1).max(64 * 1024);
 
 const evidence = z.strictObject({
   provider: z.string().min(1).max(32),
-  data: z.string().max(256 * 1024),
+  data: z.base64().max(256 * 1024),
+  aux: z.base64().max(64 * 1024).optional(),
 });
+
+/** A nonce from `POST /v1/svid/nonce`: 32 random bytes, base64url without padding. */
+const nonce = z.string().regex(/^[A-Za-z0-9_-]{43}$/, 'use the nonce exactly as POST /v1/svid/nonce returned it');
 
 export const enrollBody = z.strictObject({
   csr,
@@ -46,12 +50,15 @@ export const enrollBody = z.strictObject({
   protocol: protocol.default('tcp'),
   ttlSeconds: z.number().int().positive().optional(),
   evidence: evidence.optional(),
+  nonce: nonce.optional(),
 });
 
 export const renewBody = z.strictObject({
   csr,
   instanceId: z.uuid(),
   ttlSeconds: z.number().int().positive().optional(),
+  evidence: evidence.optional(),
+  nonce: nonce.optional(),
 });
 
 export const watchQuery = z.strictObject({

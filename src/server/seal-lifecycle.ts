@@ -78,6 +78,11 @@ export class SealLifecycle {
     });
   }
 
+  /** The server's data directory. */
+  get dataDir(): string {
+    return this.#dataDir;
+  }
+
   get #dataDir(): string {
     return this.#server.options.dataDir;
   }

@@ -7,10 +7,15 @@ import { fastify, type FastifyError, type FastifyInstance } from 'fastify';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { silentLogger, type Logger } from '../log/index.ts';
 import type { Store } from '../store/index.ts';
-import { CertificateAuthority, StoreKeyCustody, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
-import { VerifierRegistry } from '../attest/index.ts';
+import { CertificateAuthority, Pkcs11KeyCustody, SealedKeyCustody, generateKeyPair, privateKeyToPem, type KeyCustody } from '../pki/index.ts';
+import type { VerifierRegistry } from '../attest/index.ts';
+import { createVerifierRegistry } from '../attest/registry.ts';
+import { createCollateralSources, type CollateralConfig } from '../attest/collateral-sources/index.ts';
+import { AttestationGate } from './attestation.ts';
+import { NonceStore } from './nonces.ts';
 import { assertTrustDomain, generateTrustDomain } from '../spiffe/index.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
+import { sandboxDeniedError } from '../hardening/index.ts';
 import { AuditLog } from '../audit/index.ts';
 import { AclService } from './acl.ts';
 import { Catalog } from './catalog.ts';
@@ -20,6 +25,7 @@ import { ServerMetrics } from './metrics.ts';
 import { encodeJson, getJson, KEYS } from './records.ts';
 import { registerRoutes } from './routes.ts';
 import { WatchHub } from './watch.ts';
+import { CA_PRUNE_INTERVAL_MS, CaRotation } from './ca-rotation.ts';
 import { SealLifecycle } from './seal-lifecycle.ts';
 import type { CounterConfig, SealConfig } from './seal-setup.ts';
 
@@ -54,7 +60,27 @@ export interface ServerOptions {
   counter?: CounterConfig;
   /** Control socket of a Shamir-sealed server; a sibling of the data directory when absent. */
   unsealSocket?: string;
+  /** Sources of attestation collateral: a directory, a caching service, or both. */
+  collateral?: CollateralConfig;
+  /**
+   * The verifiers of attestation evidence. Default: `createVerifierRegistry` with the collateral
+   * sources of `collateral`. Tests pass their own.
+   */
+  verifiers?: VerifierRegistry;
+  /** Custody of the CA private keys. `sealed` (in the sealed store) when absent. */
+  caCustody?: CaCustodyConfig;
+  /**
+   * Clock of the CA: certificate validity and the prune of a retired root. `() => new Date()` when
+   * absent; tests move it forward to reach the expiry of certificates without waiting.
+   */
+  caClock?: () => Date;
 }
+
+/** The key custody of the CA keys, chosen with `--ca-custody`. */
+export type CaCustodyConfig =
+  | { kind: 'sealed' }
+  /** The keys of this cluster are labelled with its trust domain in the token. */
+  | { kind: 'pkcs11'; module: string; tokenLabel: string; pin: string };
 
 interface ClusterMeta {
   trustDomain: string;
@@ -75,6 +101,9 @@ export class ControlPlane {
   #ca: CertificateAuthority | undefined;
   #trustDomain = '';
   #renewTimer: NodeJS.Timeout | undefined;
+  #pruneTimer: NodeJS.Timeout | undefined;
+  #custody: KeyCustody | undefined;
+  #rotation: CaRotation | undefined;
   #audit: AuditLog | undefined;
   readonly #seal: SealLifecycle;
 
@@ -106,6 +135,12 @@ export class ControlPlane {
   get ca(): CertificateAuthority {
     if (this.#ca === undefined) throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the server has not started');
     return this.#ca;
+  }
+
+  /** Root rotation and prune with their audit entries, once the store is open. */
+  get caRotation(): CaRotation {
+    if (this.#rotation === undefined) throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the server has not started');
+    return this.#rotation;
   }
 
   /** The audit log in the open store. */
@@ -153,10 +188,23 @@ export class ControlPlane {
   async openWithStore(store: Store): Promise<void> {
     this.#store = store;
     this.#trustDomain = await this.#loadTrustDomain(store);
-    const ca = await CertificateAuthority.open({ store, custody: new StoreKeyCustody(store), trustDomain: this.#trustDomain });
+    const custody = this.#openCustody(store);
+    this.#custody = custody;
+    let ca: CertificateAuthority;
+    try {
+      ca = await CertificateAuthority.open({
+        store,
+        custody,
+        trustDomain: this.#trustDomain,
+        ...(this.options.caClock !== undefined ? { now: this.options.caClock } : {}),
+      });
+    } catch (error) {
+      this.#custody = undefined;
+      await custody.close();
+      throw error;
+    }
     this.#ca = ca;
-    writeFileSync(this.trustBundlePath, ca.bundlePem(), { mode: 0o644 });
-    chmodSync(this.trustBundlePath, 0o644);
+    this.#writeTrustBundle();
 
     const acl = new AclService(store);
     const catalog = new Catalog(store);
@@ -165,6 +213,30 @@ export class ControlPlane {
     this.#audit = audit;
     const svidTtlSeconds = this.options.svidTtlSeconds ?? DEFAULT_SVID_TTL_SECONDS;
     const manifests = new ManifestService(store, svidTtlSeconds);
+    const verifiers =
+      this.options.verifiers ??
+      createVerifierRegistry(createCollateralSources(this.options.collateral ?? {}, store, this.log.child({ subsystem: 'collateral' })));
+    const attestation = new AttestationGate({
+      verifiers,
+      nonces: new NonceStore(),
+      posture: () => manifests.posture(),
+      metrics: this.metrics,
+      audit,
+      log: this.log.child({ subsystem: 'attestation' }),
+    });
+    const host = this.options.host ?? DEFAULT_SERVER_HOST;
+    const rotation = new CaRotation({
+      ca,
+      audit,
+      log: this.log.child({ subsystem: 'ca' }),
+      metrics: this.metrics,
+      onBundleChanged: async () => {
+        this.#writeTrustBundle();
+        await this.#renewServerCertificate(host);
+        this.#hub?.schedulePush();
+      },
+    });
+    this.#rotation = rotation;
     const hub = new WatchHub({
       store,
       catalog,
@@ -178,7 +250,6 @@ export class ControlPlane {
     });
     this.#hub = hub;
 
-    const host = this.options.host ?? DEFAULT_SERVER_HOST;
     const tlsOptions = await this.#serverTlsOptions(host);
     const app = fastify({
       logger: false,
@@ -199,7 +270,8 @@ export class ControlPlane {
       intentions,
       hub,
       metrics: this.metrics,
-      verifiers: new VerifierRegistry(),
+      attestation,
+      nonces: attestation.nonces,
       log: this.log.child({ subsystem: 'api' }),
       trustDomain: this.#trustDomain,
       manifests,
@@ -207,6 +279,7 @@ export class ControlPlane {
       storeRevision: () => store.revision(),
       version: PACKAGE_VERSION,
       seal: this.#seal,
+      caRotation: rotation,
     });
 
     await hub.start();
@@ -214,8 +287,10 @@ export class ControlPlane {
     const renewEveryMs = (SERVER_CERT_TTL_SECONDS * 1000) / 2;
     this.#renewTimer = setInterval(() => void this.#renewServerCertificate(host), renewEveryMs);
     this.#renewTimer.unref();
+    this.#pruneTimer = setInterval(() => void rotation.pruneOnTimer(), CA_PRUNE_INTERVAL_MS);
+    this.#pruneTimer.unref();
     this.log.info(
-      { url: this.url, trustDomain: this.#trustDomain, rootFingerprintSha256: ca.rootFingerprintSha256(), trustBundle: this.trustBundlePath },
+      { url: this.url, trustDomain: this.#trustDomain, rootFingerprintSha256: ca.rootFingerprintSha256(), caCustody: custody.name, trustBundle: this.trustBundlePath },
       'sealmesh server started',
     );
     this.#seal.markOpen();
@@ -231,12 +306,30 @@ export class ControlPlane {
 
   async stop(): Promise<void> {
     if (this.#renewTimer !== undefined) clearInterval(this.#renewTimer);
+    if (this.#pruneTimer !== undefined) clearInterval(this.#pruneTimer);
     this.#hub?.stop();
     await this.#app?.close();
     await this.#seal.stopBackground();
+    await this.#custody?.close();
     await this.#store?.close();
     await this.#seal.stop();
     this.log.info('sealmesh server stopped');
+  }
+
+  /**
+   * Opens the CA key custody. A PKCS#11 custody fails here, before anything is served, when the
+   * token, the PIN or the module is wrong (SEALMESH_ERR_CA_HSM_*).
+   */
+  #openCustody(store: Store): KeyCustody {
+    const config = this.options.caCustody ?? { kind: 'sealed' };
+    if (config.kind === 'sealed') return new SealedKeyCustody(store);
+    return Pkcs11KeyCustody.open({ module: config.module, tokenLabel: config.tokenLabel, pin: config.pin, cluster: this.#trustDomain });
+  }
+
+  /** Writes the public trust bundle that clients pass as `--ca-file`. */
+  #writeTrustBundle(): void {
+    writeFileSync(this.trustBundlePath, this.ca.bundlePem(), { mode: 0o644 });
+    chmodSync(this.trustBundlePath, 0o644);
   }
 
   async #loadTrustDomain(store: Store): Promise<string> {
@@ -330,6 +423,8 @@ async function probeListen(host: string, port: number): Promise<void> {
 /** Maps any error raised while handling a request to a SealmeshError with a stable code. */
 function toSealmeshError(error: FastifyError | Error): SealmeshError {
   if (isSealmeshError(error)) return error;
+  const denied = sandboxDeniedError(error);
+  if (denied !== undefined) return denied;
   const code = (error as FastifyError).code;
   switch (code) {
     case 'FST_ERR_CTP_BODY_TOO_LARGE':

@@ -75,6 +75,12 @@ export class WatchHub {
   #pending: NodeJS.Timeout | undefined;
   #reaper: NodeJS.Timeout | undefined;
   #pushing: Promise<void> = Promise.resolve();
+  /**
+   * State every snapshot is built from, loaded once and shared by the streams that open until the
+   * next change. Without it each new stream would read and open every catalog record, which makes
+   * opening N streams cost N times the catalog.
+   */
+  #shared: Promise<SharedState> | undefined;
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -88,6 +94,7 @@ export class WatchHub {
     const revision = await this.#options.store.revision();
     this.#watcher = this.#options.store.watch('', revision, (event) => {
       if (event.key.startsWith('acl/') || event.key.startsWith('audit/')) return;
+      this.#shared = undefined;
       this.schedulePush();
     });
     const reapEveryMs = Math.max(200, Math.min(5000, (this.#options.leaseSeconds * 1000) / 3));
@@ -113,7 +120,9 @@ export class WatchHub {
     const stream: WatchStream = { id: randomUUID(), instance, send, end };
     this.#streams.set(stream.id, stream);
     this.#leaseDeadlines.delete(instanceRef(instance));
-    const shared = await this.#loadShared();
+    // A change that lands while this state loads resets the cache and schedules a push, which
+    // sends this stream the newer snapshot.
+    const shared = await this.#currentShared();
     this.#pushTo(stream, shared);
     return stream;
   }
@@ -132,6 +141,7 @@ export class WatchHub {
   }
 
   schedulePush(): void {
+    this.#shared = undefined;
     if (this.#pending !== undefined) return;
     this.#pending = setTimeout(() => {
       this.#pending = undefined;
@@ -143,12 +153,24 @@ export class WatchHub {
 
   async #pushAll(): Promise<void> {
     if (this.#streams.size === 0) return;
-    const shared = await this.#loadShared();
+    const shared = await this.#currentShared();
     let pushed = 0;
     for (const stream of this.#streams.values()) {
       if (this.#pushTo(stream, shared)) pushed += 1;
     }
     if (pushed > 0) this.#options.onPush?.(pushed);
+  }
+
+  #currentShared(): Promise<SharedState> {
+    if (this.#shared === undefined) {
+      const loading = this.#loadShared();
+      this.#shared = loading;
+      // A failed load is not kept, so the next stream or push reads the store again.
+      loading.catch(() => {
+        if (this.#shared === loading) this.#shared = undefined;
+      });
+    }
+    return this.#shared;
   }
 
   async #loadShared(): Promise<SharedState> {

@@ -4,20 +4,21 @@
  * Every write stores one entry under `m/chain/<revision>` in the same backend transaction as its
  * records. An entry lists the write's operations by backend key (hashed names and internal keys)
  * with the SHA-256 digest of each stored value, so it reveals no plaintext. Its hash is SHA-256 over
- * the previous entry's hash and a canonical encoding of the entry, and `m/head` carries the last
- * hash with an HMAC-SHA-256 under the keyring's MAC key. Each entry also carries its own MAC, so a
- * watcher can authenticate the entry of one revision without walking the chain.
+ * the previous entry's hash and a canonical encoding of the entry, and each entry carries an
+ * HMAC-SHA-256 of its hash under the keyring's MAC key. The entry of the store's current revision
+ * is the head: its MAC authenticates the whole chain, its revision and its epoch, so no separate
+ * head record is written. A watcher can authenticate the entry of one revision without walking
+ * the chain.
  */
 import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
 import { secretKeyOf } from './secret-keys.ts';
-import { CHAIN_PREFIX, DATA_PREFIX, INTERNAL_PREFIX, uint64 } from './sealed-format.ts';
+import { CHAIN_PREFIX, DATA_PREFIX, INTERNAL_PREFIX } from './sealed-format.ts';
 import { storeError } from './integrity-errors.ts';
 
 /** Digits of the zero-padded revision in a chain key; 16 hold every safe integer. */
 const REVISION_DIGITS = 16;
 const HEX_HASH = /^[0-9a-f]{64}$/;
 const MAC_LABEL_ENTRY = 'sealmesh chain entry v1';
-const MAC_LABEL_HEAD = 'sealmesh chain head v1';
 const GENESIS_LABEL = 'sealmesh chain genesis v1';
 
 export interface ChainOp {
@@ -44,11 +45,17 @@ export interface StoredChainEntry extends ChainEntry {
   mac: string;
 }
 
+/** The last chain entry, as the store keeps it in memory: its revision, hash, epoch and MAC. */
 export interface ChainHead {
   revision: number;
   hash: string;
   epoch: number;
   mac: string;
+}
+
+/** Returns the head that `entry` forms when it is the last entry of the chain. */
+export function headOf(entry: StoredChainEntry): ChainHead {
+  return { revision: entry.revision, hash: entryHash(entry), epoch: entry.epoch, mac: entry.mac };
 }
 
 /** Returns the backend key of the chain entry of `revision`. */
@@ -85,17 +92,6 @@ export function entryMac(macKey: Buffer, storeId: Buffer, hash: string): string 
   return createHmac('sha256', secretKeyOf(macKey)).update(MAC_LABEL_ENTRY).update(storeId).update(Buffer.from(hash, 'hex')).digest('hex');
 }
 
-/** Returns the head MAC: HMAC-SHA-256 over storeId | revision | hash | epoch, after a label. */
-export function headMac(macKey: Buffer, storeId: Buffer, revision: number, hash: string, epoch: number): string {
-  return createHmac('sha256', secretKeyOf(macKey))
-    .update(MAC_LABEL_HEAD)
-    .update(storeId)
-    .update(uint64(revision))
-    .update(Buffer.from(hash, 'hex'))
-    .update(uint64(epoch))
-    .digest('hex');
-}
-
 /** Compares two hex MACs in constant time. */
 export function macMatches(expected: string, actual: string): boolean {
   const a = Buffer.from(expected, 'hex');
@@ -108,10 +104,6 @@ export function encodeEntry(entry: StoredChainEntry): Uint8Array {
     op.type === 'put' ? { type: op.type, name: op.name, digest: op.digest } : { type: op.type, name: op.name, digest: null, sealedKey: op.sealedKey },
   );
   return Buffer.from(JSON.stringify({ revision: entry.revision, prev: entry.prev, epoch: entry.epoch, ops, mac: entry.mac }));
-}
-
-export function encodeHead(head: ChainHead): Uint8Array {
-  return Buffer.from(JSON.stringify({ revision: head.revision, hash: head.hash, epoch: head.epoch, mac: head.mac }));
 }
 
 /**
@@ -141,16 +133,6 @@ function parseOp(op: unknown, broken: (problem: string) => Error): ChainOp {
     return { type, name, digest, sealedKey };
   }
   throw broken(`has an invalid operation on ${name}`);
-}
-
-/** Parses the stored head. Throws SEALMESH_ERR_INTEGRITY_HEAD_INVALID when it is not JSON of exactly the stored shape. */
-export function parseHead(bytes: Uint8Array): ChainHead {
-  const value = parseJson(bytes);
-  if (isPlainObject(value) && hasExactly(value, ['revision', 'hash', 'epoch', 'mac'])) {
-    const { revision, hash, epoch, mac } = value;
-    if (isCount(revision) && revision > 0 && isHash(hash) && isCount(epoch) && isHash(mac)) return { revision, hash, epoch, mac };
-  }
-  throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', 'the chain head m/head is not a valid head record');
 }
 
 function parseJson(bytes: Uint8Array): unknown {

@@ -1,25 +1,24 @@
 /**
- * Full verification of a sealed store: the head MAC, the rollback counter, every chain entry, and
+ * Full verification of a sealed store: the head entry's MAC, the rollback counter, every chain entry, and
  * every backend record against the state the chain describes.
  */
 import type { MonotonicCounter, SealProvider } from '../seal/types.ts';
 import {
   type ChainHead,
   type StoredChainEntry,
+  chainKey,
   chainKeyRevision,
   entryHash,
   entryMac,
   genesisHash,
-  headMac,
+  headOf,
   macMatches,
   parseEntry,
-  parseHead,
 } from './integrity-chain.ts';
 import { callBackend, recordError, storeError } from './integrity-errors.ts';
 import {
   CHAIN_PREFIX,
   DATA_PREFIX,
-  HEAD_KEY,
   type Keyring,
   checkEnvelopeHeader,
   openRecord,
@@ -98,7 +97,7 @@ export async function verifyContents(
   // the records it cannot decrypt.
   const ordered = [...records.filter((record) => !record.key.startsWith(DATA_PREFIX)), ...records.filter((record) => record.key.startsWith(DATA_PREFIX))];
   for (const record of ordered) {
-    if (record.key === HEAD_KEY || record.key.startsWith(CHAIN_PREFIX)) continue;
+    if (record.key.startsWith(CHAIN_PREFIX)) continue;
     seen.add(record.key);
     const opened = checkStoredRecord(storeId, keyring, record, live.get(record.key), isPastDigest);
     if (opened === undefined) continue;
@@ -124,13 +123,30 @@ export async function verifyContents(
   return { head, live, names, report };
 }
 
-/** Reads the head and checks its MAC, the rollback counter and that it names the store revision. */
+/**
+ * Reads the head, the chain entry of the store revision, and checks its MAC, that it was stored at
+ * that revision and the rollback counter. The chain walk then checks that it is the last entry.
+ */
 async function verifyHead(backend: Store, storeId: Buffer, keyring: Keyring, options: VerifyOptions): Promise<ChainHead> {
-  const record = await callBackend('head read', () => backend.get(HEAD_KEY));
-  if (record === undefined) throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', `the chain head ${HEAD_KEY} is missing`);
-  const head = parseHead(record.value);
-  if (!macMatches(headMac(keyring.macKey, storeId, head.revision, head.hash, head.epoch), head.mac)) {
-    throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', `the chain head for revision ${head.revision} fails its MAC check`);
+  const revision = await callBackend('revision read', () => backend.revision());
+  const key = chainKey(revision);
+  const record = revision > 0 ? await callBackend('head read', () => backend.get(key)) : undefined;
+  if (record === undefined) {
+    const check = `the store is at revision ${revision} but has no chain entry ${key}, so its last write was removed or a write bypassed the sealed store`;
+    throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', check);
+  }
+  let head: ChainHead;
+  try {
+    head = headOf(parseEntry(key, record.value));
+  } catch {
+    throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', `the head entry ${key} is not a valid chain entry`);
+  }
+  if (head.revision !== revision || !macMatches(entryMac(keyring.macKey, storeId, head.hash), head.mac)) {
+    throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', `the head entry ${key} for revision ${revision} fails its MAC check`);
+  }
+  if (record.modRevision !== revision) {
+    const check = `the head entry names revision ${revision} but was stored at revision ${record.modRevision}, so a write bypassed the sealed store`;
+    throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', check);
   }
 
   if (options.counter !== undefined && options.acceptRollback !== true) {
@@ -143,16 +159,6 @@ async function verifyHead(backend: Store, storeId: Buffer, keyring: Keyring, opt
           'so the data directory is an older copy. To restore a backup on purpose, open it with acceptRollback',
       );
     }
-  }
-
-  if (record.modRevision !== head.revision) {
-    const check = `the head names revision ${head.revision} but was stored at revision ${record.modRevision}`;
-    throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', check);
-  }
-  const revision = await callBackend('revision read', () => backend.revision());
-  if (revision !== head.revision) {
-    const check = `the store revision ${revision} differs from the head revision ${head.revision}, so a write bypassed the sealed store`;
-    throw storeError('SEALMESH_ERR_INTEGRITY_HEAD_INVALID', check);
   }
   return head;
 }

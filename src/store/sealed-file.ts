@@ -7,6 +7,7 @@ import { DatabaseSync } from 'node:sqlite';
 import { SealmeshError } from '../errors/index.ts';
 import type { SealProvider } from '../seal/types.ts';
 import { isCorruptionError, mapBackendError } from './integrity-errors.ts';
+import { INTERNAL_PREFIX } from './sealed-format.ts';
 import { type VerifyOptions, type VerifyReport, verifySealedStore } from './integrity-verify.ts';
 import type { SealedInitializeOptions, SealedOpenOptions, SealedStoreMeta } from './sealed-options.ts';
 import { SealedStore } from './sealed.ts';
@@ -32,7 +33,10 @@ const MAX_REPORTED_PROBLEMS = 3;
 export function openSqliteBackend(path: string, options: SealedFileOptions = {}): SqliteStore {
   if (options.quickCheck !== false && existsSync(path)) quickCheck(path);
   try {
-    return SqliteStore.open(path, options.sqlite);
+    // Watchers of a sealed store follow `d/` records only; the chain entries and other `m/`
+    // records need no watch history.
+    const unloggedPrefixes = [INTERNAL_PREFIX, ...(options.sqlite?.unloggedPrefixes ?? [])];
+    return SqliteStore.open(path, { ...options.sqlite, unloggedPrefixes });
   } catch (error) {
     throw mapBackendError(error, `open of ${path}`);
   }

@@ -6,8 +6,8 @@
  * - `d/<hashed key>`: one user record, its value an envelope.
  * - `m/meta`: JSON in the clear (format version, store id, provider name and parameters).
  * - `m/keyring`: the store id (16 bytes) followed by the keyring wrapped by the seal provider.
- * - `m/chain/<revision, 16 digits>`: one hash-chain entry per write (see integrity-chain.ts).
- * - `m/head`: the MAC-protected chain head.
+ * - `m/chain/<revision, 16 digits>`: one hash-chain entry per write (see integrity-chain.ts); the
+ *   entry of the backend's current revision is the head.
  *
  * Envelope: `format (1) | storeId (16) | dataKeyId (4, big-endian) | nonce (12) | ciphertext | tag (16)`,
  * AES-256-GCM under the data key. The plaintext is `key length (2, big-endian) | key | value` and the
@@ -19,7 +19,8 @@ import { secretKeyOf } from './secret-keys.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { recordError } from './integrity-errors.ts';
 
-export const FORMAT_VERSION = 1;
+// Format 2 drops format 1's separate `m/head` record: the entry of the store revision is the head.
+export const FORMAT_VERSION = 2;
 export const STORE_ID_BYTES = 16;
 export const SECRET_KEY_BYTES = 32;
 export const KEY_LENGTH_BYTES = 2;
@@ -37,7 +38,6 @@ export const DATA_PREFIX = 'd/';
 export const INTERNAL_PREFIX = 'm/';
 export const META_KEY = 'm/meta';
 export const KEYRING_KEY = 'm/keyring';
-export const HEAD_KEY = 'm/head';
 export const CHAIN_PREFIX = 'm/chain/';
 
 /** The secret keys of one store, wrapped together by the seal provider. */

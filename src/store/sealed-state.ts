@@ -23,7 +23,7 @@ export interface SealedState {
   readonly backend: Store;
   readonly storeId: Buffer;
   keyring: Keyring;
-  /** The head as last written; the backend's `m/head` must still be this one. */
+  /** The head as last written: the backend's chain entry of the store revision must still be this one. */
   head: ChainHead;
   /** Expected state of every chained backend record by backend key, kept in step with each write. */
   readonly live: Map<string, LiveRecord>;

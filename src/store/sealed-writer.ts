@@ -1,6 +1,6 @@
 /**
  * The write path of the sealed store: one backend transaction per write that stores the sealed
- * records, the next chain entry and the new head, and the rollback epoch policy.
+ * records and the next chain entry, which becomes the head, and the rollback epoch policy.
  */
 import { SealmeshError } from '../errors/index.ts';
 import type { MonotonicCounter } from '../seal/types.ts';
@@ -10,13 +10,11 @@ import {
   type StoredChainEntry,
   chainKey,
   encodeEntry,
-  encodeHead,
   entryHash,
   entryMac,
-  headMac,
 } from './integrity-chain.ts';
 import { callBackend } from './integrity-errors.ts';
-import { HEAD_KEY, META_KEY, sealDeletedKey, sealRecord, sha256Hex } from './sealed-format.ts';
+import { META_KEY, sealDeletedKey, sealRecord, sha256Hex } from './sealed-format.ts';
 import type { SealedState } from './sealed-state.ts';
 import type { Compare, Operation } from './types.ts';
 
@@ -33,7 +31,7 @@ export interface PlannedWrite {
   compares?: Compare[];
   /** Epoch to commit; by default the epoch policy decides. */
   epoch?: number;
-  /** True for the first write of a store, which requires that neither `m/meta` nor `m/head` exists. */
+  /** True for the first write of a store, which requires that neither `m/meta` nor a chain entry exists. */
   initial?: boolean;
 }
 
@@ -69,8 +67,9 @@ export class SealedWriter {
 
   /**
    * Commits `plan` as one backend transaction at the next revision and returns that revision. The
-   * transaction requires that `m/head` was not rewritten since this store last wrote it, so the
-   * revision that the AAD and the chain entry name is the one the backend assigns. Throws
+   * transaction requires that the head entry is still the one this store last wrote and that no
+   * entry exists for the next revision, so the revision that the AAD and the chain entry name is
+   * the one the backend assigns. Throws
    * SEALMESH_ERR_CONFLICT when another writer changed the backend, and records it in the state so
    * that every later operation fails with it too.
    */
@@ -101,13 +100,12 @@ export class SealedWriter {
 
     const hash = entryHash({ revision, prev: head.hash, epoch, ops: chainOps });
     const entry: StoredChainEntry = { revision, prev: head.hash, epoch, ops: chainOps, mac: entryMac(state.keyring.macKey, state.storeId, hash) };
-    const nextHead: ChainHead = { revision, hash, epoch, mac: headMac(state.keyring.macKey, state.storeId, revision, hash, epoch) };
+    const nextHead: ChainHead = { revision, hash, epoch, mac: entry.mac };
     operations.push({ type: 'put', key: chainKey(revision), value: encodeEntry(entry) });
-    operations.push({ type: 'put', key: HEAD_KEY, value: encodeHead(nextHead) });
 
     const guards: Compare[] = plan.initial === true
-      ? [{ key: HEAD_KEY, modRevision: 0 }, { key: META_KEY, modRevision: 0 }]
-      : [{ key: HEAD_KEY, modRevision: head.revision }];
+      ? [{ key: META_KEY, modRevision: 0 }, { key: chainKey(revision), modRevision: 0 }]
+      : [{ key: chainKey(head.revision), modRevision: head.revision }, { key: chainKey(revision), modRevision: 0 }];
     const compare = [...guards, ...(plan.compares ?? [])];
     const result = await callBackend('write', () => state.backend.txn({ compare, success: operations }));
     if (!result.succeeded || result.revision !== revision) {

@@ -1,4 +1,5 @@
 import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
+import { open } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLOutputValue } from 'node:sqlite';
 import { type ErrorCode, SealmeshError, isSealmeshError } from '../errors/index.ts';
@@ -20,6 +21,13 @@ export interface SqliteStoreOptions {
    * which also closes that watcher. Default: `process.emitWarning`. It must not throw.
    */
   onWatchError?: (error: unknown, event: WatchEvent | undefined) => void;
+  /**
+   * Key prefixes kept out of watch history: writes under them advance the revision as any other,
+   * but are neither logged nor delivered to watchers. A layer that stores bookkeeping records
+   * beside its data, such as the sealed store's `m/` records, passes its prefix so that each write
+   * logs only what a watcher can ask for. Default none.
+   */
+  unloggedPrefixes?: string[];
 }
 
 const SCHEMA_VERSION = 1;
@@ -71,12 +79,14 @@ export class SqliteStore implements Store {
   private readonly historyRevisions: number;
   private readonly onWatchError: (error: unknown, event: WatchEvent | undefined) => void;
   private readonly watches = new Set<WatchState>();
+  private readonly unloggedPrefixes: string[];
 
   private constructor(db: DatabaseSync, options: SqliteStoreOptions) {
     this.db = db;
     this.sql = prepareStatements(db);
     this.historyRevisions = options.historyRevisions ?? 10_000;
     this.onWatchError = options.onWatchError ?? reportWatchError;
+    this.unloggedPrefixes = [...(options.unloggedPrefixes ?? [])];
   }
 
   /**
@@ -87,6 +97,7 @@ export class SqliteStore implements Store {
   static open(path: string, options: SqliteStoreOptions = {}): SqliteStore {
     if (options.historyRevisions !== undefined) checkInteger('historyRevisions', options.historyRevisions, 1);
     if (options.busyTimeoutMs !== undefined) checkInteger('busyTimeoutMs', options.busyTimeoutMs, 0);
+    for (const prefix of options.unloggedPrefixes ?? []) checkKey(prefix, 'prefix');
     if (typeof path !== 'string' || path === '' || path === ':memory:') {
       throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `store path ${JSON.stringify(path)} is invalid: pass a file path`);
     }
@@ -139,8 +150,8 @@ export class SqliteStore implements Store {
 
   async delete(key: string): Promise<boolean> {
     checkKey(key, 'key');
-    const { events } = this.write('delete', (revision) => [this.apply({ type: 'delete', key }, revision)]);
-    return events.length > 0;
+    const { changed } = this.write('delete', (revision) => [this.apply({ type: 'delete', key }, revision)]);
+    return changed > 0;
   }
 
   async txn(request: TxnRequest): Promise<TxnResult> {
@@ -226,21 +237,22 @@ export class SqliteStore implements Store {
   private write(
     action: string,
     change: (revision: number) => (WatchEvent | undefined)[],
-  ): { revision: number; events: WatchEvent[] } {
+  ): { revision: number; events: WatchEvent[]; changed: number } {
     const result = this.run(action, () => {
       const db = this.db as DatabaseSync;
       db.exec('BEGIN IMMEDIATE');
       try {
         const current = this.readMeta('revision');
-        const events = change(current + 1).filter((event) => event !== undefined);
-        const revision = events.length > 0 ? current + 1 : current;
+        const changes = change(current + 1).filter((event) => event !== undefined);
+        const revision = changes.length > 0 ? current + 1 : current;
+        const events = this.unloggedPrefixes.length === 0 ? changes : changes.filter((event) => !this.unloggedPrefixes.some((prefix) => event.key.startsWith(prefix)));
         events.forEach((event, seq) => this.sql.appendLog.run(revision, seq, event.type, event.key, event.value));
-        if (events.length > 0) {
+        if (changes.length > 0) {
           this.sql.writeMeta.run(revision, 'revision');
           this.compact(revision);
         }
         db.exec('COMMIT');
-        return { revision, events };
+        return { revision, events, changed: changes.length };
       } catch (error) {
         if (db.isTransaction) db.exec('ROLLBACK');
         throw error;
@@ -261,8 +273,11 @@ export class SqliteStore implements Store {
   }
 
   private compareMatches(compare: Compare): boolean {
+    if ('modRevision' in compare) {
+      const row = this.sql.getModRevision.get(compare.key);
+      return (row === undefined ? 0 : Number(row.mod_revision)) === compare.modRevision;
+    }
     const row = this.sql.get.get(compare.key);
-    if ('modRevision' in compare) return (row === undefined ? 0 : Number(row.mod_revision)) === compare.modRevision;
     return row !== undefined && Buffer.compare(row.value as Uint8Array, compare.value) === 0;
   }
 
@@ -354,6 +369,7 @@ function prepareStatements(db: DatabaseSync) {
     readMeta: db.prepare('SELECT value FROM meta WHERE name = ?'),
     writeMeta: db.prepare('UPDATE meta SET value = ? WHERE name = ?'),
     get: db.prepare(`SELECT ${KV_COLUMNS} FROM kv WHERE key = ?`),
+    getModRevision: db.prepare('SELECT mod_revision FROM kv WHERE key = ?'),
     listFrom: db.prepare(`SELECT ${KV_COLUMNS} FROM kv WHERE key >= ? ORDER BY key`),
     listRange: db.prepare(`SELECT ${KV_COLUMNS} FROM kv WHERE key >= ? AND key < ? ORDER BY key`),
     put: db.prepare(`INSERT INTO kv (${KV_COLUMNS}) VALUES (?1, ?2, ?3, ?3, 1) ON CONFLICT (key) DO UPDATE
@@ -366,6 +382,28 @@ function prepareStatements(db: DatabaseSync) {
   };
 }
 
+/**
+ * Flushes a directory's entries to disk. Node.js 24's permission model rejects `fsyncSync` on any
+ * descriptor but allows `FileHandle#sync`, so a sandboxed process syncs through a file handle,
+ * which finishes shortly after this function returns.
+ */
+function syncDirectory(directory: string): void {
+  if (process.permission === undefined) {
+    const fd = openSync(directory, 'r');
+    try {
+      fsyncSync(fd);
+    } finally {
+      closeSync(fd);
+    }
+    return;
+  }
+  // NOTE: under the permission model the new file's directory entry is durable a moment after the
+  // store opens, not before. A power failure in that window loses only the empty new file.
+  void open(directory, 'r')
+    .then((handle) => handle.sync().finally(() => handle.close()))
+    .catch(() => undefined);
+}
+
 /** Creates the parent directory and an empty 0600 file when missing, and tightens loose modes. */
 function prepareFile(path: string): void {
   const directory = dirname(path);
@@ -373,12 +411,7 @@ function prepareFile(path: string): void {
   try {
     closeSync(openSync(path, constants.O_WRONLY | constants.O_CREAT | constants.O_EXCL, 0o600));
     // Sync the directory so that the new file's entry survives a power failure.
-    const fd = openSync(directory, 'r');
-    try {
-      fsyncSync(fd);
-    } finally {
-      closeSync(fd);
-    }
+    syncDirectory(directory);
   } catch (error) {
     if ((error as NodeJS.ErrnoException).code !== 'EEXIST') throw error;
   }

@@ -33,9 +33,9 @@ export function cliEnv(extra: Record<string, string> = {}): NodeJS.ProcessEnv {
   return { ...env, ...extra };
 }
 
-/** Starts `sealmesh ARGS` and collects its output. */
-export function spawnCli(args: string[], env: Record<string, string> = {}): CliProcess {
-  const child = spawn(process.execPath, [CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cliEnv(env) });
+/** Starts `sealmesh ARGS` and collects its output. `nodeArgs` go to Node.js before the CLI path. */
+export function spawnCli(args: string[], env: Record<string, string> = {}, nodeArgs: string[] = []): CliProcess {
+  const child = spawn(process.execPath, [...nodeArgs, CLI, ...args], { stdio: ['ignore', 'pipe', 'pipe'], env: cliEnv(env) });
   let stdout = '';
   let stderr = '';
   child.stdout?.setEncoding('utf8').on('data', (chunk: string) => {
@@ -51,8 +51,8 @@ export function spawnCli(args: string[], env: Record<string, string> = {}): CliP
  * Runs `sealmesh ARGS` to completion. When it is still running after `timeoutMs`, the child is
  * killed and the promise rejects with the output so far.
  */
-export async function runCli(args: string[], options: { env?: Record<string, string>; timeoutMs?: number } = {}): Promise<CliResult> {
-  const running = spawnCli(args, options.env);
+export async function runCli(args: string[], options: { env?: Record<string, string>; timeoutMs?: number; nodeArgs?: string[] } = {}): Promise<CliResult> {
+  const running = spawnCli(args, options.env, options.nodeArgs);
   const timeoutMs = options.timeoutMs ?? DEFAULT_RUN_TIMEOUT_MS;
   try {
     const { code, signal } = await waitForExit(running.child, timeoutMs);

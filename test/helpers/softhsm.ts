@@ -107,3 +107,13 @@ function safeReaddir(path: string): string[] {
     return [];
   }
 }
+
+/**
+ * Returns the getter of one token per test file, created on first use and removed when the process
+ * exits. SoftHSM reads SOFTHSM2_CONF once, when the module is initialised, so a file keeps one token.
+ */
+export function fileToken(label: string): () => SoftHsmToken {
+  let token: SoftHsmToken | undefined;
+  process.on('exit', () => token?.remove());
+  return () => (token ??= createSoftHsmToken({ label }));
+}

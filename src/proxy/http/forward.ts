@@ -12,12 +12,28 @@ export interface ForwardResult {
   refused: boolean;
   /** The exchange failed after it reached the upstream; the error, when there was one. */
   error?: Error;
+  /** The gateway-error response was dropped for a retry and nothing was sent to the client. */
+  discarded?: boolean;
 }
 
-export interface ForwardTimeouts {
+/** Reads and drops a response body that is not relayed, so that its stream or socket is freed. */
+function discard(body: NodeJS.ReadableStream, endStream: boolean, settle: (result: ForwardResult) => void, status: number): void {
+  if (!endStream) body.resume();
+  settle({ status, refused: false, discarded: true });
+}
+
+export interface ForwardOptions {
   /** Time from sending the request to the response headers; 0 for none. */
   responseTimeoutMs: number;
+  /**
+   * Called when the response status is 502, 503 or 504, before anything is sent to the client.
+   * When it returns true the response is read and dropped, and the result has `discarded` set, so
+   * that the caller can retry the request on another instance.
+   */
+  retryGatewayError?: (status: number) => boolean;
 }
+
+const GATEWAY_ERRORS = new Set([502, 503, 504]);
 
 class UpstreamTimeoutError extends Error {
   readonly code = 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
@@ -53,7 +69,7 @@ function relayResponse(
  * Sends `request` as a stream of an HTTP/2 session and relays the response, its trailers included,
  * into `sink`. Bodies stream in both directions with back-pressure and are never buffered whole.
  */
-export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequest, sink: ResponseSink, timeouts: ForwardTimeouts): Promise<ForwardResult> {
+export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequest, sink: ResponseSink, options: ForwardOptions): Promise<ForwardResult> {
   return new Promise((resolve) => {
     let settled = false;
     const settle = (result: ForwardResult): void => {
@@ -80,11 +96,11 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
       return;
     }
     const timer =
-      timeouts.responseTimeoutMs > 0
+      options.responseTimeoutMs > 0
         ? setTimeout(() => {
             stream.close(h2.NGHTTP2_CANCEL);
-            settle({ status: 0, refused: false, error: new UpstreamTimeoutError(`no response within ${timeouts.responseTimeoutMs} ms`) });
-          }, timeouts.responseTimeoutMs)
+            settle({ status: 0, refused: false, error: new UpstreamTimeoutError(`no response within ${options.responseTimeoutMs} ms`) });
+          }, options.responseTimeoutMs)
         : undefined;
     let trailers: HeaderMap = {};
     stream.on('trailers', (received: Http2IncomingHeaders) => {
@@ -95,6 +111,10 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
       clearTimeout(timer);
       const status = Number(headers[h2.HTTP2_HEADER_STATUS] ?? 502);
       const ended = (flags & h2.NGHTTP2_FLAG_END_STREAM) !== 0;
+      if (GATEWAY_ERRORS.has(status) && options.retryGatewayError?.(status) === true) {
+        discard(stream, ended, settle, status);
+        return;
+      }
       relayResponse(sink, status, responseHeaders(headers), ended, stream, () => trailers, settle);
     });
     stream.once('close', () => {
@@ -122,7 +142,7 @@ export function forwardOverHttp1(
   target: { agent: Agent; host?: string; port?: number; socketPath?: string },
   request: ProxyRequest,
   sink: ResponseSink,
-  timeouts: ForwardTimeouts,
+  options: ForwardOptions,
 ): Promise<ForwardResult> {
   return new Promise((resolve) => {
     let settled = false;
@@ -140,10 +160,10 @@ export function forwardOverHttp1(
       headers: { ...request.headers, host: request.authority, ...(request.expectContinue ? { expect: '100-continue' } : {}) },
     });
     const timer =
-      timeouts.responseTimeoutMs > 0
+      options.responseTimeoutMs > 0
         ? setTimeout(() => {
-            outgoing.destroy(new UpstreamTimeoutError(`no response within ${timeouts.responseTimeoutMs} ms`));
-          }, timeouts.responseTimeoutMs)
+            outgoing.destroy(new UpstreamTimeoutError(`no response within ${options.responseTimeoutMs} ms`));
+          }, options.responseTimeoutMs)
         : undefined;
     let connected = false;
     outgoing.once('socket', (socket) => {
@@ -154,6 +174,10 @@ export function forwardOverHttp1(
     outgoing.once('response', (response: IncomingMessage) => {
       clearTimeout(timer);
       const status = response.statusCode ?? 502;
+      if (GATEWAY_ERRORS.has(status) && options.retryGatewayError?.(status) === true) {
+        discard(response, false, settle, status);
+        return;
+      }
       relayResponse(sink, status, responseHeaders(response.headers), false, response, () => responseHeaders(response.trailers), settle);
     });
     outgoing.once('error', (error: Error) => {

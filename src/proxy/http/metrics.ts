@@ -13,17 +13,16 @@ export function statusClass(status: number): string {
   return `${Math.floor(status / 100)}xx`;
 }
 
-/** Metrics of the HTTP, HTTP/2 and gRPC data path, in the proxy's registry. */
+/**
+ * Metrics of the HTTP, HTTP/2 and gRPC data path, in the proxy's registry. Retries, ejections and
+ * circuit-breaker trips are counted by the traffic metrics, shared with the TCP path.
+ */
 export class HttpMetrics {
   readonly requests: Counter<'direction' | 'source' | 'destination' | 'method' | 'status'>;
   readonly duration: Histogram<'direction' | 'destination'>;
   readonly denials: Counter<'source' | 'destination' | 'reason'>;
   readonly handshakes: Counter<'direction' | 'resumed'>;
   readonly activeRequests: Gauge<'direction'>;
-  readonly retries: Counter<'upstream' | 'reason'>;
-  readonly ejections: Counter<'upstream'>;
-  readonly ejected: Gauge<'upstream'>;
-  readonly circuitBreakerTrips: Counter<'upstream' | 'limit'>;
 
   constructor(registry: Registry) {
     const registers = [registry];
@@ -56,30 +55,6 @@ export class HttpMetrics {
       name: 'sealmesh_proxy_http_active_requests',
       help: 'HTTP requests in flight by direction.',
       labelNames: ['direction'] as const,
-      registers,
-    });
-    this.retries = new Counter({
-      name: 'sealmesh_proxy_http_retries_total',
-      help: 'Requests sent again to another instance, by upstream and reason (connect_failure, refused_stream).',
-      labelNames: ['upstream', 'reason'] as const,
-      registers,
-    });
-    this.ejections = new Counter({
-      name: 'sealmesh_proxy_outlier_ejections_total',
-      help: 'Upstream instances ejected by outlier detection, by upstream.',
-      labelNames: ['upstream'] as const,
-      registers,
-    });
-    this.ejected = new Gauge({
-      name: 'sealmesh_proxy_outlier_ejected_instances',
-      help: 'Upstream instances currently ejected by outlier detection, by upstream.',
-      labelNames: ['upstream'] as const,
-      registers,
-    });
-    this.circuitBreakerTrips = new Counter({
-      name: 'sealmesh_proxy_circuit_breaker_trips_total',
-      help: 'Requests rejected with 503 because a circuit breaker limit was reached, by upstream and limit (connections, pending, requests).',
-      labelNames: ['upstream', 'limit'] as const,
       registers,
     });
   }

@@ -3,7 +3,6 @@ import { constants as h2, performServerHandshake, type IncomingHttpHeaders as Ht
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { RejectionLog, type Logger } from '../../log/index.ts';
-import type { Endpoint } from '../../server/index.ts';
 import type { UpstreamSpec } from '../address.ts';
 import type { ProxyMetrics } from '../metrics.ts';
 import { GRPC_STATUS, http1Bodyless, Http1Sink, Http2Sink, isIdempotent, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
@@ -11,17 +10,10 @@ import { forwardOverHttp1, forwardOverHttp2, type ForwardResult } from './forwar
 import { endToEndHeaders } from './headers.ts';
 import { serialiseRequestHead } from './inbound-http.ts';
 import { methodLabel, statusClass } from './metrics.ts';
-import { PeerConnectError } from './peer-connector.ts';
+import { CircuitOpenError, PeerConnectError } from './peer-connector.ts';
 import type { PeerChannel, PeerPool } from './peer-pool.ts';
-import type { EndpointBalancer } from '../traffic/balancer.ts';
-import type { CircuitBreaker } from '../traffic/circuit-breaker.ts';
-import { OutlierDetector } from '../traffic/outlier.ts';
-import { RetryBudget } from '../traffic/retry-budget.ts';
-import type { TrafficSettings } from '../traffic/settings.ts';
+import type { Admission, RetryCause, RetryDecision, TrafficRejection, UpstreamTraffic } from '../traffic/index.ts';
 import { HTTP2_SETTINGS, widenSessionWindow } from './protocol.ts';
-
-/** Instances tried for an Upgrade request when connecting fails. */
-const MAX_CONNECT_ATTEMPTS = 3;
 
 function isTimeout(error: Error | undefined): boolean {
   return (error as { code?: string } | undefined)?.code === 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
@@ -35,13 +27,12 @@ export interface OutboundHttpOptions {
   upstream: UpstreamSpec;
   /** This proxy's service, the source label of the request metrics. */
   source: string;
-  /** Healthy endpoints of the upstream that speak the upstream's protocol. */
-  endpoints: () => readonly Endpoint[];
+  /**
+   * Circuit breaking, instance choice over the healthy endpoints that speak the upstream's
+   * protocol, outlier detection and retries; shared with the TCP path and the connection pool.
+   */
+  traffic: UpstreamTraffic;
   pool: PeerPool;
-  settings: TrafficSettings;
-  balancer: EndpointBalancer;
-  /** Limits shared with the connection pool of the same upstream. */
-  breaker: CircuitBreaker;
   log: Logger;
   metrics: ProxyMetrics;
 }
@@ -58,23 +49,13 @@ export class OutboundHttp {
   readonly #http1: Http1Server;
   readonly #sessions = new Set<ServerHttp2Session>();
   readonly #upgrades = new Set<Duplex>();
-  readonly #budget: RetryBudget;
-  readonly #outliers: OutlierDetector;
-  readonly #breaker: CircuitBreaker;
+  readonly #traffic: UpstreamTraffic;
 
   constructor(options: OutboundHttpOptions) {
     this.#options = options;
     this.#upstreamName = options.upstream.service;
     this.#rejections = new RejectionLog(options.log);
-    this.#budget = new RetryBudget(options.settings.retries);
-    this.#breaker = options.breaker;
-    const ejected = options.metrics.http.ejected.labels(options.upstream.service);
-    this.#outliers = new OutlierDetector(options.settings.outlierDetection, (instanceId, durationMs) => {
-      options.metrics.http.ejections.inc({ upstream: options.upstream.service });
-      ejected.inc();
-      setTimeout(() => ejected.dec(), durationMs).unref();
-      options.log.warn({ upstream: options.upstream.service, instance: instanceId, ejectionMs: durationMs }, 'upstream instance ejected by outlier detection');
-    });
+    this.#traffic = options.traffic;
     this.#http1 = createHttp1Server({ keepAliveTimeout: 60_000 });
     this.#http1.on('request', (request: IncomingMessage, response: ServerResponse) => this.#onHttp1Request(request, response, false));
     this.#http1.on('checkContinue', (request: IncomingMessage, response: ServerResponse) => this.#onHttp1Request(request, response, true));
@@ -133,37 +114,23 @@ export class OutboundHttp {
     void this.#handle(request, new Http1Sink(response));
   }
 
-  /**
-   * Returns the instances a try may use: the catalog's healthy instances less those that outlier
-   * detection has ejected and those already tried for this request. When that leaves none, tried
-   * instances are allowed again, and when every instance is ejected the ejections are ignored, so
-   * that passive health checking alone never empties an upstream.
-   */
-  #candidates(tried: ReadonlySet<string>): Endpoint[] {
-    const healthy = [...this.#options.endpoints()];
-    const inService = healthy.filter((endpoint) => !this.#outliers.isEjected(endpoint.instanceId));
-    const pool = inService.length > 0 ? inService : healthy;
-    const untried = pool.filter((endpoint) => !tried.has(endpoint.instanceId));
-    return untried.length > 0 ? untried : pool;
-  }
-
   async #handle(request: ProxyRequest, sink: ResponseSink): Promise<void> {
     const started = process.hrtime.bigint();
     const metrics = this.#options.metrics.http;
     metrics.activeRequests.inc({ direction: 'outbound' });
     let status = 0;
     try {
-      const admitted = this.#breaker.admitRequest();
-      if ('limit' in admitted) {
-        status = this.#circuitOpen(request, sink, admitted.limit);
+      const admission = this.#traffic.admitRequest();
+      if (!admission.admitted) {
+        status = this.#circuitOpen(request, sink, admission);
         return;
       }
       try {
-        const result = await this.#send(request, sink);
+        const result = await this.#send(request, sink, admission);
         status = result.status;
         if (status === 0) status = this.#failed(request, sink, result);
       } finally {
-        admitted.release();
+        admission.release();
       }
     } finally {
       metrics.activeRequests.dec({ direction: 'outbound' });
@@ -173,101 +140,113 @@ export class OutboundHttp {
   }
 
   /**
-   * Sends the request, trying another instance after a failed connect, a refused stream or a
-   * per-try timeout while the retry budget lasts. A request is sent again only when that is safe.
-   * After a failed connect nothing has left the proxy, and a refused stream was not processed. A
-   * try that timed out is repeated only for an idempotent method without a body.
+   * Sends the request to an instance chosen by the upstream's traffic management, and tries again
+   * on another instance when its retry policy and budget allow. Connect failures and refused
+   * streams never reached the app; a reset, a per-try timeout or a gateway error (502, 503, 504)
+   * may have, so those are retried only for idempotent methods. A request with a body is sent
+   * again only after a connect failure, because its body has been consumed by any later failure.
    */
-  async #send(request: ProxyRequest, sink: ResponseSink): Promise<ForwardResult> {
-    const settings = this.#options.settings;
-    const deadline = settings.requestTimeoutMs > 0 ? Date.now() + settings.requestTimeoutMs : Infinity;
+  async #send(request: ProxyRequest, sink: ResponseSink, admission: Admission): Promise<ForwardResult> {
+    const traffic = this.#traffic;
+    const startedAt = Date.now();
+    const idempotent = isIdempotent(request.method);
     const tried = new Set<string>();
     let last: ForwardResult = { status: 0, refused: true };
-    this.#budget.recordRequest();
-    for (let attempt = 1; attempt <= settings.retries.maxAttempts; attempt += 1) {
-      if (attempt > 1) {
-        const reason = last.error instanceof PeerConnectError ? 'connect_failure' : last.refused ? 'refused_stream' : 'per_try_timeout';
-        if (!this.#budget.tryAcquire()) {
-          this.#rejections.warn('retry-budget', { upstream: this.#upstreamName, reason }, 'retry budget spent; not retrying');
-          return last;
-        }
-        this.#options.metrics.http.retries.inc({ upstream: this.#upstreamName, reason });
-        await new Promise((resolve) => setTimeout(resolve, this.#budget.backoffMs(attempt - 1)));
-        if (sink.closed) return last;
-      }
-      const endpoint = this.#options.balancer.pick(this.#candidates(tried));
-      if (endpoint === undefined) return last;
-      tried.add(endpoint.instanceId);
-      const instanceIds = this.#options.endpoints().map((candidate) => candidate.instanceId);
-
-      const remainingMs = deadline - Date.now();
-      if (remainingMs <= 0) return { status: 0, refused: false, error: timeoutError(settings.requestTimeoutMs) };
-      const perTry = settings.perTryTimeoutMs > 0 && settings.perTryTimeoutMs < remainingMs;
-      const timeoutMs = perTry ? settings.perTryTimeoutMs : Number.isFinite(remainingMs) ? remainingMs : 0;
-
-      const done = this.#options.balancer.track(endpoint.instanceId);
-      try {
+    let retriesSoFar = 0;
+    let releaseRetry: (() => void) | undefined;
+    const retryAfter = async (decision: RetryDecision): Promise<boolean> => {
+      if (!decision.retry) return false;
+      retriesSoFar += 1;
+      releaseRetry = decision.release;
+      await new Promise((resolve) => setTimeout(resolve, decision.delayMs));
+      if (!sink.closed) return true;
+      decision.release();
+      return false;
+    };
+    try {
+      for (;;) {
+        const endpoint = traffic.pick(tried);
+        if (endpoint === undefined) return last;
+        tried.add(endpoint.instanceId);
+        const timeoutMs = traffic.tryTimeoutMs(Date.now() - startedAt);
+        if (timeoutMs === 0) return { status: 0, refused: false, error: timeoutError(traffic.settings.requestTimeoutMs) };
+        const perTry = traffic.settings.perTryTimeoutMs > 0 && timeoutMs === traffic.settings.perTryTimeoutMs;
+        const attempt = traffic.startAttempt(endpoint);
         let channel: PeerChannel;
         try {
-          channel = await this.#channel(endpoint);
+          channel = await this.#options.pool.channel(endpoint);
         } catch (error) {
+          attempt.connectFailed();
+          releaseRetry?.();
+          releaseRetry = undefined;
           last = { status: 0, refused: true, error: error as Error };
-          this.#rejections.warn(`connect:${endpoint.instanceId}`, { upstream: this.#upstreamName, instance: endpoint.instanceId, attempt, reason: (error as Error).message }, 'connection to an upstream instance failed');
+          if (error instanceof CircuitOpenError) return last;
           const code = error instanceof PeerConnectError ? error.code : '';
-          if (code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH' || code === 'SEALMESH_ERR_L7_CIRCUIT_OPEN') return last;
-          this.#outliers.record(endpoint.instanceId, 'connect_failure', instanceIds);
-          continue;
+          this.#rejections.warn(`connect:${endpoint.instanceId}`, { upstream: this.#upstreamName, instance: endpoint.instanceId, attempt: retriesSoFar + 1, reason: (error as Error).message }, 'connection to an upstream instance failed');
+          if (code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH') return last;
+          if (await retryAfter(traffic.decideRetry({ cause: 'connect_failure', retriesSoFar, reachedApp: false, idempotent, elapsedMs: Date.now() - startedAt }))) continue;
+          return last;
         }
-        const timeouts = { responseTimeoutMs: timeoutMs };
-        last =
-          channel.kind === 'h2'
-            ? await forwardOverHttp2(channel.session, request, sink, timeouts)
-            : await forwardOverHttp1({ agent: channel.agent, host: endpoint.address, port: endpoint.port }, request, sink, timeouts);
-      } finally {
-        done();
+        attempt.connected();
+        admission.established();
+        let gatewayRetry: RetryDecision | undefined;
+        const options = {
+          responseTimeoutMs: timeoutMs ?? 0,
+          retryGatewayError: (status: number): boolean => {
+            if (!request.bodyless) return false;
+            const decision = traffic.decideRetry({ cause: 'gateway_error', retriesSoFar, reachedApp: true, idempotent, elapsedMs: Date.now() - startedAt });
+            if (!decision.retry) return false;
+            attempt.responded(status);
+            gatewayRetry = decision;
+            return true;
+          },
+        };
+        try {
+          last =
+            channel.kind === 'h2'
+              ? await forwardOverHttp2(channel.session, request, sink, options)
+              : await forwardOverHttp1({ agent: channel.agent, host: endpoint.address, port: endpoint.port }, request, sink, options);
+        } finally {
+          if (last.status > 0 && last.discarded !== true) attempt.responded(last.status);
+          attempt.finish();
+          releaseRetry?.();
+          releaseRetry = undefined;
+        }
+        if (gatewayRetry !== undefined) {
+          if (await retryAfter(gatewayRetry)) continue;
+          return { status: 0, refused: false, error: new Error(`instance answered ${last.status} and the retry was abandoned`) };
+        }
+        if (last.status !== 0 || sink.headersSent) return last;
+        const cause: RetryCause = last.refused ? 'refused_stream' : isTimeout(last.error) ? 'per_try_timeout' : 'reset';
+        // A request timeout ends the request; only a per-try timeout leaves time for another try.
+        if (cause === 'per_try_timeout' && !perTry) return last;
+        // A body already streamed to the instance cannot be sent again.
+        if (!request.bodyless) return last;
+        if (await retryAfter(traffic.decideRetry({ cause, retriesSoFar, reachedApp: cause !== 'refused_stream', idempotent, elapsedMs: Date.now() - startedAt }))) continue;
+        return last;
       }
-      if (last.status >= 500) this.#outliers.record(endpoint.instanceId, 'server_error', instanceIds);
-      else if (last.status > 0) this.#outliers.record(endpoint.instanceId, 'success', instanceIds);
-      if (last.status !== 0 || sink.headersSent) return last;
-      const timedOut = isTimeout(last.error);
-      const retryable = request.bodyless && ((last.refused && !timedOut) || (timedOut && perTry && isIdempotent(request.method)));
-      if (!retryable) return last;
-    }
-    return last;
-  }
-
-  /** Returns a channel to the instance; a wait for a new connection counts against the pending limit. */
-  async #channel(endpoint: Endpoint): Promise<PeerChannel> {
-    if (this.#options.pool.isReady(endpoint)) return this.#options.pool.channel(endpoint);
-    const pending = this.#breaker.admitPending();
-    if ('limit' in pending) throw new PeerConnectError('SEALMESH_ERR_L7_CIRCUIT_OPEN', `the circuit breaker limit on pending requests of upstream ${this.#upstreamName} is reached`);
-    try {
-      return await this.#options.pool.channel(endpoint);
     } finally {
-      pending.release();
+      releaseRetry?.();
     }
   }
 
-  #circuitOpen(request: ProxyRequest, sink: ResponseSink, limit: string): number {
-    this.#options.metrics.http.circuitBreakerTrips.inc({ upstream: this.#upstreamName, limit });
-    this.#options.metrics.rejections.inc({ code: 'SEALMESH_ERR_L7_CIRCUIT_OPEN' });
-    this.#rejections.warn(`circuit:${limit}`, { code: 'SEALMESH_ERR_L7_CIRCUIT_OPEN', upstream: this.#upstreamName, limit, method: request.method, path: request.path }, 'request rejected by the circuit breaker');
-    sendLocalReply(sink, request, {
-      status: 503,
-      code: 'SEALMESH_ERR_L7_CIRCUIT_OPEN',
-      message: `upstream ${this.#upstreamName} is over its circuit breaker limit on ${limit === 'requests' ? 'active requests' : limit === 'pending' ? 'pending requests' : 'connections'}; retry later`,
-      grpcStatus: GRPC_STATUS.UNAVAILABLE,
-    });
+  /** Replies to a request that the circuit breaker rejected; the traffic module has logged and counted the trip. */
+  #circuitOpen(request: ProxyRequest, sink: ResponseSink, rejection: TrafficRejection): number {
+    const code = rejection.error.code;
+    this.#options.metrics.rejections.inc({ code });
+    if (request.grpc || sink.headersSent || sink.closed) {
+      sendLocalReply(sink, request, { status: 503, code, message: rejection.error.message, grpcStatus: GRPC_STATUS.UNAVAILABLE });
+      return 503;
+    }
+    const { body, headers } = rejection.response;
+    sink.respond(503, { ...headers, 'content-length': String(Buffer.byteLength(body)), 'x-sealmesh-error': code }, false).end(body);
     return 503;
   }
 
   /** Sends the error response for a request that got no response from the upstream and returns its status. */
   #failed(request: ProxyRequest, sink: ResponseSink, result: ForwardResult): number {
+    if (result.error instanceof CircuitOpenError) return this.#circuitOpen(request, sink, result.error.rejection);
     const code = result.error instanceof PeerConnectError ? result.error.code : '';
-    if (code === 'SEALMESH_ERR_L7_CIRCUIT_OPEN') {
-      const limit = /limit on (\w+)/.exec(result.error?.message ?? '')?.[1] ?? 'connections';
-      return this.#circuitOpen(request, sink, limit);
-    }
     const timedOut = isTimeout(result.error);
     const mismatch = code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH';
     const errorCode = timedOut ? 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT' : mismatch ? 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH' : 'SEALMESH_ERR_L7_UPSTREAM_UNAVAILABLE';
@@ -283,25 +262,52 @@ export class OutboundHttp {
     return status;
   }
 
-  /** Carries an Upgrade request to an instance over a dedicated HTTP/1.1 connection, then relays bytes. */
+  /**
+   * Carries an Upgrade request to an instance over a dedicated HTTP/1.1 connection, then relays
+   * bytes. The exchange holds one of the upstream's concurrent requests until it ends, and a
+   * connect failure is retried on another instance as the retry policy allows.
+   */
   async #onUpgrade(incoming: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {
     socket.on('error', () => socket.destroy());
+    const traffic = this.#traffic;
+    const admission = traffic.admitRequest();
+    if (!admission.admitted) {
+      this.#options.metrics.rejections.inc({ code: admission.error.code });
+      const { body, headers } = admission.response;
+      const lines = Object.entries({ ...headers, 'content-length': String(Buffer.byteLength(body)), 'x-sealmesh-error': admission.error.code, connection: 'close' }).map(([name, value]) => `${name}: ${value}\r\n`);
+      socket.end(`HTTP/1.1 503 Service Unavailable\r\n${lines.join('')}\r\n${body}`);
+      return;
+    }
+    socket.once('close', () => admission.release());
+    const startedAt = Date.now();
     const tried = new Set<string>();
-    for (let attempt = 1; attempt <= MAX_CONNECT_ATTEMPTS && !socket.destroyed; attempt += 1) {
-      const endpoint = this.#options.balancer.pick(this.#candidates(tried));
+    let retriesSoFar = 0;
+    while (!socket.destroyed) {
+      const endpoint = traffic.pick(tried);
       if (endpoint === undefined) break;
       tried.add(endpoint.instanceId);
+      const attempt = traffic.startAttempt(endpoint);
       let remote: Duplex;
       try {
         remote = await this.#options.pool.dedicatedHttp1(endpoint);
       } catch (error) {
-        this.#rejections.warn(`connect:${endpoint.instanceId}`, { upstream: this.#upstreamName, instance: endpoint.instanceId, attempt, reason: (error as Error).message }, 'connection to an upstream instance failed');
+        attempt.connectFailed();
+        this.#rejections.warn(`connect:${endpoint.instanceId}`, { upstream: this.#upstreamName, instance: endpoint.instanceId, attempt: retriesSoFar + 1, reason: (error as Error).message }, 'connection to an upstream instance failed');
+        if (error instanceof CircuitOpenError) break;
+        const decision = traffic.decideRetry({ cause: 'connect_failure', retriesSoFar, reachedApp: false, idempotent: false, elapsedMs: Date.now() - startedAt });
+        if (!decision.retry) break;
+        retriesSoFar += 1;
+        await new Promise((resolve) => setTimeout(resolve, decision.delayMs));
+        decision.release();
         continue;
       }
+      attempt.connected();
+      admission.established();
       this.#options.metrics.http.requests.inc({ direction: 'outbound', source: this.#options.source, destination: this.#upstreamName, method: methodLabel(incoming.method ?? ''), status: '1xx' });
       this.#upgrades.add(socket);
       const finish = (): void => {
         this.#upgrades.delete(socket);
+        attempt.finish();
         socket.destroy();
         remote.destroy();
       };

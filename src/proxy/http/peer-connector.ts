@@ -2,9 +2,8 @@ import { connect as tlsConnect, type PeerCertificate, type SecureContext, type T
 import { isSealmeshError, SealmeshError } from '../../errors/index.ts';
 import { spiffeIdFromPeerCertificate } from '../../pki/index.ts';
 import type { Endpoint } from '../../server/index.ts';
-
-/** Most TLS sessions kept for resumption, one per peer instance. */
-const MAX_CACHED_SESSIONS = 1024;
+import type { PeerSessionCache } from '../tls-sessions.ts';
+import type { TrafficRejection } from '../traffic/index.ts';
 
 export interface PeerTarget {
   endpoint: Endpoint;
@@ -14,43 +13,6 @@ export interface PeerTarget {
   secureContext: SecureContext;
   alpn: string[];
   connectTimeoutMs: number;
-}
-
-/** A TLS session ticket with the identity that the full handshake behind it verified. */
-export interface CachedSession {
-  ticket: Buffer;
-  /** The service whose SPIFFE ID the peer's certificate carried when the session was established. */
-  peer: { namespace: string; service: string };
-  /** End of the peer certificate's validity; the session is not resumed after it. */
-  notAfter: number;
-}
-
-/**
- * Keeps one TLS session ticket per peer instance so that later connections resume instead of
- * running a full handshake. A ticket is stored only after the handshake that produced it verified
- * the peer, and it is only ever offered to the instance that issued it. The cache is cleared when
- * this proxy's SVID changes.
- */
-export class TlsSessionCache {
-  readonly #sessions = new Map<string, CachedSession>();
-
-  get(key: string): CachedSession | undefined {
-    return this.#sessions.get(key);
-  }
-
-  set(key: string, session: CachedSession): void {
-    this.#sessions.delete(key);
-    this.#sessions.set(key, session);
-    if (this.#sessions.size > MAX_CACHED_SESSIONS) this.#sessions.delete(this.#sessions.keys().next().value!);
-  }
-
-  delete(key: string): void {
-    this.#sessions.delete(key);
-  }
-
-  clear(): void {
-    this.#sessions.clear();
-  }
 }
 
 export function endpointKey(endpoint: Endpoint): string {
@@ -80,20 +42,6 @@ export function verifyPeerIdentity(socket: TLSSocket, target: Pick<PeerTarget, '
   return notAfter;
 }
 
-/**
- * Checks the peer of a resumed session. The server sends no certificate on resumption (and Node
- * skips `checkServerIdentity`), so the identity is the one the original full handshake verified,
- * recorded with the ticket. Only the server that issued the ticket can resume it, because only it
- * has the ticket key. The recorded identity must still be the expected one and its certificate
- * still valid.
- */
-export function verifyResumedPeer(session: CachedSession, target: Pick<PeerTarget, 'endpoint' | 'expected'>): void {
-  if (Date.now() >= session.notAfter) {
-    throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `instance ${target.endpoint.instanceId} resumed a session whose SVID expired at ${new Date(session.notAfter).toISOString()}`);
-  }
-  checkExpectedPeer(session.peer, target);
-}
-
 function checkExpectedPeer(peer: { namespace: string; service: string }, target: Pick<PeerTarget, 'endpoint' | 'expected'>): void {
   if (peer.namespace !== target.expected.namespace || peer.service !== target.expected.service) {
     throw new SealmeshError(
@@ -114,23 +62,42 @@ export class PeerConnectError extends Error {
 }
 
 /**
+ * A new connection to a peer that the upstream's circuit breaker refused; the traffic module has
+ * already counted and logged the trip, and `rejection.response` is the reply for the client.
+ */
+export class CircuitOpenError extends PeerConnectError {
+  readonly rejection: TrafficRejection;
+
+  constructor(rejection: TrafficRejection) {
+    super(rejection.error.code, rejection.error.message);
+    this.rejection = rejection;
+  }
+}
+
+/**
  * Opens an mTLS connection to a peer proxy, resuming a cached session when one exists, and resolves
  * only after the peer's identity has been verified. ALPN offers `target.alpn`.
+ *
+ * On a resumed session the server sends no certificate and Node does not call
+ * `checkServerIdentity`, so the identity is the one the full handshake behind the session verified:
+ * `sessions` offers a session only to the instance that issued it, for the same expected service,
+ * under the same client context and before the verified certificate's notAfter. Only the server
+ * that issued the ticket can resume it.
  */
-export function connectPeer(target: PeerTarget, sessions: TlsSessionCache): Promise<TLSSocket> {
+export function connectPeer(target: PeerTarget, sessions: PeerSessionCache): Promise<TLSSocket> {
   const key = sessionCacheKey(target);
+  const peerRef = `${target.expected.namespace}/${target.expected.service}`;
   return new Promise((resolve, reject) => {
-    const cached = sessions.get(key);
-    const offered = cached !== undefined && Date.now() < cached.notAfter ? cached : undefined;
+    const offered = sessions.get(key, target.secureContext, peerRef);
     const socket = tlsConnect({
       host: target.endpoint.address,
       port: target.endpoint.port,
       secureContext: target.secureContext,
       rejectUnauthorized: true,
       ALPNProtocols: target.alpn,
-      ...(offered !== undefined ? { session: offered.ticket } : {}),
+      ...(offered !== undefined ? { session: offered } : {}),
       // Replaces hostname verification on a full handshake; verifyPeerIdentity repeats the check
-      // after it, and verifyResumedPeer covers resumed sessions, where Node does not call this.
+      // after it, and the session cache covers resumed sessions, where Node does not call this.
       checkServerIdentity: (_host: string, certificate: PeerCertificate): Error | undefined => {
         try {
           checkExpectedPeer(spiffeIdFromPeerCertificate(certificate, target.trustDomain), target);
@@ -142,10 +109,11 @@ export function connectPeer(target: PeerTarget, sessions: TlsSessionCache): Prom
     });
     socket.setNoDelay(true);
     // Tickets can arrive before or after the verification below; they are kept only once it passed.
-    let verified: { peer: { namespace: string; service: string }; notAfter: number } | undefined;
+    // notAfter is undefined for a resumed session, which keeps the expiry of the one it resumed.
+    let verified: { notAfter: number | undefined } | undefined;
     let pendingTicket: Buffer | undefined;
     socket.on('session', (ticket: Buffer) => {
-      if (verified !== undefined) sessions.set(key, { ticket, ...verified });
+      if (verified !== undefined) sessions.set(key, target.secureContext, peerRef, ticket, verified.notAfter);
       else pendingTicket = ticket;
     });
     socket.setTimeout(target.connectTimeoutMs, () => socket.destroy(new PeerConnectError('SEALMESH_ERR_L7_UPSTREAM_UNAVAILABLE', `no TLS handshake within ${target.connectTimeoutMs} ms`)));
@@ -162,16 +130,15 @@ export function connectPeer(target: PeerTarget, sessions: TlsSessionCache): Prom
         if (socket.isSessionReused()) {
           // A server that resumed must have issued the offered ticket.
           if (offered === undefined) throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `instance ${target.endpoint.instanceId} resumed a session this proxy did not offer`);
-          verifyResumedPeer(offered, target);
-          verified = { peer: offered.peer, notAfter: offered.notAfter };
+          verified = { notAfter: undefined };
         } else {
-          verified = { peer: target.expected, notAfter: verifyPeerIdentity(socket, target) };
+          verified = { notAfter: verifyPeerIdentity(socket, target) };
         }
       } catch (error) {
         onError(error as Error);
         return;
       }
-      if (pendingTicket !== undefined) sessions.set(key, { ticket: pendingTicket, ...verified });
+      if (pendingTicket !== undefined) sessions.set(key, target.secureContext, peerRef, pendingTicket, verified.notAfter);
       // The owner of the socket (an HTTP/2 session or an HTTP agent) adds its own error handling.
       // This listener keeps an error between hand-over and that point from being unhandled.
       socket.on('error', () => undefined);

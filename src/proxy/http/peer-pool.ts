@@ -4,7 +4,9 @@ import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';
 import type { Endpoint } from '../../server/index.ts';
 import { HTTP2_SETTINGS, widenSessionWindow } from './protocol.ts';
-import { connectPeer, endpointKey, PeerConnectError, type TlsSessionCache } from './peer-connector.ts';
+import type { PeerSessionCache } from '../tls-sessions.ts';
+import type { Admission, TrafficRejection } from '../traffic/index.ts';
+import { CircuitOpenError, connectPeer, endpointKey, PeerConnectError } from './peer-connector.ts';
 
 /** Channel to one peer instance: its HTTP/2 session, or a keep-alive HTTP/1.1 agent. */
 export type PeerChannel = { kind: 'h2'; session: ClientHttp2Session } | { kind: 'h1'; agent: Agent };
@@ -16,7 +18,8 @@ export interface PeerPoolOptions {
   /** ALPN identifiers offered; `h2` is preferred when the peer accepts it. */
   alpn: () => string[];
   connectTimeoutMs: number;
-  sessions: TlsSessionCache;
+  /** Sessions of verified peers of this upstream, for resumption. */
+  sessions: PeerSessionCache;
   /** Called for each TLS connection opened to a peer, with whether it resumed a session. */
   onHandshake?: (resumed: boolean) => void;
   /** Most HTTP/1.1 connections kept per peer instance. */
@@ -25,7 +28,7 @@ export interface PeerPoolOptions {
    * Admits a new connection against the upstream's circuit breaker; the release function runs when
    * the connection closes. Every connection is admitted when absent.
    */
-  admitConnection?: () => { release: () => void } | { limit: string };
+  admitConnection?: () => Admission | TrafficRejection;
 }
 
 interface PeerEntry {
@@ -103,10 +106,8 @@ export class PeerPool {
   async #dial(endpoint: Endpoint, alpn: string[]): Promise<import('node:tls').TLSSocket> {
     const secureContext = this.#options.secureContext();
     if (secureContext === undefined) throw new PeerConnectError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID yet');
-    const admitted = this.#options.admitConnection?.() ?? { release: () => undefined };
-    if ('limit' in admitted) {
-      throw new PeerConnectError('SEALMESH_ERR_L7_CIRCUIT_OPEN', `the circuit breaker limit on ${admitted.limit} of upstream ${this.#options.expected.namespace}/${this.#options.expected.service} is reached`);
-    }
+    const admitted = this.#options.admitConnection?.() ?? { admitted: true, established: () => undefined, release: () => undefined };
+    if (!admitted.admitted) throw new CircuitOpenError(admitted);
     let socket: import('node:tls').TLSSocket;
     try {
       socket = await connectPeer(
@@ -117,6 +118,7 @@ export class PeerPool {
       admitted.release();
       throw error;
     }
+    admitted.established();
     socket.once('close', admitted.release);
     this.#options.onHandshake?.(socket.isSessionReused());
     return socket;

@@ -6,7 +6,7 @@
  */
 import { randomBytes } from 'node:crypto';
 import { constants, type Stats } from 'node:fs';
-import { lstat, mkdir, open, realpath, type FileHandle } from 'node:fs/promises';
+import { chmod, lstat, mkdir, open, realpath, type FileHandle } from 'node:fs/promises';
 import { basename, dirname, join, resolve, sep } from 'node:path';
 import { SealmeshError } from '../../errors/index.ts';
 import { MemoryKekProvider } from '../memory-kek.ts';
@@ -84,7 +84,10 @@ export class KeyFileSealProvider extends MemoryKekProvider {
     const key = randomBytes(KEY_BYTES);
     try {
       // The umask cannot add permission bits, but set 0600 explicitly in case the file system ignores the mode.
-      await handle.chmod(0o600);
+      // Node.js 24's permission model rejects descriptor-based chmod, so a sandboxed server sets the
+      // mode by path. This process created the file with O_EXCL a moment before.
+      if (process.permission === undefined) await handle.chmod(0o600);
+      else await chmod(absolute, 0o600);
       await handle.writeFile(`${key.toString('base64')}\n`, 'utf8');
       await handle.sync();
     } finally {

@@ -336,3 +336,66 @@ function canonicalModulePath(modulePath: string): string {
 function errorText(error: unknown): string {
   return error instanceof Error ? error.message : String(error);
 }
+
+/** DER of the OID of the P-256 curve (prime256v1), the CKA_EC_PARAMS of P-256 keys. */
+export const P256_EC_PARAMS = Buffer.from('06082a8648ce3d030107', 'hex');
+
+/**
+ * Returns the templates of a P-256 signing key pair kept in the token: a public key anyone on the
+ * token may read, and a private key that is sensitive and never extractable.
+ */
+export function p256SigningKeyTemplates(api: Pkcs11Api, label: string, id: Buffer): { publicKey: Pkcs11Template; privateKey: Pkcs11Template } {
+  return {
+    publicKey: [
+      { type: api.CKA_CLASS, value: api.CKO_PUBLIC_KEY },
+      { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
+      { type: api.CKA_TOKEN, value: true },
+      { type: api.CKA_PRIVATE, value: false },
+      { type: api.CKA_VERIFY, value: true },
+      { type: api.CKA_EC_PARAMS, value: P256_EC_PARAMS },
+      { type: api.CKA_LABEL, value: label },
+      { type: api.CKA_ID, value: id },
+    ],
+    privateKey: [
+      { type: api.CKA_CLASS, value: api.CKO_PRIVATE_KEY },
+      { type: api.CKA_KEY_TYPE, value: api.CKK_EC },
+      { type: api.CKA_TOKEN, value: true },
+      { type: api.CKA_PRIVATE, value: true },
+      { type: api.CKA_SENSITIVE, value: true },
+      { type: api.CKA_EXTRACTABLE, value: false },
+      { type: api.CKA_SIGN, value: true },
+      { type: api.CKA_LABEL, value: label },
+      { type: api.CKA_ID, value: id },
+    ],
+  };
+}
+
+/**
+ * Returns what makes `privateKey` unfit as a signing key that must stay in the token: not an EC
+ * key, not sensitive, extractable, not allowed to sign, or (with `requireToken`) a session object.
+ * Empty when the key is fit. `call` wraps the attribute read in the caller's error mapping.
+ */
+export function signingKeyProblems(
+  session: TokenSession,
+  privateKey: Pkcs11Handle,
+  options: { requireToken: boolean; call: <T>(action: string, run: () => T) => T },
+): string[] {
+  const { api, library } = session;
+  const attributes = options.call('C_GetAttributeValue', () =>
+    library.C_GetAttributeValue(session.handle, privateKey, [
+      { type: api.CKA_KEY_TYPE },
+      { type: api.CKA_TOKEN },
+      { type: api.CKA_SENSITIVE },
+      { type: api.CKA_EXTRACTABLE },
+      { type: api.CKA_SIGN },
+    ]),
+  );
+  const value = (type: number): Buffer | undefined => attributes.find((attribute) => attribute.type === type)?.value;
+  const problems: string[] = [];
+  if (readUlong(value(api.CKA_KEY_TYPE)) !== api.CKK_EC) problems.push('it is not an EC key');
+  if (options.requireToken && !readBool(value(api.CKA_TOKEN))) problems.push('CKA_TOKEN is false');
+  if (!readBool(value(api.CKA_SENSITIVE))) problems.push('CKA_SENSITIVE is false');
+  if (readBool(value(api.CKA_EXTRACTABLE))) problems.push('CKA_EXTRACTABLE is true');
+  if (!readBool(value(api.CKA_SIGN))) problems.push('CKA_SIGN is false');
+  return problems;
+}

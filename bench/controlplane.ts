@@ -1,0 +1,229 @@
+import { fork } from 'node:child_process';
+import { join } from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { createSecureContext, type SecureContext } from 'node:tls';
+import type { IncomingMessage } from 'node:http';
+import { ApiClient } from '../src/client/index.ts';
+import { generateCsr, generateKeyPair, privateKeyToPem } from '../src/pki/index.ts';
+import { formatSpiffeId } from '../src/spiffe/index.ts';
+import { TLS_CLIENT_OPTIONS } from '../src/tls/index.ts';
+import { processUsage } from './datapath-setups.ts';
+
+/**
+ * The control-plane benchmark: simulated proxies, each with its own SVID and a watch stream over a
+ * real mTLS connection on 127.0.0.1, against one control plane in a child process. It measures
+ * SVIDs issued per second at enrollment and renewal, the time an intention change takes to reach
+ * every stream, and the server's resident memory.
+ */
+
+const COUNTS = (process.env.SEALMESH_BENCH_PROXIES ?? '1000,5000').split(',').map(Number).sort((a, b) => a - b);
+const CHANGES = Number(process.env.SEALMESH_BENCH_INTENTION_CHANGES ?? 5);
+const CONCURRENCY = Number(process.env.SEALMESH_BENCH_CP_CONCURRENCY ?? 32);
+const SERVICES = 50;
+const RENEWALS = Number(process.env.SEALMESH_BENCH_RENEWALS ?? 1000);
+const MIB = 1024 * 1024;
+
+interface Simulated {
+  service: string;
+  csr: string;
+  keyPem: Buffer;
+  instanceId?: string;
+  context?: SecureContext;
+  stream?: IncomingMessage;
+  /** Sources of the intentions in the last snapshot received. */
+  sources: Set<string>;
+  onSnapshot?: () => void;
+}
+
+/** Runs `work` over `items` with at most `limit` at once. */
+async function pool<T>(items: T[], limit: number, work: (item: T, index: number) => Promise<void>): Promise<void> {
+  let next = 0;
+  const worker = async (): Promise<void> => {
+    while (next < items.length) {
+      const index = next;
+      next += 1;
+      await work(items[index] as T, index);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+let retries = 0;
+
+/** Runs `request` up to three times, as a proxy retries a failed call; counts the retries. */
+async function withRetry<T>(request: () => Promise<T>): Promise<T> {
+  for (let attempt = 1; ; attempt += 1) {
+    try {
+      return await request();
+    } catch (error) {
+      if (attempt >= 3) throw error;
+      retries += 1;
+      await new Promise((resolve) => setTimeout(resolve, 250 * attempt));
+    }
+  }
+}
+
+function percentile(sorted: number[], p: number): number {
+  if (sorted.length === 0) return NaN;
+  return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
+}
+
+const round = (value: number): number => Math.round(value * 10) / 10;
+
+async function openStream(client: ApiClient, proxy: Simulated): Promise<void> {
+  const response = await client.with({ secureContext: proxy.context }).stream(`/v1/watch?instance=${proxy.instanceId}`);
+  proxy.stream = response;
+  response.setEncoding('utf8');
+  let buffered = '';
+  response.on('data', (chunk: string) => {
+    buffered += chunk;
+    let newline = buffered.indexOf('\n');
+    while (newline >= 0) {
+      const line = buffered.slice(0, newline);
+      buffered = buffered.slice(newline + 1);
+      newline = buffered.indexOf('\n');
+      const message = JSON.parse(line) as { type: string; snapshot?: { intentions: Array<{ source: string }> } };
+      if (message.type !== 'snapshot' || message.snapshot === undefined) continue;
+      proxy.sources = new Set(message.snapshot.intentions.map((intention) => intention.source));
+      proxy.onSnapshot?.();
+    }
+  });
+  response.on('error', () => {});
+}
+
+/** Changes one intention that applies to every proxy and times its arrival on each stream, in ms. */
+async function timeIntentionChange(operator: ApiClient, proxies: Simulated[], source: string): Promise<number[]> {
+  const arrivals: number[] = [];
+  let start = 0;
+  const all = new Promise<void>((resolve, reject) => {
+    const timer = setTimeout(() => reject(new Error(`intention change reached ${arrivals.length} of ${proxies.length} proxies within 60 s`)), 60_000);
+    for (const proxy of proxies) {
+      proxy.onSnapshot = () => {
+        if (!proxy.sources.has(source)) return;
+        proxy.onSnapshot = undefined;
+        arrivals.push(performance.now() - start);
+        if (arrivals.length === proxies.length) {
+          clearTimeout(timer);
+          resolve();
+        }
+      };
+    }
+  });
+  start = performance.now();
+  await operator.post('/v1/intentions', { source, destination: '*', action: 'allow', replace: true });
+  await all;
+  return arrivals.sort((a, b) => a - b);
+}
+
+export async function controlplaneBenchmark(): Promise<Record<string, unknown>> {
+  const child = fork(join(import.meta.dirname, 'controlplane-server.ts'), [], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: process.env.SEALMESH_BENCH_SERVER_ARGS?.split(' ').filter(Boolean) ?? [] });
+  const started = await new Promise<{ url: string; ca: string[]; operatorToken: string }>((resolve, reject) => {
+    child.once('exit', (code) => reject(new Error(`control plane exited with code ${code} before it started`)));
+    child.on('message', (message: { type: string; url: string; ca: string[]; operatorToken: string }) => {
+      if (message.type === 'started') resolve(message);
+    });
+  });
+  const pid = child.pid ?? 0;
+  const rss = (): number => round(processUsage(pid).rssBytes / MIB);
+  try {
+    const anonymous = new ApiClient({ url: started.url, ca: started.ca });
+    const operator = anonymous.with({ token: started.operatorToken });
+    const { trustDomain } = await anonymous.get<{ trustDomain: string }>('/v1/bundle');
+    const total = COUNTS[COUNTS.length - 1] ?? 0;
+    const rssAtStart = rss();
+
+    process.stderr.write(`controlplane: generating ${total} keys and CSRs\n`);
+    const proxies: Simulated[] = [];
+    for (let index = 0; index < total; index += 1) {
+      const service = `svc-${index % SERVICES}`;
+      const keys = await generateKeyPair();
+      const csr = await generateCsr(formatSpiffeId({ trustDomain, namespace: 'default', service }), keys);
+      proxies.push({ service, csr, keyPem: await privateKeyToPem(keys.privateKey), sources: new Set() });
+    }
+    const tokens: string[] = [];
+    await pool(proxies, CONCURRENCY, async (proxy, index) => {
+      tokens[index] = (await withRetry(() => operator.post<{ token: string }>('/v1/acl/tokens', { kind: 'join', service: proxy.service }))).token;
+    });
+
+    process.stderr.write(`controlplane: enrolling ${total} simulated proxies\n`);
+    const enrollStart = performance.now();
+    await pool(proxies, CONCURRENCY, async (proxy, index) => {
+      const response = await withRetry(() =>
+        anonymous.with({ token: tokens[index] }).post<{ instanceId: string; chainPem: string; bundle: string[] }>('/v1/svid/enroll', {
+          csr: proxy.csr,
+          address: '127.0.0.1',
+          port: 20_000 + index,
+          upstreams: [],
+        }),
+      );
+      proxy.instanceId = response.instanceId;
+      proxy.context = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: proxy.keyPem, cert: response.chainPem, ca: [...new Set([...started.ca, ...response.bundle])] });
+    });
+    const enrollSeconds = (performance.now() - enrollStart) / 1000;
+    process.stderr.write(`controlplane: ${total} enrolled in ${enrollSeconds.toFixed(1)} s, ${retries} requests retried\n`);
+    const rssAfterEnroll = rss();
+
+    const stages: Record<string, unknown>[] = [];
+    let open = 0;
+    let sourceIndex = 0;
+    for (const count of COUNTS) {
+      process.stderr.write(`controlplane: opening watch streams up to ${count}\n`);
+      const opening = proxies.slice(open, count);
+      const openStart = performance.now();
+      await pool(opening, CONCURRENCY, (proxy) => withRetry(() => openStream(anonymous, proxy)));
+      const openSeconds = (performance.now() - openStart) / 1000;
+      open = count;
+      // Let the first snapshots and the pushes that registrations caused settle.
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+      const changes: Record<string, number>[] = [];
+      const arrivals: number[] = [];
+      for (let change = 0; change < CHANGES; change += 1) {
+        sourceIndex += 1;
+        const times = await timeIntentionChange(operator, proxies.slice(0, count), `probe-${sourceIndex}`);
+        changes.push({ p50: round(percentile(times, 50)), p99: round(percentile(times, 99)), max: round(times[times.length - 1] ?? NaN) });
+        arrivals.push(...times);
+        await new Promise((resolve) => setTimeout(resolve, 500));
+      }
+      arrivals.sort((a, b) => a - b);
+      stages.push({
+        proxies: count,
+        streamsOpenedPerSecond: round(opening.length / openSeconds),
+        intentionChangeMs: { p50: round(percentile(arrivals, 50)), p99: round(percentile(arrivals, 99)), max: round(arrivals[arrivals.length - 1] ?? NaN), perChange: changes },
+        serverRssMiB: rss(),
+      });
+    }
+
+    process.stderr.write(`controlplane: renewing ${Math.min(RENEWALS, total)} SVIDs with every stream open\n`);
+    const renewing = proxies.slice(0, Math.min(RENEWALS, total));
+    const renewCsrs: string[] = [];
+    for (const proxy of renewing) {
+      renewCsrs.push(await generateCsr(formatSpiffeId({ trustDomain, namespace: 'default', service: proxy.service }), await generateKeyPair()));
+    }
+    const renewStart = performance.now();
+    await pool(renewing, CONCURRENCY, async (proxy, index) => {
+      await withRetry(() => anonymous.with({ secureContext: proxy.context }).post('/v1/svid/renew', { csr: renewCsrs[index], instanceId: proxy.instanceId }));
+    });
+    const renewSeconds = (performance.now() - renewStart) / 1000;
+
+    for (const proxy of proxies) proxy.stream?.destroy();
+    return {
+      parameters: { counts: COUNTS, intentionChanges: CHANGES, concurrency: CONCURRENCY, services: SERVICES, renewals: renewing.length },
+      svidsPerSecond: { enroll: round(total / enrollSeconds), renew: round(renewing.length / renewSeconds) },
+      stages,
+      serverRssMiB: { atStart: rssAtStart, afterEnroll: rssAfterEnroll, end: rss() },
+      retriedRequests: retries,
+    };
+  } finally {
+    child.disconnect();
+    await new Promise<void>((resolve) => {
+      const timer = setTimeout(() => {
+        child.kill('SIGKILL');
+        resolve();
+      }, 10_000);
+      child.once('exit', () => {
+        clearTimeout(timer);
+        resolve();
+      });
+    });
+  }
+}
