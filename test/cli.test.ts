@@ -8,7 +8,7 @@ import { freePort, runCli, spawnCli, waitForExit, type CliProcess, type CliResul
 import { eventually, httpGet, startHttpApp, tempDir } from './helpers/mesh.ts';
 
 const SERVER_READY_TIMEOUT_MS = 30_000;
-const PROXY_READY_TIMEOUT_MS = 20_000;
+const PROXY_READY_TIMEOUT_MS = 60_000;
 const EXIT_TIMEOUT_MS = 15_000;
 
 interface ServiceListing {

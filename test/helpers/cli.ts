@@ -5,7 +5,7 @@ import { fileURLToPath } from 'node:url';
 /** Absolute path of the CLI entry, run from source by Node's type stripping. */
 export const CLI = fileURLToPath(new URL('../../src/cli/main.ts', import.meta.url));
 
-const DEFAULT_RUN_TIMEOUT_MS = 20_000;
+const DEFAULT_RUN_TIMEOUT_MS = 60_000;
 
 export interface CliResult {
   code: number | null;
