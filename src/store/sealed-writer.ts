@@ -93,7 +93,8 @@ export class SealedWriter {
         chainOps.push({ type: 'delete', name: op.name, digest: null, sealedKey });
       }
     }
-    for (const record of (await plan.internal?.(revision)) ?? []) {
+    const internal = plan.internal === undefined ? [] : await plan.internal(revision);
+    for (const record of internal) {
       operations.push({ type: 'put', key: record.name, value: record.value });
       chainOps.push({ type: 'put', name: record.name, digest: sha256Hex(record.value) });
     }
