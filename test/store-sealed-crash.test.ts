@@ -9,8 +9,8 @@ import { initializeSealedFile, openSealedFile, verifySealedFile } from '../src/s
 import { TestSealProvider } from './helpers/test-seal.ts';
 
 const ROUNDS = 3;
-/** Acknowledged writes after which a round kills the child. */
-const KILL_AFTER_LINES = 150;
+/** Acknowledged puts after which a round kills the child: 150 iterations of three puts. */
+const KILL_AFTER_LINES = 450;
 /** Time after which a round kills the child even if it printed fewer lines. */
 const KILL_AFTER_MS = 20_000;
 
@@ -23,9 +23,9 @@ function tempDir(t: TestContext): string {
 const moduleUrl = (...parts: string[]): string => pathToFileURL(join(import.meta.dirname, '..', ...parts)).href;
 
 /**
- * Returns a child script that opens the store, then loops: a put, and from the 50th iteration on
- * a data key rotation followed by one re-encryption per iteration, so kills also land mid-rotation.
- * It prints each key after the put resolves.
+ * Returns a child script that opens the store, then loops: three concurrent puts, which share one
+ * write, and from the 50th iteration on a data key rotation followed by one re-encryption per
+ * iteration, so kills also land mid-rotation. It prints each key after its put resolves.
  */
 function childScript(path: string, kek: Buffer, round: number): string {
   return `
@@ -34,9 +34,11 @@ function childScript(path: string, kek: Buffer, round: number): string {
     const store = await openSealedFile(${JSON.stringify(path)}, new TestSealProvider(Buffer.from(${JSON.stringify(kek.toString('hex'))}, 'hex')));
     const value = new Uint8Array(512).fill(7);
     for (let i = 0; i < 100000; i += 1) {
-      const key = 'round-${round}/' + i;
-      await store.put(key, value);
-      process.stdout.write(key + '\\n');
+      await Promise.all([0, 1, 2].map(async (j) => {
+        const key = 'round-${round}/' + i + '/' + j;
+        await store.put(key, value);
+        process.stdout.write(key + '\\n');
+      }));
       if (i === 50) await store.rotateDataKey();
       if (i > 50) await store.reencryptBatch(1);
     }
@@ -60,7 +62,7 @@ async function runUntilKilled(path: string, kek: Buffer, round: number): Promise
   assert.equal(signal, 'SIGKILL', `child ended without being killed; stderr: ${errors}`);
   // Only complete lines count, because a line cut short was not fully acknowledged.
   const acknowledged = output.split('\n').slice(0, -1);
-  assert.ok(acknowledged.length >= 60, `only ${acknowledged.length} puts acknowledged in round ${round}; stderr: ${errors}`);
+  assert.ok(acknowledged.length >= 180, `only ${acknowledged.length} puts acknowledged in round ${round}; stderr: ${errors}`);
   return acknowledged;
 }
 

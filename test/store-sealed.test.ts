@@ -322,7 +322,56 @@ test('watch callback that writes keeps order', async (t) => {
   await store.put('a', text('1'));
   await store.put('c', text('3'));
   await settle();
-  assert.deepEqual(seen, ['a@2', 'b@3', 'c@4']);
+  // The callback's put of `b` is still queued when `c` is put, so both share one write.
+  assert.deepEqual(seen, ['a@2', 'b@3', 'c@3']);
+});
+
+test('concurrent puts share one write', async (t) => {
+  const { store, path, provider } = await openStore(t);
+  const revisions = await Promise.all(['a', 'b', 'c'].map((name) => store.put(`svc/${name}`, text(name))));
+  assert.deepEqual(revisions, [2, 2, 2]);
+  assert.equal(await store.revision(), 2);
+
+  // A repeated key starts a new write, so the later value wins.
+  const repeated = await Promise.all([store.put('svc/a', text('a2')), store.put('svc/a', text('a3')), store.put('svc/d', text('d'))]);
+  assert.deepEqual(repeated, [3, 4, 4]);
+  assert.deepEqual(await store.get('svc/a'), { key: 'svc/a', value: text('a3'), createRevision: 2, modRevision: 4, version: 3 });
+
+  // A read queued between two puts sees the first and not the second.
+  const first = store.put('svc/e', text('1'));
+  const read = store.get('svc/e');
+  const second = store.put('svc/e', text('2'));
+  assert.equal(decode((await read)?.value ?? new Uint8Array()), '1');
+  assert.deepEqual([await first, await second], [5, 6]);
+
+  await store.close();
+  const report = await verifySealedFile(path, provider);
+  assert.equal(report.records, 5);
+  assert.equal(report.chainEntries, 6);
+});
+
+test('put batches stop at 64 puts', async (t) => {
+  const { store } = await openStore(t);
+  const revisions = await Promise.all(Array.from({ length: 70 }, (_, index) => store.put(`svc/${index}`, text(String(index)))));
+  assert.deepEqual(revisions.slice(0, 64), Array(64).fill(2));
+  assert.deepEqual(revisions.slice(64), Array(6).fill(3));
+});
+
+test('batched put failures stay per write', async (t) => {
+  const { store, path, provider } = await openStore(t);
+  const tooDeep = Array(45).fill('s').join('/');
+  const results = await Promise.allSettled([store.put('ok/1', text('1')), store.put(tooDeep, text('x')), store.put('ok/2', text('2'))]);
+  assert.deepEqual(results.map((result) => result.status), ['fulfilled', 'rejected', 'fulfilled']);
+  assert.ok(results[1]?.status === 'rejected' && hasCode('SEALMESH_ERR_STORE_KEY_INVALID')(results[1].reason));
+  assert.deepEqual(results.map((result) => (result.status === 'fulfilled' ? result.value : 0)), [2, 0, 2]);
+
+  const other = await openSealedFile(path, provider);
+  await other.put('ok/1', text('from the other writer'));
+  await other.close();
+  const conflicted = await Promise.allSettled([store.put('ok/3', text('3')), store.put('ok/4', text('4'))]);
+  for (const result of conflicted) {
+    assert.ok(result.status === 'rejected' && hasCode('SEALMESH_ERR_CONFLICT')(result.reason), 'every put of the failed write rejects');
+  }
 });
 
 test('invalid keys are rejected', async (t) => {

@@ -10,7 +10,7 @@
  * head record is written. A watcher can authenticate the entry of one revision without walking
  * the chain.
  */
-import { createHash, createHmac, timingSafeEqual } from 'node:crypto';
+import { createHash, createHmac, hash as oneShotHash, timingSafeEqual } from 'node:crypto';
 import { secretKeyOf } from './secret-keys.ts';
 import { CHAIN_PREFIX, DATA_PREFIX, INTERNAL_PREFIX } from './sealed-format.ts';
 import { storeError } from './integrity-errors.ts';
@@ -85,7 +85,7 @@ export function entryHash(entry: ChainEntry): string {
     entry.epoch,
     entry.ops.map((op) => [op.type, op.name, op.digest, op.sealedKey ?? null]),
   ]);
-  return createHash('sha256').update(Buffer.from(entry.prev, 'hex')).update(canonical, 'utf8').digest('hex');
+  return oneShotHash('sha256', Buffer.concat([Buffer.from(entry.prev, 'hex'), Buffer.from(canonical, 'utf8')]), 'hex');
 }
 
 export function entryMac(macKey: Buffer, storeId: Buffer, hash: string): string {

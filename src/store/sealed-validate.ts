@@ -44,7 +44,8 @@ export function checkTxn(request: TxnRequest): void {
  */
 export function recordName(nameKey: Buffer, key: string): string {
   const name = hashKey(nameKey, key);
-  const bytes = Buffer.byteLength(name, 'utf8');
+  // A hashed name is ASCII (`d/`, base64url and `/`), so its length is its size in bytes.
+  const bytes = name.length;
   if (bytes > MAX_KEY_BYTES) {
     const segments = key.split('/').filter((segment) => segment !== '').length;
     throw new SealmeshError(

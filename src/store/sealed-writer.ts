@@ -93,7 +93,8 @@ export class SealedWriter {
         chainOps.push({ type: 'delete', name: op.name, digest: null, sealedKey });
       }
     }
-    for (const record of (await plan.internal?.(revision)) ?? []) {
+    const internal = plan.internal === undefined ? [] : await plan.internal(revision);
+    for (const record of internal) {
       operations.push({ type: 'put', key: record.name, value: record.value });
       chainOps.push({ type: 'put', name: record.name, digest: sha256Hex(record.value) });
     }
@@ -101,11 +102,12 @@ export class SealedWriter {
     const hash = entryHash({ revision, prev: head.hash, epoch, ops: chainOps });
     const entry: StoredChainEntry = { revision, prev: head.hash, epoch, ops: chainOps, mac: entryMac(state.keyring.macKey, state.storeId, hash) };
     const nextHead: ChainHead = { revision, hash, epoch, mac: entry.mac };
-    operations.push({ type: 'put', key: chainKey(revision), value: encodeEntry(entry) });
+    const entryKey = chainKey(revision);
+    operations.push({ type: 'put', key: entryKey, value: encodeEntry(entry) });
 
     const guards: Compare[] = plan.initial === true
-      ? [{ key: META_KEY, modRevision: 0 }, { key: chainKey(revision), modRevision: 0 }]
-      : [{ key: chainKey(head.revision), modRevision: head.revision }, { key: chainKey(revision), modRevision: 0 }];
+      ? [{ key: META_KEY, modRevision: 0 }, { key: entryKey, modRevision: 0 }]
+      : [{ key: chainKey(head.revision), modRevision: head.revision }, { key: entryKey, modRevision: 0 }];
     const compare = [...guards, ...(plan.compares ?? [])];
     const result = await callBackend('write', () => state.backend.txn({ compare, success: operations }));
     if (!result.succeeded || result.revision !== revision) {

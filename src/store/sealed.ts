@@ -36,6 +36,7 @@ import {
   reportWatchError,
   toEpoch,
 } from './sealed-options.ts';
+import { PutBatch } from './sealed-batch.ts';
 import { copyTxn, runTxn } from './sealed-txn.ts';
 import { checkInteger, checkKey, checkTxn, checkValue, recordName } from './sealed-validate.ts';
 import { SealedWatch, type WatchHandlers } from './sealed-watch.ts';
@@ -73,6 +74,8 @@ export class SealedStore implements Store {
   // Every read and write runs after the previous one, so the in-memory chain state never lags a
   // record that a read returns.
   private queue: Promise<unknown> = Promise.resolve();
+  // The newest queued batch of puts, which later puts join until another operation is queued.
+  private putBatch: PutBatch | undefined;
   private closing: Promise<void> | undefined;
 
   /** Result of the full verification that `open` ran; undefined for a store just initialised. */
@@ -221,11 +224,30 @@ export class SealedStore implements Store {
     });
   }
 
+  /**
+   * Seals and writes one record. Puts called while earlier operations are still queued share one
+   * backend write, and so one revision (at most 64 puts or 4 MiB of values each); a repeated key starts a new write.
+   */
   async put(key: string, value: Uint8Array): Promise<number> {
     checkKey(key, 'key');
     checkValue(value, key);
+    this.checkOpen('put');
     const copy = new Uint8Array(value);
-    return this.exclusive('put', () => this.writer.commit({ ops: [{ type: 'put', name: recordName(this.state.keyring.nameKey, key), key, value: copy }] }));
+    const open = this.putBatch;
+    if (open !== undefined && open.accepts(copy)) return open.add(key, copy);
+
+    const batch = new PutBatch();
+    const revision = batch.add(key, copy);
+    const run = this.exclusive('put', () => {
+      if (this.putBatch === batch) this.putBatch = undefined;
+      return batch.commit(this.state, this.writer);
+    });
+    run.catch((error: unknown) => {
+      if (this.putBatch === batch) this.putBatch = undefined;
+      batch.reject(error);
+    });
+    this.putBatch = batch;
+    return revision;
   }
 
   async delete(key: string): Promise<boolean> {
@@ -358,6 +380,8 @@ export class SealedStore implements Store {
   /** Runs `body` after every earlier operation. Throws SEALMESH_ERR_STORE_CLOSED once `close` was called. */
   private exclusive<T>(action: string, body: () => Promise<T>): Promise<T> {
     this.checkOpen(action);
+    // A put after this operation must not join a batch queued before it.
+    this.putBatch = undefined;
     const run = this.queue.then(() => {
       if (this.state.failure !== undefined) throw this.state.failure;
       return body();
