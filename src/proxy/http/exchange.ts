@@ -18,6 +18,8 @@ export interface ProxyRequest {
   grpc: boolean;
   /** True when the request has no body, so it can be sent again without having been buffered. */
   bodyless: boolean;
+  /** Request body bytes read from the client so far, for the access log. */
+  bytesReceived: number;
 }
 
 /** Methods that RFC 9110 §9.2.2 defines as idempotent. */
@@ -39,6 +41,12 @@ export function http1Bodyless(headers: import('node:http').IncomingHttpHeaders):
 export interface ResponseSink {
   readonly headersSent: boolean;
   readonly closed: boolean;
+  /** Response body bytes written to the client, counted by the forwarder and local replies. */
+  bytesSent: number;
+  /** grpc-status of the response headers or trailers sent, when there was one. */
+  readonly grpcStatus: number | undefined;
+  /** Error code of a response the proxy generated, or of a stream it reset. */
+  errorCode: string | undefined;
   /** Passes an upstream 100 Continue on to the client. */
   writeContinue(): void;
   /** Sends the status and headers; with `endStream` the response has no body and no trailers. */
@@ -50,8 +58,18 @@ export interface ResponseSink {
   onClose(listener: () => void): void;
 }
 
+/** Reads grpc-status from response headers or trailers. */
+function grpcStatusOf(headers: HeaderMap): number | undefined {
+  const value = headers['grpc-status'];
+  if (typeof value !== 'string' || !/^\d+$/.test(value)) return undefined;
+  return Number(value);
+}
+
 export class Http1Sink implements ResponseSink {
   readonly #response: ServerResponse;
+  bytesSent = 0;
+  errorCode: string | undefined;
+  grpcStatus: number | undefined;
 
   constructor(response: ServerResponse) {
     this.#response = response;
@@ -70,12 +88,14 @@ export class Http1Sink implements ResponseSink {
   }
 
   respond(status: number, headers: HeaderMap, endStream: boolean): Writable {
+    this.grpcStatus = grpcStatusOf(headers) ?? this.grpcStatus;
     this.#response.writeHead(status, headers);
     if (endStream) this.#response.end();
     return this.#response;
   }
 
   setTrailers(trailers: HeaderMap): void {
+    this.grpcStatus = grpcStatusOf(trailers) ?? this.grpcStatus;
     if (Object.keys(trailers).length > 0 && !this.#response.writableEnded) this.#response.addTrailers(trailers);
   }
 
@@ -91,6 +111,9 @@ export class Http1Sink implements ResponseSink {
 export class Http2Sink implements ResponseSink {
   readonly #stream: ServerHttp2Stream;
   #trailers: HeaderMap = {};
+  bytesSent = 0;
+  errorCode: string | undefined;
+  grpcStatus: number | undefined;
 
   constructor(stream: ServerHttp2Stream) {
     this.#stream = stream;
@@ -113,11 +136,13 @@ export class Http2Sink implements ResponseSink {
   }
 
   respond(status: number, headers: HeaderMap, endStream: boolean): Writable {
+    this.grpcStatus = grpcStatusOf(headers) ?? this.grpcStatus;
     this.#stream.respond({ ...headers, [h2.HTTP2_HEADER_STATUS]: status }, endStream ? { endStream: true } : { waitForTrailers: true });
     return this.#stream;
   }
 
   setTrailers(trailers: HeaderMap): void {
+    this.grpcStatus = grpcStatusOf(trailers) ?? this.grpcStatus;
     this.#trailers = trailers;
   }
 
@@ -138,6 +163,7 @@ export const GRPC_STATUS = { PERMISSION_DENIED: 7, UNAVAILABLE: 14, DEADLINE_EXC
  * trailers-only response with grpc-status and grpc-message.
  */
 export function sendLocalReply(sink: ResponseSink, request: Pick<ProxyRequest, 'grpc'>, reply: { status: number; code: string; message: string; grpcStatus: number }): void {
+  sink.errorCode = reply.code;
   if (sink.headersSent || sink.closed) {
     sink.abort();
     return;
@@ -147,6 +173,7 @@ export function sendLocalReply(sink: ResponseSink, request: Pick<ProxyRequest, '
     return;
   }
   const body = `${reply.message}\n`;
+  sink.bytesSent += Buffer.byteLength(body);
   const out = sink.respond(reply.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'x-sealmesh-error': reply.code }, false);
   out.end(body);
 }

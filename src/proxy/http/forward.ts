@@ -63,6 +63,14 @@ function relayResponse(
     }
     settle({ status, refused: false });
   });
+  // Added after pipeline has attached its own listener, so that no chunk is read before it.
+  body.on('data', (chunk: Buffer) => (sink.bytesSent += chunk.length));
+}
+
+/** Pipes the request body to the upstream and counts its bytes. */
+function sendBody(request: ProxyRequest, destination: NodeJS.WritableStream): void {
+  request.body.pipe(destination);
+  request.body.on('data', (chunk: Buffer) => (request.bytesReceived += chunk.length));
 }
 
 /**
@@ -130,7 +138,7 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
     });
     // pipe, unlike pipeline, leaves the client's request stream open when the upstream stream
     // fails, so that the proxy can still send the client an error response.
-    if (!request.bodyless) request.body.pipe(stream);
+    if (!request.bodyless) sendBody(request, stream);
   });
 }
 
@@ -188,6 +196,6 @@ export function forwardOverHttp1(
       if (!outgoing.destroyed && !settled) outgoing.destroy();
     });
     if (request.bodyless) outgoing.end();
-    else request.body.pipe(outgoing);
+    else sendBody(request, outgoing);
   });
 }
