@@ -207,3 +207,48 @@ describe('HTTP/2 service across two proxies', () => {
     });
   });
 });
+
+describe('gRPC stream denied in flight', () => {
+  let mesh: TestServer;
+  let app: Awaited<ReturnType<typeof startGrpcApp>>;
+  let api: SidecarProxy;
+  let web: SidecarProxy;
+  let client: EchoClient;
+
+  before(async () => {
+    mesh = await startServer();
+    app = await startGrpcApp();
+    api = await startProxy(mesh, 'echo', app.port, [], { protocol: 'grpc' });
+    web = await startProxy(mesh, 'web', 1, ['echo']);
+    await allow(mesh, 'web', 'echo');
+    await waitForEndpoints(web, 'echo');
+    await waitForDecision(api, 'web', true);
+    client = new Echo(`127.0.0.1:${web.upstreamPort('echo')!}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
+  });
+
+  after(async () => {
+    client?.close();
+    await web?.stop();
+    await api?.stop();
+    app?.server.forceShutdown();
+    await mesh?.stop();
+  });
+
+  test('bidi call ends with PERMISSION_DENIED', async () => {
+    const call = client.Bidi();
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    call.on('error', () => undefined);
+    const first = new Promise<EchoMessage>((resolve) => call.once('data', resolve));
+    call.write({ text: 'before', count: 1 });
+    assert.equal((await first).text, 'echo before');
+
+    const deniedAt = Date.now();
+    await allow(mesh, 'web', 'echo', 'deny');
+    await waitForDecision(api, 'web', false);
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client saw no status within 3 s of the deny')), 3_000).unref());
+    const ended = await Promise.race([status, timeout]);
+    assert.equal(ended.code, grpc.status.PERMISSION_DENIED);
+    assert.match(ended.details, /web -> echo/);
+    assert.ok(Date.now() - deniedAt < 3_000);
+  });
+});

@@ -55,6 +55,16 @@ export interface ResponseSink {
   setTrailers(trailers: HeaderMap): void;
   /** Aborts the response: resets the stream or destroys the connection. */
   abort(): void;
+  /**
+   * Ends the response early with `trailers`, such as a grpc-status, and stops relaying the
+   * upstream body: a trailers-only response before the headers, or trailers after the body sent
+   * so far. HTTP/1.1 cannot end a response that way, so there it aborts.
+   */
+  endWithTrailers(trailers: HeaderMap): void;
+  /** True once `endWithTrailers` has ended the response. */
+  readonly terminated: boolean;
+  /** Registers a listener that `endWithTrailers` calls before it ends the response. */
+  onTerminate(listener: () => void): void;
   onClose(listener: () => void): void;
 }
 
@@ -103,6 +113,16 @@ export class Http1Sink implements ResponseSink {
     this.#response.destroy();
   }
 
+  readonly terminated = false;
+
+  endWithTrailers(): void {
+    this.abort();
+  }
+
+  onTerminate(): void {
+    // An HTTP/1.1 response is only ever aborted, which the forwarder already watches.
+  }
+
   onClose(listener: () => void): void {
     this.#response.once('close', listener);
   }
@@ -111,6 +131,8 @@ export class Http1Sink implements ResponseSink {
 export class Http2Sink implements ResponseSink {
   readonly #stream: ServerHttp2Stream;
   #trailers: HeaderMap = {};
+  #terminated = false;
+  readonly #terminateListeners: Array<() => void> = [];
   bytesSent = 0;
   errorCode: string | undefined;
   grpcStatus: number | undefined;
@@ -142,12 +164,42 @@ export class Http2Sink implements ResponseSink {
   }
 
   setTrailers(trailers: HeaderMap): void {
+    if (this.#terminated) return;
     this.grpcStatus = grpcStatusOf(trailers) ?? this.grpcStatus;
     this.#trailers = trailers;
   }
 
   abort(): void {
-    if (!this.closed) this.#stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+    // A response ended with trailers must not be reset afterwards, or the client may lose them.
+    if (!this.closed && !this.#terminated) this.#stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+  }
+
+  get terminated(): boolean {
+    return this.#terminated;
+  }
+
+  /**
+   * Ends the stream with a HEADERS frame rather than RST_STREAM. In a test on Node 24.21 an
+   * RST_STREAM on a proxy-to-proxy TLS session did not reach the peer until the session closed,
+   * while trailers follow the body written so far.
+   */
+  endWithTrailers(trailers: HeaderMap): void {
+    if (this.closed || this.#terminated) return;
+    if (!this.headersSent) {
+      this.respond(200, { 'content-type': 'application/grpc', ...trailers }, true);
+      this.#terminated = true;
+      for (const listener of this.#terminateListeners) listener();
+      return;
+    }
+    this.#trailers = trailers;
+    this.grpcStatus = grpcStatusOf(trailers) ?? this.grpcStatus;
+    this.#terminated = true;
+    for (const listener of this.#terminateListeners) listener();
+    this.#stream.end();
+  }
+
+  onTerminate(listener: () => void): void {
+    this.#terminateListeners.push(listener);
   }
 
   onClose(listener: () => void): void {

@@ -68,7 +68,7 @@ export class InboundHttp {
   readonly #peers = new WeakMap<Duplex, PeerContext>();
   readonly #sessions = new Set<ServerHttp2Session>();
   /** Exchanges in flight (requests, gRPC streams and upgraded connections) with their caller. */
-  readonly #exchanges = new Map<{ abort: () => void }, PeerContext>();
+  readonly #exchanges = new Map<{ abort: (denial?: string) => void }, PeerContext>();
   readonly #appAgent = new Agent({ keepAlive: true, maxSockets: 256 });
   #appSession: ClientHttp2Session | undefined;
 
@@ -126,7 +126,7 @@ export class InboundHttp {
       aborted += 1;
       this.#options.metrics.closedByPolicy.inc();
       this.#options.log.info({ source: context.source, destination: this.#destination, intention: decision.reason }, 'aborting an HTTP exchange that an intention now denies');
-      exchange.abort();
+      exchange.abort(`request denied by intention ${decision.intention !== undefined ? decision.reason : `default policy (${context.source} -> ${this.#destination})`}`);
     }
     return aborted;
   }
@@ -223,7 +223,19 @@ export class InboundHttp {
       }
       request.path = verdict.path;
       this.#setClientCertHeader(request.headers, context);
-      const exchange = { abort: () => sink.abort() };
+      // A gRPC call ends with PERMISSION_DENIED in its trailers, which the calling proxy relays to
+      // the client; any other exchange is reset.
+      const exchange = {
+        abort: (denial?: string): void => {
+          if (denial === undefined) {
+            sink.abort();
+            return;
+          }
+          sink.errorCode = 'SEALMESH_ERR_L7_REQUEST_DENIED';
+          if (request.grpc) sink.endWithTrailers({ 'grpc-status': String(GRPC_STATUS.PERMISSION_DENIED), 'grpc-message': encodeURIComponent(denial), 'x-sealmesh-error': 'SEALMESH_ERR_L7_REQUEST_DENIED' });
+          else sink.abort();
+        },
+      };
       this.#exchanges.set(exchange, context);
       let result: ForwardResult;
       try {
