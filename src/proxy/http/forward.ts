@@ -56,6 +56,7 @@ function relayResponse(
   readTrailers: () => HeaderMap,
   settle: (result: ForwardResult) => void,
   grpc: boolean,
+  resetError: () => Error | undefined,
 ): void {
   if (sink.closed || sink.terminated) {
     // The response was ended while the upstream's headers were on their way.
@@ -72,16 +73,20 @@ function relayResponse(
   body.on('data', (chunk: Buffer) => (sink.bytesSent += chunk.length));
   sink.onTerminate(() => body.unpipe(out));
   // pipe with own end-of-stream handling, unlike pipeline, never destroys `out` when the body
-  // fails, so the response can still be ended with trailers.
-  body.pipe(out);
+  // fails, so the response can still be ended with trailers. Node ends the readable side of an
+  // HTTP/2 stream that the peer reset, so `resetError` tells that end from a complete body.
+  body.pipe(out, { end: false });
   let bodyError: Error | undefined;
-  finished(body, (error) => {
-    if (error === undefined || error === null) return;
-    bodyError = error;
+  finished(body, { writable: false }, (error) => {
+    const failure = error ?? resetError();
+    if (failure === undefined) {
+      if (!sink.terminated) out.end();
+      return;
+    }
     body.unpipe(out);
     if (grpc) sink.endWithTrailers(UPSTREAM_RESET_TRAILERS);
     else sink.abort();
-    settle({ status, refused: false, error });
+    settle({ status, refused: false, error: failure });
   });
   finished(out, { readable: false }, (error) => {
     if (error !== undefined && error !== null) {
@@ -149,7 +154,9 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
         discard(stream, ended, settle, status);
         return;
       }
-      relayResponse(sink, status, responseHeaders(headers), ended, stream, () => trailers, settle, request.grpc);
+      const resetError = (): Error | undefined =>
+        stream.rstCode !== undefined && stream.rstCode !== h2.NGHTTP2_NO_ERROR ? new Error(`upstream reset the stream with HTTP/2 error code ${stream.rstCode}`) : undefined;
+      relayResponse(sink, status, responseHeaders(headers), ended, stream, () => trailers, settle, request.grpc, resetError);
     });
     stream.once('close', () => {
       if (settled || stream.rstCode === h2.NGHTTP2_NO_ERROR) return;
@@ -215,7 +222,7 @@ export function forwardOverHttp1(
         discard(response, false, settle, status);
         return;
       }
-      relayResponse(sink, status, responseHeaders(response.headers), false, response, () => responseHeaders(response.trailers), settle, false);
+      relayResponse(sink, status, responseHeaders(response.headers), false, response, () => responseHeaders(response.trailers), settle, false, () => undefined);
     });
     outgoing.once('error', (error: Error) => {
       // A failed connect sent nothing; any later failure may have reached the app.
