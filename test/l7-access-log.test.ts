@@ -50,7 +50,7 @@ describe('access log and trace context across two proxies', () => {
   before(async () => {
     mesh = await startServer();
     app = await startHeaderApp();
-    // The inbound side samples nothing, so only the requests it answers itself reach its log.
+    // The inbound side samples nothing, so only the responses it generates itself reach its log.
     api = await startProxy(mesh, 'api', app.port, [], { protocol: 'http', accessLog: { sampleRate: 0, write: (line) => inboundLines.push(line) } });
     web = await startProxy(mesh, 'web', 1, ['api'], { accessLog: { sampleRate: 1, write: (line) => outboundLines.push(line) } });
     await mesh.operator.post('/v1/intentions', { source: 'web', destination: 'api', action: 'allow', replace: true, permissions: [{ action: 'deny', http: { methods: ['DELETE'] } }] });

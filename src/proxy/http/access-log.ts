@@ -5,7 +5,7 @@ import { Http2Sink, type ProxyRequest, type ResponseSink } from './exchange.ts';
 
 /** Settings of the HTTP access log of a proxy. */
 export interface AccessLogOptions {
-  /** Share of requests written, 0 to 1; a request the proxy answered itself is always written. */
+  /** Share of requests written, 0 to 1. A response the proxy generated itself is always written. */
   sampleRate: number;
   /** Keeps the query string in `path`; off by default because query strings often carry secrets. */
   includeQuery?: boolean;
@@ -63,15 +63,15 @@ export function elapsedMs(started: bigint): number {
   return Math.round(Number(process.hrtime.bigint() - started) / 1e3) / 1e3;
 }
 
-/** Rejects a sampling rate outside 0..1; `name` says where the value came from. */
+/** Returns an error message for a sampling rate outside 0..1, naming the value `name`. */
 export function checkSampleRate(value: number, name: string): string | undefined {
   if (!Number.isFinite(value) || value < 0 || value > 1) return `${name} ${JSON.stringify(value)} is not a sampling rate; use a number from 0 to 1, such as 0.1`;
   return undefined;
 }
 
 /**
- * Writes one JSON line per HTTP request. The line has `type: "access"` so that it can be told
- * apart from the operational log when both go to one collector.
+ * Writes one JSON line per HTTP request. The line has `type: "access"`, which distinguishes it
+ * from the operational log when both go to one collector.
  */
 export class AccessLog {
   readonly #sampleRate: number;
@@ -97,7 +97,7 @@ export class AccessLog {
     }
   }
 
-  /** Decides whether a request is written even when the proxy does not answer it itself. */
+  /** Decides whether a request is written when the proxy does not generate its response itself. */
   sample(): boolean {
     if (this.#sampleRate >= 1) return true;
     return this.#sampleRate > 0 && Math.random() < this.#sampleRate;

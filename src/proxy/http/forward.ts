@@ -69,13 +69,16 @@ function relayResponse(
     settle({ status, refused: false });
     return;
   }
+
   body.once('end', () => sink.setTrailers(readTrailers()));
-  body.on('data', (chunk: Buffer) => (sink.bytesSent += chunk.length));
   sink.onTerminate(() => body.unpipe(out));
   // pipe with own end-of-stream handling, unlike pipeline, never destroys `out` when the body
-  // fails, so the response can still be ended with trailers. Node ends the readable side of an
-  // HTTP/2 stream that the peer reset, so `resetError` tells that end from a complete body.
+  // fails, so the response can still be ended with trailers. An end that comes with a reset code
+  // (`resetError`) counts as a failure, not as a complete body.
   body.pipe(out, { end: false });
+  // Added after pipe has attached its own listener, so that no chunk is read before it.
+  body.on('data', (chunk: Buffer) => (sink.bytesSent += chunk.length));
+
   let bodyError: Error | undefined;
   finished(body, { writable: false }, (error) => {
     const failure = error ?? resetError();
@@ -83,6 +86,7 @@ function relayResponse(
       if (!sink.terminated) out.end();
       return;
     }
+    bodyError = failure;
     body.unpipe(out);
     if (grpc) sink.endWithTrailers(UPSTREAM_RESET_TRAILERS);
     else sink.abort();

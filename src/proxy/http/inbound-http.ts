@@ -23,7 +23,7 @@ import { endToEndHeaders, headerValue, XFCC_HEADER } from './headers.ts';
 import { methodLabel, statusClass } from './metrics.ts';
 import { HTTP2_SETTINGS, widenSessionWindow, type ServiceProtocol } from './protocol.ts';
 import { accessProtocol, elapsedMs, type AccessEntry, type AccessLog } from './access-log.ts';
-import { continueTrace, type RequestTrace } from './trace-context.ts';
+import { setTraceHeaders, traceRequest, type RequestTrace } from './trace-context.ts';
 
 export interface InboundHttpOptions {
   protocol: Exclude<ServiceProtocol, 'tcp'>;
@@ -209,7 +209,8 @@ export class InboundHttp {
     const started = process.hrtime.bigint();
     const receivedAt = new Date();
     const sampled = this.#options.accessLog?.sample() ?? false;
-    const trace = continueTrace(request.headers, sampled);
+    // The permissions are checked against the headers as the caller sent them.
+    const trace = traceRequest(request.headers, sampled);
     const metrics = this.#options.metrics.http;
     metrics.activeRequests.inc({ direction: 'inbound' });
     let status = 0;
@@ -222,6 +223,7 @@ export class InboundHttp {
         return;
       }
       request.path = verdict.path;
+      setTraceHeaders(request.headers, trace);
       this.#setClientCertHeader(request.headers, context);
       // A gRPC call ends with PERMISSION_DENIED in its trailers, which the calling proxy relays to
       // the client; any other exchange is reset.
@@ -362,7 +364,7 @@ export class InboundHttp {
       this.#reject(verdict, { method, path: incoming.url ?? '' }, context);
       this.#options.metrics.http.requests.inc({ ...requestLabels, status: statusClass(verdict.status) });
       const body = `${verdict.message}\n`;
-      const trace = continueTrace(headers, false);
+      const trace = traceRequest(headers, false);
       const fields = { method, path: incoming.url ?? '', protocol: 'HTTP/1.1' as const, status: verdict.status, bytes_received: 0, bytes_sent: Buffer.byteLength(body), duration_ms: 0, response_flag: verdict.code };
       this.#logAccess({ timestamp: new Date().toISOString(), ...fields }, { context, trace, sampled: false });
       socket.end(`HTTP/1.1 ${verdict.status} ${verdict.status === 403 ? 'Forbidden' : 'Bad Request'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-sealmesh-error: ${verdict.code}\r\nconnection: close\r\n\r\n${body}`);

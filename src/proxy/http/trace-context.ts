@@ -73,24 +73,38 @@ export interface RequestTrace {
   parentSpanId?: string;
   /** True when the request carried no valid traceparent. */
   started: boolean;
+  /** The traceparent value to send on. */
+  traceparent: string;
 }
 
 /**
- * Continues the trace of a request, changing `headers` in place. A valid traceparent keeps its
- * trace id and flags and gets a new parent id, and tracestate passes unchanged. Without one the
- * proxy starts a trace, drops any tracestate (it belongs to the discarded traceparent) and sets
- * the sampled flag to `sampled`.
+ * Reads the trace of a request without changing its headers. A valid traceparent keeps its trace
+ * id and flags and gets this proxy's span as the new parent id. Without one the proxy starts a
+ * trace, with the sampled flag set to `sampled`.
  */
-export function continueTrace(headers: HeaderMap, sampled: boolean): RequestTrace {
+export function traceRequest(headers: HeaderMap, sampled: boolean): RequestTrace {
   const incoming = parseTraceparent(headers[TRACEPARENT_HEADER]);
   const spanId = newSpanId();
   if (incoming !== undefined) {
     // Only the flags of version 00 (sampled and random) are sent on; later flags have no meaning here.
-    headers[TRACEPARENT_HEADER] = formatTraceparent(incoming.traceId, spanId, incoming.flags & 0x03);
-    return { traceId: incoming.traceId, spanId, parentSpanId: incoming.parentId, started: false };
+    return { traceId: incoming.traceId, spanId, parentSpanId: incoming.parentId, started: false, traceparent: formatTraceparent(incoming.traceId, spanId, incoming.flags & 0x03) };
   }
   const traceId = newTraceId();
-  delete headers[TRACESTATE_HEADER];
-  headers[TRACEPARENT_HEADER] = formatTraceparent(traceId, spanId, sampled ? SAMPLED : 0);
-  return { traceId, spanId, started: true };
+  return { traceId, spanId, started: true, traceparent: formatTraceparent(traceId, spanId, sampled ? SAMPLED : 0) };
+}
+
+/**
+ * Sets the traceparent of `trace` in `headers`. A started trace drops any tracestate, which
+ * belonged to the discarded traceparent; a continued one passes tracestate unchanged.
+ */
+export function setTraceHeaders(headers: HeaderMap, trace: RequestTrace): void {
+  headers[TRACEPARENT_HEADER] = trace.traceparent;
+  if (trace.started) delete headers[TRACESTATE_HEADER];
+}
+
+/** Reads the trace of a request and sets its headers; see `traceRequest` and `setTraceHeaders`. */
+export function continueTrace(headers: HeaderMap, sampled: boolean): RequestTrace {
+  const trace = traceRequest(headers, sampled);
+  setTraceHeaders(headers, trace);
+  return trace;
 }
