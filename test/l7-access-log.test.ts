@@ -1,9 +1,10 @@
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer, request, type IncomingHttpHeaders, type Server as HttpServer } from 'node:http';
 import { after, before, describe, test } from 'node:test';
-import type { SidecarProxy } from '../src/proxy/index.ts';
+import { parseUpstream, type SidecarProxy } from '../src/proxy/index.ts';
+import { resolveTrafficSettings } from '../src/proxy/traffic/index.ts';
 import { parseTraceparent } from '../src/proxy/http/trace-context.ts';
-import { eventually, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
+import { allow, eventually, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
 type Line = Record<string, unknown>;
 
@@ -158,5 +159,72 @@ describe('access log and trace context across two proxies', () => {
   test('allowed requests absent from unsampled log', async () => {
     await findLine(outboundLines, '/traced');
     assert.ok(parsed(inboundLines).every((line) => line.response_flag !== undefined));
+  });
+});
+
+describe('access log of proxy-generated errors', () => {
+  let mesh: TestServer;
+  let app: HttpServer;
+  let slow: SidecarProxy;
+  let tiny: SidecarProxy;
+  let web: SidecarProxy;
+  const lines: string[] = [];
+  const parsed = (): Line[] => lines.map((line) => JSON.parse(line) as Line);
+
+  before(async () => {
+    mesh = await startServer();
+    // Every response takes 1 s, longer than the request timeout of `slow`.
+    app = createHttpServer((_req, res) => setTimeout(() => res.end('late\n'), 1_000));
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', () => resolve()));
+    const port = (app.address() as { port: number }).port;
+    slow = await startProxy(mesh, 'slow', port, [], { protocol: 'http' });
+    tiny = await startProxy(mesh, 'tiny', port, [], { protocol: 'http' });
+    web = await startProxy(mesh, 'web', 1, [], {
+      upstreams: [
+        { ...parseUpstream('slow=127.0.0.1:0'), traffic: resolveTrafficSettings({ requestTimeoutMs: 200 }) },
+        { ...parseUpstream('tiny=127.0.0.1:0'), traffic: resolveTrafficSettings({ limits: { maxConcurrentRequests: 1 } }) },
+      ],
+      accessLog: { sampleRate: 0, write: (line) => lines.push(line) },
+    });
+    for (const [service, proxy] of [['slow', slow], ['tiny', tiny]] as const) {
+      await allow(mesh, 'web', service);
+      await waitForEndpoints(web, service);
+      await waitForDecision(proxy, 'web', true);
+    }
+  });
+
+  after(async () => {
+    await web?.stop();
+    await tiny?.stop();
+    await slow?.stop();
+    await new Promise<void>((resolve) => {
+      app?.closeAllConnections();
+      app?.close(() => resolve());
+    });
+    await mesh?.stop();
+  });
+
+  test('upstream timeout logged unsampled', async () => {
+    const response = await send(web.upstreamPort('slow')!, { path: '/report' });
+    assert.equal(response.status, 504);
+    await eventually(() => parsed().some((line) => line.destination === 'slow'), 5_000, 'access line of the timeout');
+    const line = parsed().find((candidate) => candidate.destination === 'slow')!;
+    assert.equal(line.status, 504);
+    assert.equal(line.response_flag, 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT');
+    assert.equal(line.bytes_sent, Buffer.byteLength(response.body));
+    assert.equal(typeof line.upstream_instance, 'string');
+  });
+
+  test('circuit open logged unsampled', async () => {
+    const port = web.upstreamPort('tiny')!;
+    const responses = await Promise.all([send(port, { path: '/first' }), new Promise((resolve) => setTimeout(resolve, 200)).then(() => send(port, { path: '/second' }))]);
+    assert.deepEqual(responses.map((response) => response.status), [200, 503]);
+    await eventually(() => parsed().some((line) => line.path === '/second'), 5_000, 'access line of the rejection');
+    const line = parsed().find((candidate) => candidate.path === '/second')!;
+    assert.equal(line.status, 503);
+    assert.equal(line.response_flag, 'SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN');
+    assert.equal(line.upstream_instance, undefined);
+    // The request that succeeded was not sampled.
+    assert.ok(!parsed().some((candidate) => candidate.path === '/first'));
   });
 });
