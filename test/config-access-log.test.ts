@@ -44,10 +44,11 @@ test('bad access log values rejected', async (t) => {
 });
 
 test('flags override access log file keys', () => {
-  const file = { accessLog: true, accessLogSampling: 0.5, accessLogPath: '/var/log/a.jsonl', accessLogQuery: true };
-  assert.deepEqual(accessLogSettings({}, file), { sampleRate: 0.5, includeQuery: true, path: '/var/log/a.jsonl' });
+  const file = { accessLog: true, accessLogSampling: 0.5, accessLogPath: join(tmpdir(), 'a.jsonl'), accessLogQuery: true };
+  assert.deepEqual(accessLogSettings({}, file), { sampleRate: 0.5, includeQuery: true, path: join(tmpdir(), 'a.jsonl') });
   assert.deepEqual(accessLogSettings({ accessLogSampling: '0.1', accessLogQuery: false, accessLogPath: '/tmp/b.jsonl' }, file), { sampleRate: 0.1, includeQuery: false, path: '/tmp/b.jsonl' });
   assert.equal(accessLogSettings({ accessLog: false }, file), undefined);
+  assert.equal(accessLogSettings({ accessLog: false, accessLogPath: '/nonexistent/dir/a.jsonl' }, {}), undefined);
   assert.equal(accessLogSettings({}, {}), undefined);
   assert.deepEqual(accessLogSettings({ accessLog: true }, {}), { sampleRate: 1, includeQuery: false });
 });
@@ -60,6 +61,13 @@ test('bad sampling flag rejected', () => {
       value,
     );
   }
+});
+
+test('unwritable access log path rejected', () => {
+  assert.throws(
+    () => accessLogSettings({ accessLog: true, accessLogPath: '/nonexistent/dir/a.jsonl' }, {}),
+    (error: unknown) => isSealmeshError(error) && error.code === 'SEALMESH_ERR_CONFIG_INVALID' && /access log path \/nonexistent\/dir\/a\.jsonl cannot be written: ENOENT/.test(error.message),
+  );
 });
 
 test('bad sampling flag exits 2', async () => {

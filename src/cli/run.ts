@@ -1,4 +1,5 @@
-import { resolve } from 'node:path';
+import { accessSync, constants } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
 import { ATTESTATION_MODES, type AttestationMode } from '../attest/providers/index.ts';
@@ -280,5 +281,13 @@ export function accessLogSettings(
   }
   if ((flags.accessLog ?? file.accessLog ?? false) === false) return undefined;
   const path = flags.accessLogPath ?? file.accessLogPath;
+  if (path !== undefined) {
+    // The file is opened by the proxy later, so an unwritable directory is reported here instead.
+    try {
+      accessSync(dirname(resolve(path)), constants.W_OK);
+    } catch (error) {
+      throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `access log path ${path} cannot be written: ${(error as NodeJS.ErrnoException).code ?? String(error)}; create its directory or choose another --access-log-path`);
+    }
+  }
   return { sampleRate, includeQuery: flags.accessLogQuery ?? file.accessLogQuery ?? false, ...(path !== undefined ? { path: resolve(path) } : {}) };
 }
