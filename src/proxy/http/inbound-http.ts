@@ -235,6 +235,8 @@ export class InboundHttp {
           }
           sink.errorCode = 'SEALMESH_ERR_L7_REQUEST_DENIED';
           if (request.grpc) sink.endWithTrailers({ 'grpc-status': String(GRPC_STATUS.PERMISSION_DENIED), 'grpc-message': encodeURIComponent(denial), 'x-sealmesh-error': 'SEALMESH_ERR_L7_REQUEST_DENIED' });
+          // NOTE: this reset may reach an HTTP/2 caller late (see endWithTrailers), and HTTP has no
+          // status to send after the response headers.
           else sink.abort();
         },
       };
