@@ -56,9 +56,9 @@ export interface ResponseSink {
   /** Aborts the response: resets the stream or destroys the connection. */
   abort(): void;
   /**
-   * Ends the response early with `trailers`, such as a grpc-status, and stops relaying the
-   * upstream body: a trailers-only response before the headers, or trailers after the body sent
-   * so far. HTTP/1.1 cannot end a response that way, so there it aborts.
+   * Ends a gRPC response early with `trailers` (grpc-status and grpc-message) and stops relaying
+   * the upstream body: a trailers-only response before the headers, or trailers after the body
+   * sent so far. HTTP/1.1 cannot end a response that way, so there it aborts.
    */
   endWithTrailers(trailers: HeaderMap): void;
   /** True once `endWithTrailers` has ended the response. */
