@@ -6,7 +6,7 @@ import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
 import type { SidecarProxy } from '../src/proxy/index.ts';
-import { allow, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
+import { allow, eventually, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
 interface EchoMessage {
   text: string;
@@ -205,5 +205,110 @@ describe('HTTP/2 service across two proxies', () => {
       assert.equal(response.status, 200);
       assert.equal(response.body, `2.0 /stream/${index}`);
     });
+  });
+});
+
+describe('gRPC stream denied in flight', () => {
+  let mesh: TestServer;
+  let app: Awaited<ReturnType<typeof startGrpcApp>>;
+  let api: SidecarProxy;
+  let web: SidecarProxy;
+  let client: EchoClient;
+  const accessLines: string[] = [];
+
+  before(async () => {
+    mesh = await startServer();
+    app = await startGrpcApp();
+    api = await startProxy(mesh, 'echo', app.port, [], { protocol: 'grpc' });
+    web = await startProxy(mesh, 'web', 1, ['echo'], { accessLog: { sampleRate: 1, write: (line) => accessLines.push(line) } });
+    await allow(mesh, 'web', 'echo');
+    await waitForEndpoints(web, 'echo');
+    await waitForDecision(api, 'web', true);
+    client = new Echo(`127.0.0.1:${web.upstreamPort('echo')!}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
+  });
+
+  after(async () => {
+    client?.close();
+    await web?.stop();
+    await api?.stop();
+    app?.server.forceShutdown();
+    await mesh?.stop();
+  });
+
+  test('bidi call ends with PERMISSION_DENIED', async () => {
+    const call = client.Bidi();
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    call.on('error', () => undefined);
+    const first = new Promise<EchoMessage>((resolve) => call.once('data', resolve));
+    call.write({ text: 'before', count: 1 });
+    assert.equal((await first).text, 'echo before');
+
+    const deniedAt = Date.now();
+    await allow(mesh, 'web', 'echo', 'deny');
+    await waitForDecision(api, 'web', false);
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client saw no status within 3 s of the deny')), 3_000).unref());
+    const ended = await Promise.race([status, timeout]);
+    assert.equal(ended.code, grpc.status.PERMISSION_DENIED);
+    assert.match(ended.details, /web -> echo/);
+    assert.ok(Date.now() - deniedAt < 3_000);
+
+    const lines = (): Array<Record<string, unknown>> => accessLines.map((line) => JSON.parse(line) as Record<string, unknown>);
+    await eventually(() => lines().some((line) => line.path === '/sealmesh.test.Echo/Bidi'), 5_000, 'access line of the call');
+    const line = lines().find((candidate) => candidate.path === '/sealmesh.test.Echo/Bidi')!;
+    assert.equal(line.protocol, 'gRPC');
+    assert.equal(line.status, 200);
+    assert.equal(line.grpc_status, grpc.status.PERMISSION_DENIED);
+  });
+});
+
+describe('gRPC app connection lost mid-stream', () => {
+  let mesh: TestServer;
+  let api: SidecarProxy;
+  let web: SidecarProxy;
+  let client: EchoClient;
+  // A gRPC app that sends its headers and one message, then drops the connection. Node ends a
+  // stream before it resets it, so a reset alone would reach the proxy as a complete response.
+  const app = createHttp2Server();
+  app.on('stream', (stream) => {
+    stream.on('error', () => undefined);
+    stream.respond({ ':status': 200, 'content-type': 'application/grpc' });
+    const payload = Buffer.from([0x0a, 0x02, 0x68, 0x69]);
+    const frame = Buffer.alloc(5 + payload.length);
+    frame.writeUInt32BE(payload.length, 1);
+    payload.copy(frame, 5);
+    stream.write(frame, () => setTimeout(() => stream.session?.destroy(), 50));
+  });
+
+  before(async () => {
+    mesh = await startServer();
+    await new Promise<void>((resolve) => app.listen(0, '127.0.0.1', () => resolve()));
+    api = await startProxy(mesh, 'echo', (app.address() as { port: number }).port, [], { protocol: 'grpc' });
+    web = await startProxy(mesh, 'web', 1, ['echo']);
+    await allow(mesh, 'web', 'echo');
+    await waitForEndpoints(web, 'echo');
+    await waitForDecision(api, 'web', true);
+    client = new Echo(`127.0.0.1:${web.upstreamPort('echo')!}`, grpc.credentials.createInsecure()) as unknown as EchoClient;
+  });
+
+  after(async () => {
+    client?.close();
+    await web?.stop();
+    await api?.stop();
+    await new Promise<void>((resolve) => app.close(() => resolve()));
+    await mesh?.stop();
+  });
+
+  test('client gets UNAVAILABLE promptly', async () => {
+    const call = client.Bidi();
+    call.on('error', () => undefined);
+    const received: string[] = [];
+    call.on('data', (message: EchoMessage) => received.push(message.text));
+    const status = new Promise<grpc.StatusObject>((resolve) => call.on('status', resolve));
+    call.write({ text: 'go', count: 0 });
+    const timeout = new Promise<never>((_, reject) => setTimeout(() => reject(new Error('the client saw no status within 3 s of the reset')), 3_000).unref());
+    const ended = await Promise.race([status, timeout]);
+    assert.equal(ended.code, grpc.status.UNAVAILABLE);
+    assert.match(ended.details, /upstream reset the stream/);
+    assert.deepEqual(received, ['hi']);
   });
 });

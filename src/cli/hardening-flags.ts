@@ -39,8 +39,8 @@ export function serverGrant(flags: HardeningFlags & SealFlags & { config?: strin
  * granted only when --socket-owner or --socket-group names a user or group, which getent resolves.
  */
 export function proxyGrant(
-  flags: HardeningFlags & { config?: string; caFile?: string; upstream: string[]; admin?: string; socketOwner?: string; socketGroup?: string },
-  file: { caFile?: string; admin?: SocketAddress; upstreams?: Array<{ listen: SocketAddress }> },
+  flags: HardeningFlags & { config?: string; caFile?: string; upstream: string[]; admin?: string; socketOwner?: string; socketGroup?: string; accessLogPath?: string },
+  file: { caFile?: string; admin?: SocketAddress; upstreams?: Array<{ listen: SocketAddress }>; accessLogPath?: string },
   env: NodeJS.ProcessEnv = process.env,
 ): SandboxGrant {
   const read = ['/proc/self/limits', '/proc/net', ...flags.sandboxAllowRead];
@@ -53,6 +53,8 @@ export function proxyGrant(
   for (const address of [admin, ...upstreams]) {
     if (address !== undefined && isUnixAddress(address)) write.push(address.path);
   }
+  const accessLogPath = flags.accessLogPath ?? file.accessLogPath;
+  if (accessLogPath !== undefined) write.push(accessLogPath);
   const named = (value: string | undefined): boolean => value !== undefined && !/^\d+$/.test(value);
   return { read, write, addons: false, childProcess: named(flags.socketOwner) || named(flags.socketGroup) };
 }

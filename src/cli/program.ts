@@ -227,7 +227,7 @@ export function buildProgram(): Command {
   const proxy = program
     .command('proxy')
     .description('run a sidecar proxy in front of one service instance')
-    .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with service, listen, app, upstreams, upstream_config, advertise, admin, drain, addr, ca_file and log_level; flags override it')
+    .option('--config <file>', 'local configuration file (YAML, or JSON for .json) with service, listen, app, upstreams, upstream_config, advertise, admin, drain, addr, ca_file, log_level and the access_log keys; flags override it')
     .option('--service <name>', 'service this proxy fronts (NAME or NAMESPACE/NAME); required here or in --config')
     .option('--join-token <token>', 'single-use join token for the service (default: SEALMESH_JOIN_TOKEN)')
     .option('--listen <host:port>', 'inbound mTLS listener; required here or in --config')
@@ -249,7 +249,12 @@ export function buildProgram(): Command {
     .option('--drain <duration>', 'how long SIGTERM waits for open connections (default: 10s)')
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
-    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
+    .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)')
+    .option('--access-log', 'write a JSON line per HTTP request; requests the proxy answers itself are always written')
+    .option('--no-access-log', 'write no access log, even when --config enables it')
+    .option('--access-log-sampling <rate>', 'share of requests written to the access log, from 0 to 1 (default: 1)')
+    .option('--access-log-path <file>', 'append the access log to this file (default: standard output)')
+    .option('--access-log-query', 'keep query strings in the access log (default: dropped, because they often carry secrets)');
   addHardeningOptions(proxy).action(async (flags: Parameters<typeof runProxy>[0]) => {
     const { runProxy } = await import('./run.ts');
     await runProxy(flags);

@@ -1,10 +1,13 @@
+import { accessSync, constants } from 'node:fs';
+import { dirname, resolve } from 'node:path';
 import { createLogger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
 import { ATTESTATION_MODES, type AttestationMode } from '../attest/providers/index.ts';
 import { SidecarProxy, parseProtocol, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
 import { SealmeshError } from '../errors/index.ts';
-import { checkEnvironment, isLoopback, loadLocalConfig } from '../config/index.ts';
+import { checkEnvironment, isLoopback, loadLocalConfig, type ProxyLocalConfig } from '../config/index.ts';
+import type { AccessLogOptions } from '../proxy/http/access-log.ts';
 import { applyUpstreamTraffic, parseTrafficFlag } from '../proxy/traffic/index.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
@@ -137,10 +140,15 @@ export async function runProxy(flags: HardeningFlags & {
   logLevel?: string;
   attestation?: string;
   devMeasurement?: string;
+  accessLog?: boolean;
+  accessLogSampling?: string;
+  accessLogPath?: string;
+  accessLogQuery?: boolean;
 }): Promise<void> {
   checkEnvironment(process.env);
   const attestation = parseAttestationMode(flags.attestation ?? 'auto');
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'proxy');
+  const accessLog = accessLogSettings(flags, file);
   if (await launchSandboxIfRequested(flags, () => proxyGrant(flags, file))) return;
   checkRunMode(flags);
   // Other users can read a process's command line in /proc/PID/cmdline, so production takes the join token from the environment only.
@@ -179,6 +187,7 @@ export async function runProxy(flags: HardeningFlags & {
     upstreams,
     drainSeconds,
     log,
+    ...(accessLog !== undefined ? { accessLog } : {}),
     socketPermissions: {
       mode: parseSocketMode(flags.socketMode),
       ...(flags.socketOwner !== undefined ? { uid: await resolveUserId(flags.socketOwner, '--socket-owner') } : {}),
@@ -251,4 +260,34 @@ function parseDigest(value: string): string {
     throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--manifest-genesis ${JSON.stringify(value)} is invalid: use the 64 hex digits that \`sealmesh manifest show\` prints as the genesis digest`);
   }
   return digest;
+}
+
+/**
+ * Returns the access log settings from the flags and the --config file, a flag replacing the
+ * file's value; undefined when the access log is off. Throws SEALMESH_ERR_CONFIG_INVALID for a
+ * sampling rate outside 0..1.
+ */
+export function accessLogSettings(
+  flags: { accessLog?: boolean; accessLogSampling?: string; accessLogPath?: string; accessLogQuery?: boolean },
+  file: Pick<ProxyLocalConfig, 'accessLog' | 'accessLogSampling' | 'accessLogPath' | 'accessLogQuery'>,
+): AccessLogOptions | undefined {
+  let sampleRate = file.accessLogSampling ?? 1;
+  if (flags.accessLogSampling !== undefined) {
+    const text = flags.accessLogSampling.trim();
+    sampleRate = /^(\d+(\.\d*)?|\.\d+)$/.test(text) ? Number(text) : Number.NaN;
+    if (!(sampleRate >= 0 && sampleRate <= 1)) {
+      throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--access-log-sampling ${JSON.stringify(flags.accessLogSampling)} is not a sampling rate; use a number from 0 to 1, such as 0.1`);
+    }
+  }
+  if ((flags.accessLog ?? file.accessLog ?? false) === false) return undefined;
+  const path = flags.accessLogPath ?? file.accessLogPath;
+  if (path !== undefined) {
+    // The file is opened by the proxy later, so an unwritable directory is reported here instead.
+    try {
+      accessSync(dirname(resolve(path)), constants.W_OK);
+    } catch (error) {
+      throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `access log path ${path} cannot be written: ${(error as NodeJS.ErrnoException).code ?? String(error)}; create its directory or choose another --access-log-path`);
+    }
+  }
+  return { sampleRate, includeQuery: flags.accessLogQuery ?? file.accessLogQuery ?? false, ...(path !== undefined ? { path: resolve(path) } : {}) };
 }

@@ -60,6 +60,14 @@ export interface ProxyLocalConfig {
   /** PEM trust bundle of the control plane (`ca_file`). */
   caFile?: string;
   logLevel?: LogLevel;
+  /** Writes the JSON access log of the HTTP path (`access_log`). */
+  accessLog?: boolean;
+  /** Share of requests in the access log, 0 to 1 (`access_log_sampling`). */
+  accessLogSampling?: number;
+  /** File the access log is appended to in place of standard output (`access_log_path`). */
+  accessLogPath?: string;
+  /** Keeps query strings in the access log (`access_log_query`). */
+  accessLogQuery?: boolean;
 }
 
 export interface LocalConfigByProgram {
@@ -126,6 +134,18 @@ const readDuration: ValueReader = (value, context) => {
 const readLogLevel: ValueReader = (value, context) => {
   if (typeof value !== 'string' || !(LOG_LEVELS as readonly string[]).includes(value)) {
     throw invalid(context, `${JSON.stringify(value)} is not a log level; use one of ${LOG_LEVELS.join(', ')}`);
+  }
+  return value;
+};
+
+const readBoolean: ValueReader = (value, context) => {
+  if (typeof value !== 'boolean') throw invalid(context, `${JSON.stringify(value)} is not a boolean; use true or false`);
+  return value;
+};
+
+const readSampleRate: ValueReader = (value, context) => {
+  if (typeof value !== 'number' || !Number.isFinite(value) || value < 0 || value > 1) {
+    throw invalid(context, `${JSON.stringify(value)} is not a sampling rate; use a number from 0 to 1, such as 0.1`);
   }
   return value;
 };
@@ -198,6 +218,10 @@ const ALLOWED_KEYS: Record<LocalConfigProgram, Record<string, AllowedKey>> = {
     addr: { property: 'addr', read: readServerUrl },
     ca_file: { property: 'caFile', read: readPath },
     log_level: { property: 'logLevel', read: readLogLevel },
+    access_log: { property: 'accessLog', read: readBoolean },
+    access_log_sampling: { property: 'accessLogSampling', read: readSampleRate },
+    access_log_path: { property: 'accessLogPath', read: readPath },
+    access_log_query: { property: 'accessLogQuery', read: readBoolean },
   },
 };
 

@@ -20,6 +20,7 @@ import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import { InboundHttp } from './http/inbound-http.ts';
 import { OutboundHttp } from './http/outbound-http.ts';
+import { AccessLog, type AccessLogOptions } from './http/access-log.ts';
 import { PeerPool } from './http/peer-pool.ts';
 import { PeerSessionCache } from './tls-sessions.ts';
 import { alpnFor, DEFAULT_PROTOCOL, isHttpProtocol, type ServiceProtocol } from './http/protocol.ts';
@@ -89,6 +90,8 @@ export interface ProxyOptions {
   /** An evidence provider to use in place of the one `attestation` selects. */
   evidenceProvider?: EvidenceProvider;
   log?: Logger;
+  /** JSON access log of the HTTP path, one line per request; none when absent. */
+  accessLog?: AccessLogOptions;
 }
 
 const RENEW_RETRY_MIN_MS = 1_000;
@@ -137,6 +140,7 @@ export class SidecarProxy {
   /** Trust bundle updates run one after another, in the order the snapshots arrived. */
   #trustUpdate: Promise<void> = Promise.resolve();
   #joinToken: string | undefined;
+  readonly #accessLog: AccessLog | undefined;
 
   constructor(options: ProxyOptions) {
     this.#joinToken = options.joinToken;
@@ -145,6 +149,7 @@ export class SidecarProxy {
     const ref = parseServiceRef(options.service);
     this.identity = { namespace: ref.namespace, service: ref.service };
     this.protocol = options.protocol ?? DEFAULT_PROTOCOL;
+    if (options.accessLog !== undefined) this.#accessLog = new AccessLog(options.accessLog, this.log.child({ subsystem: 'access-log' }));
     this.#client = new ApiClient({ url: options.serverUrl, ca: options.serverCa });
     this.#manifestGuard = new ManifestGuard(this.identity, options.manifestGenesis);
     this.#monitor = new AppMonitor({
@@ -242,6 +247,7 @@ export class SidecarProxy {
         authorize: (peer) => this.authorize(peer),
         log: this.log.child({ listener: 'inbound', protocol }),
         metrics: this.metrics,
+        ...(this.#accessLog !== undefined ? { accessLog: this.#accessLog } : {}),
       });
     }
     this.#inbound = new InboundListener({
@@ -354,7 +360,8 @@ export class SidecarProxy {
         onHandshake: (resumed) => this.metrics.http.handshakes.inc({ direction: 'outbound', resumed: String(resumed) }),
       });
       this.#peerPools.set(upstream.service, pool);
-      const http = new OutboundHttp({ upstream, source: formatServiceRef(this.identity), traffic, pool, log, metrics: this.metrics });
+      const accessLog = this.#accessLog !== undefined ? { accessLog: this.#accessLog } : {};
+      const http = new OutboundHttp({ upstream, source: formatServiceRef(this.identity), traffic, pool, log, metrics: this.metrics, ...accessLog });
       const listener = new OutboundListener({
         upstream,
         trustDomain: () => this.#trustDomain,
@@ -533,6 +540,7 @@ export class SidecarProxy {
     for (const pool of this.#peerPools.values()) pool.close();
     await this.#admin?.stop();
     await this.#healthEndpoint?.stop();
+    this.#accessLog?.close();
     this.log.info('sealmesh proxy stopped');
   }
 

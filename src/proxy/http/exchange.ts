@@ -18,6 +18,8 @@ export interface ProxyRequest {
   grpc: boolean;
   /** True when the request has no body, so it can be sent again without having been buffered. */
   bodyless: boolean;
+  /** Request body bytes read from the client so far, for the access log. */
+  bytesReceived: number;
 }
 
 /** Methods that RFC 9110 §9.2.2 defines as idempotent. */
@@ -39,6 +41,12 @@ export function http1Bodyless(headers: import('node:http').IncomingHttpHeaders):
 export interface ResponseSink {
   readonly headersSent: boolean;
   readonly closed: boolean;
+  /** Response body bytes written to the client, counted by the forwarder and local replies. */
+  bytesSent: number;
+  /** grpc-status of the response headers or trailers sent, when there was one. */
+  readonly grpcStatus: number | undefined;
+  /** Error code of a response the proxy generated, or of a stream it reset. */
+  errorCode: string | undefined;
   /** Passes an upstream 100 Continue on to the client. */
   writeContinue(): void;
   /** Sends the status and headers; with `endStream` the response has no body and no trailers. */
@@ -47,11 +55,31 @@ export interface ResponseSink {
   setTrailers(trailers: HeaderMap): void;
   /** Aborts the response: resets the stream or destroys the connection. */
   abort(): void;
+  /**
+   * Ends a gRPC response early with `trailers` (grpc-status and grpc-message) and stops relaying
+   * the upstream body: a trailers-only response before the headers, or trailers after the body
+   * sent so far. HTTP/1.1 cannot end a response that way, so there it aborts.
+   */
+  endWithTrailers(trailers: HeaderMap): void;
+  /** True once `endWithTrailers` has ended the response. */
+  readonly terminated: boolean;
+  /** Registers a listener that `endWithTrailers` calls before it ends the response. */
+  onTerminate(listener: () => void): void;
   onClose(listener: () => void): void;
+}
+
+/** Reads grpc-status from response headers or trailers. */
+function grpcStatusOf(headers: HeaderMap): number | undefined {
+  const value = headers['grpc-status'];
+  if (typeof value !== 'string' || !/^\d+$/.test(value)) return undefined;
+  return Number(value);
 }
 
 export class Http1Sink implements ResponseSink {
   readonly #response: ServerResponse;
+  bytesSent = 0;
+  errorCode: string | undefined;
+  grpcStatus: number | undefined;
 
   constructor(response: ServerResponse) {
     this.#response = response;
@@ -70,17 +98,29 @@ export class Http1Sink implements ResponseSink {
   }
 
   respond(status: number, headers: HeaderMap, endStream: boolean): Writable {
+    this.grpcStatus = grpcStatusOf(headers) ?? this.grpcStatus;
     this.#response.writeHead(status, headers);
     if (endStream) this.#response.end();
     return this.#response;
   }
 
   setTrailers(trailers: HeaderMap): void {
+    this.grpcStatus = grpcStatusOf(trailers) ?? this.grpcStatus;
     if (Object.keys(trailers).length > 0 && !this.#response.writableEnded) this.#response.addTrailers(trailers);
   }
 
   abort(): void {
     this.#response.destroy();
+  }
+
+  readonly terminated = false;
+
+  endWithTrailers(): void {
+    this.abort();
+  }
+
+  onTerminate(): void {
+    // An HTTP/1.1 response is only ever aborted, which the forwarder already watches.
   }
 
   onClose(listener: () => void): void {
@@ -91,6 +131,11 @@ export class Http1Sink implements ResponseSink {
 export class Http2Sink implements ResponseSink {
   readonly #stream: ServerHttp2Stream;
   #trailers: HeaderMap = {};
+  #terminated = false;
+  readonly #terminateListeners: Array<() => void> = [];
+  bytesSent = 0;
+  errorCode: string | undefined;
+  grpcStatus: number | undefined;
 
   constructor(stream: ServerHttp2Stream) {
     this.#stream = stream;
@@ -113,16 +158,48 @@ export class Http2Sink implements ResponseSink {
   }
 
   respond(status: number, headers: HeaderMap, endStream: boolean): Writable {
+    this.grpcStatus = grpcStatusOf(headers) ?? this.grpcStatus;
     this.#stream.respond({ ...headers, [h2.HTTP2_HEADER_STATUS]: status }, endStream ? { endStream: true } : { waitForTrailers: true });
     return this.#stream;
   }
 
   setTrailers(trailers: HeaderMap): void {
+    if (this.#terminated) return;
+    this.grpcStatus = grpcStatusOf(trailers) ?? this.grpcStatus;
     this.#trailers = trailers;
   }
 
   abort(): void {
-    if (!this.closed) this.#stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+    // A response ended with trailers must not be reset afterwards, or the client may lose them.
+    if (!this.closed && !this.#terminated) this.#stream.close(h2.NGHTTP2_INTERNAL_ERROR);
+  }
+
+  get terminated(): boolean {
+    return this.#terminated;
+  }
+
+  /**
+   * Ends the stream with a HEADERS frame rather than RST_STREAM. In a test on Node 24.21 an
+   * RST_STREAM on a proxy-to-proxy TLS session did not reach the peer until the session closed,
+   * while trailers follow the body written so far.
+   */
+  endWithTrailers(trailers: HeaderMap): void {
+    if (this.closed || this.#terminated) return;
+    if (!this.headersSent) {
+      this.respond(200, { 'content-type': 'application/grpc', ...trailers }, true);
+      this.#terminated = true;
+      for (const listener of this.#terminateListeners) listener();
+      return;
+    }
+    this.#trailers = trailers;
+    this.grpcStatus = grpcStatusOf(trailers) ?? this.grpcStatus;
+    this.#terminated = true;
+    for (const listener of this.#terminateListeners) listener();
+    this.#stream.end();
+  }
+
+  onTerminate(listener: () => void): void {
+    this.#terminateListeners.push(listener);
   }
 
   onClose(listener: () => void): void {
@@ -138,6 +215,7 @@ export const GRPC_STATUS = { PERMISSION_DENIED: 7, UNAVAILABLE: 14, DEADLINE_EXC
  * trailers-only response with grpc-status and grpc-message.
  */
 export function sendLocalReply(sink: ResponseSink, request: Pick<ProxyRequest, 'grpc'>, reply: { status: number; code: string; message: string; grpcStatus: number }): void {
+  sink.errorCode = reply.code;
   if (sink.headersSent || sink.closed) {
     sink.abort();
     return;
@@ -147,6 +225,7 @@ export function sendLocalReply(sink: ResponseSink, request: Pick<ProxyRequest, '
     return;
   }
   const body = `${reply.message}\n`;
+  sink.bytesSent += Buffer.byteLength(body);
   const out = sink.respond(reply.status, { 'content-type': 'text/plain; charset=utf-8', 'content-length': String(Buffer.byteLength(body)), 'x-sealmesh-error': reply.code }, false);
   out.end(body);
 }

@@ -1,6 +1,6 @@
 import { request as httpRequest, type Agent, type IncomingMessage } from 'node:http';
 import { constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders as Http2IncomingHeaders } from 'node:http2';
-import { pipeline } from 'node:stream';
+import { finished } from 'node:stream';
 import type { ProxyRequest, ResponseSink } from './exchange.ts';
 import { responseHeaders, type HeaderMap } from './headers.ts';
 
@@ -39,7 +39,14 @@ class UpstreamTimeoutError extends Error {
   readonly code = 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
 }
 
-/** Copies the upstream response into the sink and settles when both ends are done. */
+/** Trailers that end a gRPC response whose upstream stream failed after its headers. */
+const UPSTREAM_RESET_TRAILERS = { 'grpc-status': '14', 'grpc-message': encodeURIComponent('the upstream reset the stream') };
+
+/**
+ * Copies the upstream response into the sink and settles when both ends are done. A body that
+ * fails after the headers aborts the client's response, or for gRPC over HTTP/2 ends it with
+ * grpc-status 14 (UNAVAILABLE) so that the client gets a status without waiting on a reset.
+ */
 function relayResponse(
   sink: ResponseSink,
   status: number,
@@ -48,21 +55,57 @@ function relayResponse(
   body: NodeJS.ReadableStream & { destroy(error?: Error): void },
   readTrailers: () => HeaderMap,
   settle: (result: ForwardResult) => void,
+  grpc: boolean,
+  resetError: () => Error | undefined,
 ): void {
+  if (sink.closed || sink.terminated) {
+    // The response was ended while the upstream's headers were on their way.
+    if (!endStream) body.destroy();
+    settle({ status, refused: false });
+    return;
+  }
   const out = sink.respond(status, headers, endStream);
   if (endStream) {
     settle({ status, refused: false });
     return;
   }
+
   body.once('end', () => sink.setTrailers(readTrailers()));
-  pipeline(body, out, (error) => {
+  sink.onTerminate(() => body.unpipe(out));
+  // pipe with own end-of-stream handling, unlike pipeline, never destroys `out` when the body
+  // fails, so the response can still be ended with trailers. An end that comes with a reset code
+  // (`resetError`) counts as a failure, not as a complete body.
+  body.pipe(out, { end: false });
+  // Added after pipe has attached its own listener, so that no chunk is read before it.
+  body.on('data', (chunk: Buffer) => (sink.bytesSent += chunk.length));
+
+  let bodyError: Error | undefined;
+  finished(body, { writable: false }, (error) => {
+    const failure = error ?? resetError();
+    if (failure === undefined) {
+      if (!sink.terminated) out.end();
+      return;
+    }
+    bodyError = failure;
+    body.unpipe(out);
+    if (grpc) sink.endWithTrailers(UPSTREAM_RESET_TRAILERS);
+    else sink.abort();
+    settle({ status, refused: false, error: failure });
+  });
+  finished(out, { readable: false }, (error) => {
     if (error !== undefined && error !== null) {
-      sink.abort();
+      body.destroy();
       settle({ status, refused: false, error });
       return;
     }
-    settle({ status, refused: false });
+    settle({ status, refused: false, ...(bodyError !== undefined ? { error: bodyError } : {}) });
   });
+}
+
+/** Pipes the request body to the upstream and counts its bytes. */
+function sendBody(request: ProxyRequest, destination: NodeJS.WritableStream): void {
+  request.body.pipe(destination);
+  request.body.on('data', (chunk: Buffer) => (request.bytesReceived += chunk.length));
 }
 
 /**
@@ -115,7 +158,9 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
         discard(stream, ended, settle, status);
         return;
       }
-      relayResponse(sink, status, responseHeaders(headers), ended, stream, () => trailers, settle);
+      const resetError = (): Error | undefined =>
+        stream.rstCode !== undefined && stream.rstCode !== h2.NGHTTP2_NO_ERROR ? new Error(`upstream reset the stream with HTTP/2 error code ${stream.rstCode}`) : undefined;
+      relayResponse(sink, status, responseHeaders(headers), ended, stream, () => trailers, settle, request.grpc, resetError);
     });
     stream.once('close', () => {
       if (settled || stream.rstCode === h2.NGHTTP2_NO_ERROR) return;
@@ -128,9 +173,12 @@ export function forwardOverHttp2(session: ClientHttp2Session, request: ProxyRequ
     sink.onClose(() => {
       if (!stream.closed) stream.close(h2.NGHTTP2_CANCEL);
     });
+    sink.onTerminate(() => {
+      if (!stream.closed) stream.close(h2.NGHTTP2_CANCEL);
+    });
     // pipe, unlike pipeline, leaves the client's request stream open when the upstream stream
     // fails, so that the proxy can still send the client an error response.
-    if (!request.bodyless) request.body.pipe(stream);
+    if (!request.bodyless) sendBody(request, stream);
   });
 }
 
@@ -178,7 +226,7 @@ export function forwardOverHttp1(
         discard(response, false, settle, status);
         return;
       }
-      relayResponse(sink, status, responseHeaders(response.headers), false, response, () => responseHeaders(response.trailers), settle);
+      relayResponse(sink, status, responseHeaders(response.headers), false, response, () => responseHeaders(response.trailers), settle, false, () => undefined);
     });
     outgoing.once('error', (error: Error) => {
       // A failed connect sent nothing; any later failure may have reached the app.
@@ -188,6 +236,6 @@ export function forwardOverHttp1(
       if (!outgoing.destroyed && !settled) outgoing.destroy();
     });
     if (request.bodyless) outgoing.end();
-    else request.body.pipe(outgoing);
+    else sendBody(request, outgoing);
   });
 }

@@ -22,6 +22,8 @@ import { forwardOverHttp1, forwardOverHttp2, type ForwardResult } from './forwar
 import { endToEndHeaders, headerValue, XFCC_HEADER } from './headers.ts';
 import { methodLabel, statusClass } from './metrics.ts';
 import { HTTP2_SETTINGS, widenSessionWindow, type ServiceProtocol } from './protocol.ts';
+import { accessProtocol, elapsedMs, type AccessEntry, type AccessLog } from './access-log.ts';
+import { setTraceHeaders, traceRequest, type RequestTrace } from './trace-context.ts';
 
 export interface InboundHttpOptions {
   protocol: Exclude<ServiceProtocol, 'tcp'>;
@@ -33,6 +35,8 @@ export interface InboundHttpOptions {
   authorize: (peer: SpiffeId) => Decision;
   log: Logger;
   metrics: ProxyMetrics;
+  /** Writes a line per request when set. */
+  accessLog?: AccessLog;
 }
 
 /** Verified peer of one inbound connection. */
@@ -64,7 +68,7 @@ export class InboundHttp {
   readonly #peers = new WeakMap<Duplex, PeerContext>();
   readonly #sessions = new Set<ServerHttp2Session>();
   /** Exchanges in flight (requests, gRPC streams and upgraded connections) with their caller. */
-  readonly #exchanges = new Map<{ abort: () => void }, PeerContext>();
+  readonly #exchanges = new Map<{ abort: (denial?: string) => void }, PeerContext>();
   readonly #appAgent = new Agent({ keepAlive: true, maxSockets: 256 });
   #appSession: ClientHttp2Session | undefined;
 
@@ -122,7 +126,7 @@ export class InboundHttp {
       aborted += 1;
       this.#options.metrics.closedByPolicy.inc();
       this.#options.log.info({ source: context.source, destination: this.#destination, intention: decision.reason }, 'aborting an HTTP exchange that an intention now denies');
-      exchange.abort();
+      exchange.abort(`request denied by intention ${decision.intention !== undefined ? decision.reason : `default policy (${context.source} -> ${this.#destination})`}`);
     }
     return aborted;
   }
@@ -138,6 +142,7 @@ export class InboundHttp {
       expectContinue: String(headers.expect ?? '').toLowerCase() === '100-continue',
       grpc: String(headers['content-type'] ?? '').startsWith('application/grpc'),
       bodyless: stream.endAfterHeaders,
+      bytesReceived: 0,
     };
     void this.#handle(request, new Http2Sink(stream), context);
   }
@@ -157,6 +162,7 @@ export class InboundHttp {
       expectContinue,
       grpc: false,
       bodyless: http1Bodyless(incoming.headers),
+      bytesReceived: 0,
     };
     delete request.headers.expect;
     void this.#handle(request, new Http1Sink(response), context);
@@ -201,6 +207,10 @@ export class InboundHttp {
 
   async #handle(request: ProxyRequest, sink: ResponseSink, context: PeerContext): Promise<void> {
     const started = process.hrtime.bigint();
+    const receivedAt = new Date();
+    const sampled = this.#options.accessLog?.sample() ?? false;
+    // The permissions are checked against the headers as the caller sent them.
+    const trace = traceRequest(request.headers, sampled);
     const metrics = this.#options.metrics.http;
     metrics.activeRequests.inc({ direction: 'inbound' });
     let status = 0;
@@ -213,8 +223,23 @@ export class InboundHttp {
         return;
       }
       request.path = verdict.path;
+      setTraceHeaders(request.headers, trace);
       this.#setClientCertHeader(request.headers, context);
-      const exchange = { abort: () => sink.abort() };
+      // A gRPC call ends with PERMISSION_DENIED in its trailers, which the calling proxy relays to
+      // the client; any other exchange is reset.
+      const exchange = {
+        abort: (denial?: string): void => {
+          if (denial === undefined) {
+            sink.abort();
+            return;
+          }
+          sink.errorCode = 'SEALMESH_ERR_L7_REQUEST_DENIED';
+          if (request.grpc) sink.endWithTrailers({ 'grpc-status': String(GRPC_STATUS.PERMISSION_DENIED), 'grpc-message': encodeURIComponent(denial), 'x-sealmesh-error': 'SEALMESH_ERR_L7_REQUEST_DENIED' });
+          // NOTE: this reset may reach an HTTP/2 caller late (see endWithTrailers), and HTTP has no
+          // status to send after the response headers.
+          else sink.abort();
+        },
+      };
       this.#exchanges.set(exchange, context);
       let result: ForwardResult;
       try {
@@ -232,7 +257,47 @@ export class InboundHttp {
       metrics.activeRequests.dec({ direction: 'inbound' });
       metrics.requests.inc({ direction: 'inbound', source: context.source, destination: this.#destination, method: methodLabel(request.method), status: statusClass(status) });
       metrics.duration.observe({ direction: 'inbound', destination: this.#destination }, Number(process.hrtime.bigint() - started) / 1e9);
+      this.#logAccess(
+        {
+          timestamp: receivedAt.toISOString(),
+          method: request.method,
+          path: request.path,
+          protocol: accessProtocol(request, sink),
+          status,
+          ...(sink.grpcStatus !== undefined ? { grpc_status: sink.grpcStatus } : {}),
+          bytes_received: request.bytesReceived,
+          bytes_sent: sink.bytesSent,
+          duration_ms: elapsedMs(started),
+          ...(sink.errorCode !== undefined ? { response_flag: sink.errorCode } : {}),
+        },
+        { context, trace, sampled },
+      );
     }
+  }
+
+  #logAccess(
+    fields: Omit<AccessEntry, 'direction' | 'source' | 'destination' | 'source_spiffe_id' | 'trace_id' | 'span_id' | 'parent_span_id'>,
+    request: { context: PeerContext; trace: RequestTrace; sampled: boolean },
+  ): void {
+    const accessLog = this.#options.accessLog;
+    if (accessLog === undefined) return;
+    const { context, trace } = request;
+    const { timestamp, ...exchange } = fields;
+    accessLog.record(
+      {
+        timestamp,
+        direction: 'inbound',
+        source: context.source,
+        destination: this.#destination,
+        source_spiffe_id: context.uri,
+        ...exchange,
+        path: accessLog.loggedPath(exchange.path),
+        trace_id: trace.traceId,
+        span_id: trace.spanId,
+        ...(trace.parentSpanId !== undefined ? { parent_span_id: trace.parentSpanId } : {}),
+      },
+      request.sampled,
+    );
   }
 
   #reject(verdict: Extract<RequestVerdict, { allowed: false }>, request: Pick<ProxyRequest, 'method' | 'path'>, context: PeerContext): void {
@@ -301,6 +366,9 @@ export class InboundHttp {
       this.#reject(verdict, { method, path: incoming.url ?? '' }, context);
       this.#options.metrics.http.requests.inc({ ...requestLabels, status: statusClass(verdict.status) });
       const body = `${verdict.message}\n`;
+      const trace = traceRequest(headers, false);
+      const fields = { method, path: incoming.url ?? '', protocol: 'HTTP/1.1' as const, status: verdict.status, bytes_received: 0, bytes_sent: Buffer.byteLength(body), duration_ms: 0, response_flag: verdict.code };
+      this.#logAccess({ timestamp: new Date().toISOString(), ...fields }, { context, trace, sampled: false });
       socket.end(`HTTP/1.1 ${verdict.status} ${verdict.status === 403 ? 'Forbidden' : 'Bad Request'}\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-sealmesh-error: ${verdict.code}\r\nconnection: close\r\n\r\n${body}`);
       return;
     }

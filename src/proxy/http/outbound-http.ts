@@ -14,6 +14,8 @@ import { CircuitOpenError, PeerConnectError } from './peer-connector.ts';
 import type { PeerChannel, PeerPool } from './peer-pool.ts';
 import type { Admission, RetryCause, RetryDecision, TrafficRejection, UpstreamTraffic } from '../traffic/index.ts';
 import { HTTP2_SETTINGS, widenSessionWindow } from './protocol.ts';
+import { accessProtocol, elapsedMs, type AccessLog } from './access-log.ts';
+import { continueTrace, type RequestTrace } from './trace-context.ts';
 
 function isTimeout(error: Error | undefined): boolean {
   return (error as { code?: string } | undefined)?.code === 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
@@ -35,6 +37,15 @@ export interface OutboundHttpOptions {
   pool: PeerPool;
   log: Logger;
   metrics: ProxyMetrics;
+  /** Writes a line per request when set. */
+  accessLog?: AccessLog;
+}
+
+/** The instance tries of one request, for the access log. */
+interface TryRecord {
+  retries: number;
+  instanceId?: string;
+  address?: string;
 }
 
 /**
@@ -95,6 +106,7 @@ export class OutboundHttp {
       expectContinue: String(headers.expect ?? '').toLowerCase() === '100-continue',
       grpc: String(headers['content-type'] ?? '').startsWith('application/grpc'),
       bodyless: stream.endAfterHeaders,
+      bytesReceived: 0,
     };
     void this.#handle(request, new Http2Sink(stream));
   }
@@ -109,6 +121,7 @@ export class OutboundHttp {
       expectContinue,
       grpc: false,
       bodyless: http1Bodyless(incoming.headers),
+      bytesReceived: 0,
     };
     delete request.headers.expect;
     void this.#handle(request, new Http1Sink(response));
@@ -116,6 +129,10 @@ export class OutboundHttp {
 
   async #handle(request: ProxyRequest, sink: ResponseSink): Promise<void> {
     const started = process.hrtime.bigint();
+    const receivedAt = new Date();
+    const sampled = this.#options.accessLog?.sample() ?? false;
+    const trace = continueTrace(request.headers, sampled);
+    const tries: TryRecord = { retries: 0 };
     const metrics = this.#options.metrics.http;
     metrics.activeRequests.inc({ direction: 'outbound' });
     let status = 0;
@@ -126,7 +143,7 @@ export class OutboundHttp {
         return;
       }
       try {
-        const result = await this.#send(request, sink, admission);
+        const result = await this.#send(request, sink, admission, tries);
         status = result.status;
         if (status === 0) status = this.#failed(request, sink, result);
       } finally {
@@ -136,7 +153,37 @@ export class OutboundHttp {
       metrics.activeRequests.dec({ direction: 'outbound' });
       metrics.requests.inc({ direction: 'outbound', source: this.#options.source, destination: this.#upstreamName, method: methodLabel(request.method), status: statusClass(status) });
       metrics.duration.observe({ direction: 'outbound', destination: this.#upstreamName }, Number(process.hrtime.bigint() - started) / 1e9);
+      this.#logAccess(request, sink, { status, sampled, trace, tries, receivedAt, started });
     }
+  }
+
+  #logAccess(request: ProxyRequest, sink: ResponseSink, outcome: { status: number; sampled: boolean; trace: RequestTrace; tries: TryRecord; receivedAt: Date; started: bigint }): void {
+    const accessLog = this.#options.accessLog;
+    if (accessLog === undefined) return;
+    const { trace, tries } = outcome;
+    accessLog.record(
+      {
+        timestamp: outcome.receivedAt.toISOString(),
+        direction: 'outbound',
+        source: this.#options.source,
+        destination: this.#upstreamName,
+        method: request.method,
+        path: accessLog.loggedPath(request.path),
+        protocol: accessProtocol(request, sink),
+        status: outcome.status,
+        ...(sink.grpcStatus !== undefined ? { grpc_status: sink.grpcStatus } : {}),
+        bytes_received: request.bytesReceived,
+        bytes_sent: sink.bytesSent,
+        duration_ms: elapsedMs(outcome.started),
+        ...(tries.instanceId !== undefined ? { upstream_instance: tries.instanceId, upstream_address: tries.address } : {}),
+        retries: tries.retries,
+        ...(sink.errorCode !== undefined ? { response_flag: sink.errorCode } : {}),
+        trace_id: trace.traceId,
+        span_id: trace.spanId,
+        ...(trace.parentSpanId !== undefined ? { parent_span_id: trace.parentSpanId } : {}),
+      },
+      outcome.sampled,
+    );
   }
 
   /**
@@ -146,7 +193,7 @@ export class OutboundHttp {
    * may have, so those are retried only for idempotent methods. A request with a body is sent
    * again only after a connect failure, because its body has been consumed by any later failure.
    */
-  async #send(request: ProxyRequest, sink: ResponseSink, admission: Admission): Promise<ForwardResult> {
+  async #send(request: ProxyRequest, sink: ResponseSink, admission: Admission, tries: TryRecord): Promise<ForwardResult> {
     const traffic = this.#traffic;
     const startedAt = Date.now();
     const idempotent = isIdempotent(request.method);
@@ -157,6 +204,7 @@ export class OutboundHttp {
     const retryAfter = async (decision: RetryDecision): Promise<boolean> => {
       if (!decision.retry) return false;
       retriesSoFar += 1;
+      tries.retries = retriesSoFar;
       releaseRetry = decision.release;
       await new Promise((resolve) => setTimeout(resolve, decision.delayMs));
       if (!sink.closed) return true;
@@ -168,6 +216,8 @@ export class OutboundHttp {
         const endpoint = traffic.pick(tried);
         if (endpoint === undefined) return last;
         tried.add(endpoint.instanceId);
+        tries.instanceId = endpoint.instanceId;
+        tries.address = endpoint.address.includes(':') ? `[${endpoint.address}]:${endpoint.port}` : `${endpoint.address}:${endpoint.port}`;
         const timeoutMs = traffic.tryTimeoutMs(Date.now() - startedAt);
         if (timeoutMs === 0) return { status: 0, refused: false, error: timeoutError(traffic.settings.requestTimeoutMs) };
         const perTry = traffic.settings.perTryTimeoutMs > 0 && timeoutMs === traffic.settings.perTryTimeoutMs;
@@ -233,12 +283,14 @@ export class OutboundHttp {
   /** Replies to a request that the circuit breaker rejected; the traffic module has logged and counted the trip. */
   #circuitOpen(request: ProxyRequest, sink: ResponseSink, rejection: TrafficRejection): number {
     const code = rejection.error.code;
+    sink.errorCode = code;
     this.#options.metrics.rejections.inc({ code });
     if (request.grpc || sink.headersSent || sink.closed) {
       sendLocalReply(sink, request, { status: 503, code, message: rejection.error.message, grpcStatus: GRPC_STATUS.UNAVAILABLE });
       return 503;
     }
     const { body, headers } = rejection.response;
+    sink.bytesSent += Buffer.byteLength(body);
     sink.respond(503, { ...headers, 'content-length': String(Buffer.byteLength(body)), 'x-sealmesh-error': code }, false).end(body);
     return 503;
   }
