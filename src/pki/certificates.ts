@@ -1,7 +1,7 @@
 /**
- * Certificate profiles of the sealmesh CA: the self-signed root, the intermediate that signs
- * leaves, and leaf certificates. Each function fixes the extensions of one profile, so the
- * profiles can be read and reviewed in one place.
+ * Certificate profiles of the sealmesh CA: the self-signed root and the intermediate that signs
+ * leaves. Each function fixes the extensions of one profile. The leaf profile is in
+ * leaf-certificate.ts, which encodes it without the generator because it is on the hot path.
  *
  * Every certificate carries a critical keyUsage (SPIFFE X509-SVID §4.3) and a critical
  * basicConstraints (X509-SVID §4.1, RFC 5280 §4.2.1.9), and the CA certificates carry the trust
@@ -108,27 +108,6 @@ export async function createIntermediateCertificate(
       await subjectKeyIdentifier(spkiDer),
       authorityKeyIdentifier(options.issuer),
       new x509.SubjectAlternativeNameExtension([{ type: 'url', value: `spiffe://${options.trustDomain}` }]),
-    ],
-  });
-}
-
-/**
- * Creates a leaf: not a CA, digitalSignature only, and serverAuth plus clientAuth so the same
- * certificate serves both ends of an mTLS connection (X509-SVID §4.4). `names` becomes the whole
- * subjectAltName. An SVID passes exactly one URI there.
- */
-export async function createLeafCertificate(
-  options: CertificateTiming & { spkiDer: Uint8Array; subject: string; names: x509.JsonGeneralNames; issuer: Issuer },
-): Promise<x509.X509Certificate> {
-  return signCertificate(options.issuer, {
-    ...options,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      await subjectKeyIdentifier(options.spkiDer),
-      authorityKeyIdentifier(options.issuer),
-      new x509.SubjectAlternativeNameExtension(options.names),
     ],
   });
 }
