@@ -39,8 +39,9 @@ import {
 import { copyTxn, runTxn } from './sealed-txn.ts';
 import { checkInteger, checkKey, checkTxn, checkValue, recordName } from './sealed-validate.ts';
 import { SealedWatch, type WatchHandlers } from './sealed-watch.ts';
+import { StagingBackend } from './sealed-staging.ts';
 import { SealedWriter } from './sealed-writer.ts';
-import { MAX_KEY_BYTES } from './sqlite.ts';
+import { MAX_KEY_BYTES, SqliteStore } from './sqlite.ts';
 import type { Store, StoreRecord, TxnRequest, TxnResult, WatchEvent, Watcher } from './types.ts';
 
 /**
@@ -92,6 +93,7 @@ export class SealedStore implements Store {
       epochWrites: options.epochWrites ?? DEFAULT_EPOCH_WRITES,
       epochMs: options.epochMs ?? DEFAULT_EPOCH_MS,
       onCounterError: options.onCounterError ?? reportCounterError,
+      durable: () => this.durable(),
     });
   }
 
@@ -133,6 +135,7 @@ export class SealedStore implements Store {
           { name: KEYRING_KEY, value: await wrapKeyring(provider, storeId, keyring) },
         ],
       });
+      await store.durable();
     } catch (error) {
       zeroKeyring(keyring);
       throw error;
@@ -184,7 +187,9 @@ export class SealedStore implements Store {
 
   async revision(): Promise<number> {
     this.checkOpen('revision read');
-    return callBackend('revision read', () => this.state.backend.revision());
+    const revision = await callBackend('revision read', () => this.state.backend.revision());
+    await this.durable();
+    return revision;
   }
 
   async get(key: string): Promise<StoreRecord | undefined> {
@@ -325,6 +330,7 @@ export class SealedStore implements Store {
       await this.writer.flushCounter();
       const epoch = Math.max(this.state.head.epoch, toEpoch(await counter.read())) + 1;
       await this.writer.commit({ ops: [], epoch });
+      await this.durable();
       await this.writer.requestAdvance(epoch);
       return epoch;
     });
@@ -355,15 +361,28 @@ export class SealedStore implements Store {
     }
   }
 
-  /** Runs `body` after every earlier operation. Throws SEALMESH_ERR_STORE_CLOSED once `close` was called. */
+  /** Resolves once every backend write made so far is durable; at once for a backend without group commit. */
+  private durable(): Promise<void> {
+    return this.state.backend instanceof StagingBackend ? this.state.backend.durable : Promise.resolve();
+  }
+
+  /**
+   * Runs `body` after every earlier operation and resolves once the writes it made, and those it
+   * read, are durable. The next operation starts without waiting for that, so concurrent writes
+   * share a backend commit. Throws SEALMESH_ERR_STORE_CLOSED once `close` was called.
+   */
   private exclusive<T>(action: string, body: () => Promise<T>): Promise<T> {
     this.checkOpen(action);
-    const run = this.queue.then(() => {
+    const run = this.queue.then(async () => {
       if (this.state.failure !== undefined) throw this.state.failure;
-      return body();
+      const value = await body();
+      return { value, durable: this.durable() };
     });
     this.queue = run.catch(() => undefined);
-    return run;
+    return run.then(async ({ value, durable }) => {
+      await durable;
+      return value;
+    });
   }
 }
 
@@ -375,5 +394,23 @@ function newState(
   live: Map<string, LiveRecord>,
   names: Map<string, string>,
 ): SealedState {
-  return { backend, storeId, keyring, head, live, names, entries: new EntryCache(), opened: new OpenedRecordCache(), failure: undefined };
+  const state: SealedState = {
+    backend,
+    storeId,
+    keyring,
+    head,
+    live,
+    names,
+    entries: new EntryCache(),
+    opened: new OpenedRecordCache(),
+    failure: undefined,
+  };
+  if (backend instanceof SqliteStore) {
+    // A failed commit leaves the in-memory chain ahead of the file, so every later operation fails
+    // until the store is reopened and verified.
+    state.backend = new StagingBackend(backend, (error) => {
+      state.failure ??= error;
+    });
+  }
+  return state;
 }

@@ -64,12 +64,33 @@ interface WatchState {
   closed: boolean;
 }
 
+/** Writes applied inside the open SQLite transaction that the next group commit makes durable. */
+interface Batch {
+  durable: Promise<void>;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+  /** Events of the batch's writes in revision order, delivered to watchers after the commit. */
+  events: WatchEvent[];
+}
+
+/** A transaction applied in the open batch: its result now, and when it is on disk. */
+export interface StagedTxn {
+  result: TxnResult;
+  /** Resolves once the batch that contains the transaction is committed; rejects when that commit fails. */
+  durable: Promise<void>;
+}
+
 /**
  * The `Store` backed by one SQLite file through `node:sqlite`.
  *
- * Each write is one `BEGIN IMMEDIATE` transaction in WAL mode with `synchronous = FULL`, so it is
- * on disk before its promise resolves. Watchers live in this process and receive events on a
- * microtask after the write commits.
+ * Writes use group commit. The first write opens a `BEGIN IMMEDIATE` transaction, every write made
+ * until the event loop's check phase (`setImmediate`) joins it inside a savepoint of its own, and
+ * then one `COMMIT` in WAL mode with `synchronous = FULL` makes all of them durable with one fsync.
+ * Each write keeps its own revision and atomicity: a write that fails rolls back to its savepoint
+ * and leaves the others of the batch in place. No write's promise resolves before the commit, and a
+ * read made while a batch is open resolves only after that commit too, so no caller sees data that
+ * a crash could still lose. Watchers live in this process and receive events on a microtask after
+ * the commit.
  * NOTE: watchers see only writes made through this `SqliteStore` object. Another process writing
  * to the same file advances the revision without notifying them, which leaves gaps.
  */
@@ -80,10 +101,14 @@ export class SqliteStore implements Store {
   private readonly onWatchError: (error: unknown, event: WatchEvent | undefined) => void;
   private readonly watches = new Set<WatchState>();
   private readonly unloggedPrefixes: string[];
+  private batch: Batch | undefined;
+  /** Revision of the last committed write, which is where a new watcher starts live delivery. */
+  private committedRevision: number;
 
   private constructor(db: DatabaseSync, options: SqliteStoreOptions) {
     this.db = db;
     this.sql = prepareStatements(db);
+    this.committedRevision = this.readMeta('revision');
     this.historyRevisions = options.historyRevisions ?? 10_000;
     this.onWatchError = options.onWatchError ?? reportWatchError;
     this.unloggedPrefixes = [...(options.unloggedPrefixes ?? [])];
@@ -122,10 +147,54 @@ export class SqliteStore implements Store {
   }
 
   async revision(): Promise<number> {
-    return this.run('revision read', () => this.readMeta('revision'));
+    const revision = this.stagedRevision();
+    await this.batch?.durable;
+    return revision;
   }
 
   async get(key: string): Promise<StoreRecord | undefined> {
+    const record = this.stagedGet(key);
+    await this.batch?.durable;
+    return record;
+  }
+
+  async list(prefix: string): Promise<StoreRecord[]> {
+    const records = this.stagedList(prefix);
+    await this.batch?.durable;
+    return records;
+  }
+
+  async put(key: string, value: Uint8Array): Promise<number> {
+    checkKey(key, 'key');
+    checkValue(value);
+    const { revision, durable } = this.stage('put', (next) => [this.apply({ type: 'put', key, value }, next)]);
+    await durable;
+    return revision;
+  }
+
+  async delete(key: string): Promise<boolean> {
+    checkKey(key, 'key');
+    const { changed, durable } = this.stage('delete', (next) => [this.apply({ type: 'delete', key }, next)]);
+    await durable;
+    return changed > 0;
+  }
+
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    const { result, durable } = this.stagedTxn(request);
+    await durable;
+    return result;
+  }
+
+  /**
+   * Returns the revision including writes of the open batch, which are not durable yet. For a layer
+   * such as the sealed store that acknowledges its own writes only after `durable` resolves.
+   */
+  stagedRevision(): number {
+    return this.run('revision read', () => this.readMeta('revision'));
+  }
+
+  /** Reads one record including writes of the open batch; see `stagedRevision`. */
+  stagedGet(key: string): StoreRecord | undefined {
     checkKey(key, 'key');
     return this.run('get', () => {
       const row = this.sql.get.get(key);
@@ -133,7 +202,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  async list(prefix: string): Promise<StoreRecord[]> {
+  /** Lists records including writes of the open batch; see `stagedRevision`. */
+  stagedList(prefix: string): StoreRecord[] {
     checkKey(prefix, 'prefix');
     return this.run('list', () => {
       const end = prefixEnd(prefix);
@@ -142,27 +212,19 @@ export class SqliteStore implements Store {
     });
   }
 
-  async put(key: string, value: Uint8Array): Promise<number> {
-    checkKey(key, 'key');
-    checkValue(value);
-    return this.write('put', (revision) => [this.apply({ type: 'put', key, value }, revision)]).revision;
-  }
-
-  async delete(key: string): Promise<boolean> {
-    checkKey(key, 'key');
-    const { changed } = this.write('delete', (revision) => [this.apply({ type: 'delete', key }, revision)]);
-    return changed > 0;
-  }
-
-  async txn(request: TxnRequest): Promise<TxnResult> {
+  /**
+   * Applies a transaction in the open batch and returns its result at once, with a promise for its
+   * durability. The caller must not report the write as done before `durable` resolves.
+   */
+  stagedTxn(request: TxnRequest): StagedTxn {
     checkTxn(request);
     let succeeded = false;
-    const { revision } = this.write('txn', (next) => {
+    const { revision, durable } = this.stage('txn', (next) => {
       succeeded = request.compare.every((compare) => this.compareMatches(compare));
       const operations = succeeded ? request.success : (request.failure ?? []);
       return operations.map((operation) => this.apply(operation, next));
     });
-    return { succeeded, revision };
+    return { result: { succeeded, revision }, durable };
   }
 
   /**
@@ -176,7 +238,10 @@ export class SqliteStore implements Store {
     if (typeof onEvent !== 'function') {
       throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', 'watch callback is not a function');
     }
-    const [current, compacted] = this.run('watch', () => [this.readMeta('revision'), this.readMeta('compacted')]);
+    // Writes of the open batch reach the watcher live after their commit, so history ends at the
+    // last committed revision.
+    const current = this.committedRevision;
+    const compacted = this.run('watch', () => this.readMeta('compacted'));
     if (afterRevision < compacted) {
       throw new SealmeshError(
         'SEALMESH_ERR_STORE_COMPACTED',
@@ -207,6 +272,8 @@ export class SqliteStore implements Store {
    * a sealed store's copy stays sealed. Fails when `path` exists.
    */
   async snapshotTo(path: string): Promise<void> {
+    // VACUUM cannot run inside a transaction, so the open batch commits first.
+    this.commitBatch();
     this.run('snapshot', () => {
       (this.db as DatabaseSync).prepare('VACUUM INTO ?').run(path);
     });
@@ -214,6 +281,7 @@ export class SqliteStore implements Store {
 
   /** Stops all watchers, dropping events they have not received yet, and closes the file. Idempotent. */
   async close(): Promise<void> {
+    this.commitBatch();
     for (const state of this.watches) this.stopWatch(state);
     const db = this.db;
     this.db = undefined;
@@ -233,14 +301,20 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** Runs `change` in one transaction at the next revision. A change that returns no events keeps the revision. */
-  private write(
+  /**
+   * Runs `change` at the next revision inside a savepoint of the open batch, opening one when none
+   * is open. A change that returns no events keeps the revision. When the change fails, only its
+   * savepoint is rolled back, unless SQLite ended the whole transaction, which fails the batch.
+   */
+  private stage(
     action: string,
     change: (revision: number) => (WatchEvent | undefined)[],
-  ): { revision: number; events: WatchEvent[]; changed: number } {
+  ): { revision: number; changed: number; durable: Promise<void> } {
+    let batch: Batch | undefined;
     const result = this.run(action, () => {
       const db = this.db as DatabaseSync;
-      db.exec('BEGIN IMMEDIATE');
+      batch = this.openBatch(db);
+      db.exec('SAVEPOINT sealmesh_write');
       try {
         const current = this.readMeta('revision');
         const changes = change(current + 1).filter((event) => event !== undefined);
@@ -251,15 +325,69 @@ export class SqliteStore implements Store {
           this.sql.writeMeta.run(revision, 'revision');
           this.compact(revision);
         }
-        db.exec('COMMIT');
+        db.exec('RELEASE sealmesh_write');
         return { revision, events, changed: changes.length };
       } catch (error) {
-        if (db.isTransaction) db.exec('ROLLBACK');
+        if (db.isTransaction) {
+          db.exec('ROLLBACK TO sealmesh_write');
+          db.exec('RELEASE sealmesh_write');
+        } else {
+          this.failBatch(error);
+        }
         throw error;
       }
     });
-    this.notify(result.events);
-    return result;
+    const open = batch as Batch;
+    // The caller may reuse its buffers once the call returns, before the commit delivers the events.
+    for (const event of result.events) open.events.push({ ...event, value: new Uint8Array(event.value) });
+    return { revision: result.revision, changed: result.changed, durable: open.durable };
+  }
+
+  /** Returns the open batch, beginning its transaction and scheduling its commit when none is open. */
+  private openBatch(db: DatabaseSync): Batch {
+    if (this.batch !== undefined) return this.batch;
+    db.exec('BEGIN IMMEDIATE');
+    let resolve!: () => void;
+    let reject!: (error: unknown) => void;
+    const durable = new Promise<void>((done, fail) => {
+      resolve = done;
+      reject = fail;
+    });
+    // A batch whose every write failed has no waiter; its failure must not become unhandled.
+    durable.catch(() => undefined);
+    const batch: Batch = { durable, resolve, reject, events: [] };
+    this.batch = batch;
+    setImmediate(() => {
+      if (this.batch === batch) this.commitBatch();
+    });
+    return batch;
+  }
+
+  /** Commits the open batch, then delivers its events and resolves its writes; rejects them all when the commit fails. */
+  private commitBatch(): void {
+    const batch = this.batch;
+    if (batch === undefined) return;
+    this.batch = undefined;
+    const db = this.db;
+    try {
+      if (db === undefined || !db.isOpen) throw new Error('the store was closed before the batch was committed');
+      db.exec('COMMIT');
+      this.committedRevision = this.readMeta('revision');
+    } catch (error) {
+      if (db?.isOpen === true && db.isTransaction) db.exec('ROLLBACK');
+      batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store commit failed: ${errorMessage(error)}`, { cause: error }));
+      return;
+    }
+    this.notify(batch.events);
+    batch.resolve();
+  }
+
+  /** Rejects the open batch after SQLite rolled its transaction back on an error. */
+  private failBatch(error: unknown): void {
+    const batch = this.batch;
+    if (batch === undefined) return;
+    this.batch = undefined;
+    batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store write failed and SQLite rolled back its batch: ${errorMessage(error)}`, { cause: error }));
   }
 
   /** Applies one operation at `revision` and returns its event, or undefined when it deletes a missing key. */
