@@ -1,5 +1,5 @@
 import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLOutputValue } from 'node:sqlite';
 import { type ErrorCode, SealmeshError, isSealmeshError } from '../errors/index.ts';
@@ -83,9 +83,9 @@ export interface StagedTxn {
 /**
  * The `Store` backed by one SQLite file through `node:sqlite`.
  *
- * Writes use group commit. The first write opens a `BEGIN IMMEDIATE` transaction, every write made
- * until the event loop's check phase (`setImmediate`) joins it inside a savepoint of its own, and
- * then one `COMMIT` in WAL mode with `synchronous = FULL` makes all of them durable with one fsync.
+ * Writes use group commit. The first write opens a `BEGIN IMMEDIATE` transaction, and every write
+ * made until the event loop's check phase (`setImmediate`) joins it in a savepoint of its own.
+ * Then one `COMMIT` in WAL mode with `synchronous = FULL` makes all of them durable with one fsync.
  * Each write keeps its own revision and atomicity: a write that fails rolls back to its savepoint
  * and leaves the others of the batch in place. No write's promise resolves before the commit, and a
  * read made while a batch is open resolves only after that commit too, so no caller sees data that
@@ -102,11 +102,21 @@ export class SqliteStore implements Store {
   private readonly watches = new Set<WatchState>();
   private readonly unloggedPrefixes: string[];
   private batch: Batch | undefined;
-  /** Revision of the last committed write, which is where a new watcher starts live delivery. */
+  /** Durability of the last batch opened; batches become durable in order, so this covers all. */
+  private lastDurable: Promise<void> = Promise.resolve();
+  /** Revision of the last durable write, which is where a new watcher starts live delivery. */
   private committedRevision: number;
+  private readonly walPath: string;
+  private wal: Promise<FileHandle> | undefined;
+  /** Committed batches whose WAL frames wait for the next fsync, with the revision each ends at. */
+  private unsynced: Array<{ batch: Batch; revision: number }> = [];
+  private syncRun: Promise<void> | undefined;
+  /** Set when an fsync of the WAL failed: SQLite counts those writes as committed, so nothing may continue. */
+  private syncFailure: SealmeshError | undefined;
 
-  private constructor(db: DatabaseSync, options: SqliteStoreOptions) {
+  private constructor(db: DatabaseSync, path: string, options: SqliteStoreOptions) {
     this.db = db;
+    this.walPath = `${path}-wal`;
     this.sql = prepareStatements(db);
     this.committedRevision = this.readMeta('revision');
     this.historyRevisions = options.historyRevisions ?? 10_000;
@@ -134,7 +144,11 @@ export class SqliteStore implements Store {
       if (mode !== 'wal') throw new Error(`SQLite kept journal mode ${String(mode)} instead of switching to WAL`);
       db.exec('PRAGMA synchronous = FULL');
       initializeSchema(db);
-      return new SqliteStore(db, options);
+      // From here on each commit only writes the WAL, and the store itself fsyncs the WAL file off
+      // the event loop before it resolves the commit's writes, which is the sync that FULL would make
+      // inside COMMIT. SQLite still syncs the WAL before and the database file after a checkpoint.
+      db.exec('PRAGMA synchronous = NORMAL');
+      return new SqliteStore(db, path, options);
     } catch (error) {
       if (db?.isOpen) db.close();
       throw new SealmeshError(
@@ -148,19 +162,19 @@ export class SqliteStore implements Store {
 
   async revision(): Promise<number> {
     const revision = this.stagedRevision();
-    await this.batch?.durable;
+    await this.lastDurable;
     return revision;
   }
 
   async get(key: string): Promise<StoreRecord | undefined> {
     const record = this.stagedGet(key);
-    await this.batch?.durable;
+    await this.lastDurable;
     return record;
   }
 
   async list(prefix: string): Promise<StoreRecord[]> {
     const records = this.stagedList(prefix);
-    await this.batch?.durable;
+    await this.lastDurable;
     return records;
   }
 
@@ -283,15 +297,20 @@ export class SqliteStore implements Store {
   async close(): Promise<void> {
     this.commitBatch();
     for (const state of this.watches) this.stopWatch(state);
+    while (this.syncRun !== undefined) await this.syncRun;
     const db = this.db;
     this.db = undefined;
     if (db?.isOpen) db.close();
+    const wal = this.wal;
+    this.wal = undefined;
+    await wal?.then((handle) => handle.close()).catch(() => undefined);
   }
 
   private run<T>(action: string, body: () => T): T {
     if (this.db === undefined) {
       throw new SealmeshError('SEALMESH_ERR_STORE_CLOSED', `store ${action} failed: the store is closed`);
     }
+    if (this.syncFailure !== undefined) throw this.syncFailure;
     try {
       return body();
     } catch (error) {
@@ -357,29 +376,83 @@ export class SqliteStore implements Store {
     durable.catch(() => undefined);
     const batch: Batch = { durable, resolve, reject, events: [] };
     this.batch = batch;
+    this.lastDurable = durable;
     setImmediate(() => {
       if (this.batch === batch) this.commitBatch();
     });
     return batch;
   }
 
-  /** Commits the open batch, then delivers its events and resolves its writes; rejects them all when the commit fails. */
+  /** Commits the open batch and queues it for the next fsync of the WAL; rejects its writes when the commit fails. */
   private commitBatch(): void {
     const batch = this.batch;
     if (batch === undefined) return;
     this.batch = undefined;
     const db = this.db;
+    let revision: number;
     try {
       if (db === undefined || !db.isOpen) throw new Error('the store was closed before the batch was committed');
       db.exec('COMMIT');
-      this.committedRevision = this.readMeta('revision');
+      revision = this.readMeta('revision');
     } catch (error) {
       if (db?.isOpen === true && db.isTransaction) db.exec('ROLLBACK');
-      batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store commit failed: ${errorMessage(error)}`, { cause: error }));
+      batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store commit failed: ${errorMessage(error)}. None of the batch's writes was saved; check the disk and retry them`, { cause: error }));
       return;
     }
-    this.notify(batch.events);
-    batch.resolve();
+    this.unsynced.push({ batch, revision });
+    this.startSync();
+  }
+
+  /**
+   * Starts one fsync of the WAL for every committed batch not yet synced, unless one is running;
+   * batches committed meanwhile wait for the next. After the fsync it delivers their events and
+   * resolves their writes in commit order.
+   */
+  private startSync(): void {
+    if (this.syncRun !== undefined || this.unsynced.length === 0) return;
+    const group = this.unsynced.splice(0);
+    this.syncRun = this.syncWal()
+      .then(
+        () => {
+          this.committedRevision = (group.at(-1) as { revision: number }).revision;
+          for (const { batch } of group) {
+            this.notify(batch.events);
+            batch.resolve();
+          }
+        },
+        (error: unknown) => {
+          const failure = new SealmeshError(
+            'SEALMESH_ERR_STORE_OPERATION_FAILED',
+            `store fsync of ${this.walPath} failed: ${errorMessage(error)}. Writes since the last fsync may be lost; check the disk and restart the server, which verifies the store`,
+            { cause: error },
+          );
+          this.syncFailure = failure;
+          for (const { batch } of group) batch.reject(failure);
+        },
+      )
+      .finally(() => {
+        this.syncRun = undefined;
+        this.startSync();
+      });
+  }
+
+  /**
+   * Flushes the WAL file to disk through a file handle, which Node's permission model allows. The
+   * first call also flushes the directory, so that the WAL file's entry is durable, as SQLite does
+   * on its first sync of a new WAL file.
+   */
+  private async syncWal(): Promise<void> {
+    if (this.wal === undefined) {
+      this.wal = open(this.walPath, 'r');
+      const directory = await open(dirname(this.walPath), 'r');
+      try {
+        await directory.sync();
+      } finally {
+        await directory.close();
+      }
+    }
+    const handle = await this.wal;
+    await handle.sync();
   }
 
   /** Rejects the open batch after SQLite rolled its transaction back on an error. */
@@ -387,7 +460,7 @@ export class SqliteStore implements Store {
     const batch = this.batch;
     if (batch === undefined) return;
     this.batch = undefined;
-    batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store write failed and SQLite rolled back its batch: ${errorMessage(error)}`, { cause: error }));
+    batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store write failed and SQLite rolled back its batch: ${errorMessage(error)}. None of the batch's writes was saved; check the disk and retry them`, { cause: error }));
   }
 
   /** Applies one operation at `revision` and returns its event, or undefined when it deletes a missing key. */
