@@ -76,7 +76,7 @@ interface Batch {
 /** A transaction applied in the open batch: its result now, and when it is on disk. */
 export interface StagedTxn {
   result: TxnResult;
-  /** Resolves once the batch that contains the transaction is committed; rejects when that commit fails. */
+  /** Resolves once the batch that contains the transaction is committed and fsynced; rejects when either fails. */
   durable: Promise<void>;
 }
 
@@ -85,12 +85,13 @@ export interface StagedTxn {
  *
  * Writes use group commit. The first write opens a `BEGIN IMMEDIATE` transaction, and every write
  * made until the event loop's check phase (`setImmediate`) joins it in a savepoint of its own.
- * Then one `COMMIT` in WAL mode with `synchronous = FULL` makes all of them durable with one fsync.
- * Each write keeps its own revision and atomicity: a write that fails rolls back to its savepoint
- * and leaves the others of the batch in place. No write's promise resolves before the commit, and a
- * read made while a batch is open resolves only after that commit too, so no caller sees data that
- * a crash could still lose. Watchers live in this process and receive events on a microtask after
- * the commit.
+ * Then one `COMMIT` in WAL mode writes them all, and one fsync of the WAL file, which the store
+ * runs on the thread pool for every batch committed since the last, makes them durable. Each write
+ * keeps its own revision and atomicity: a write that fails rolls back to its savepoint and leaves
+ * the others of the batch in place. No write's promise resolves before that fsync, and a read
+ * made while writes are pending resolves only after it too, so no caller sees data that a crash
+ * could still lose. Watchers live in this process and receive events on a microtask after the
+ * fsync.
  * NOTE: watchers see only writes made through this `SqliteStore` object. Another process writing
  * to the same file advances the revision without notifying them, which leaves gaps.
  */
