@@ -130,8 +130,9 @@ export function serverCertificateNames(
     names.push({ type: 'dns', value: dnsName });
   }
   for (const address of options.ipAddresses) {
-    if (isIP(address) === 0) {
-      throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `IP address ${JSON.stringify(address)} is invalid: use an IPv4 or IPv6 address`);
+    // A zone ID (`fe80::1%eth0`) names an interface of one host and has no form in a certificate.
+    if (isIP(address) === 0 || address.includes('%')) {
+      throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `IP address ${JSON.stringify(address)} is invalid: use an IPv4 or IPv6 address without a zone ID`);
     }
     names.push({ type: 'ip', value: address });
   }
