@@ -6,7 +6,9 @@
  * number, validity, subject, public key, subject key identifier and subjectAltName.
  *
  * The output is byte for byte what `X509CertificateGenerator.create` of @peculiar/x509 2.2.0
- * produces for the same fields (test/pki-leaf-certificate.test.ts compares the two).
+ * produces for the same fields (test/pki-leaf-certificate.test.ts compares the two). The one
+ * exception is an IPv4-mapped IPv6 address such as `::ffff:192.0.2.1`, whose dotted tail that
+ * library encodes differently; here it becomes the 16 bytes RFC 4291 §2.5.5.2 defines.
  */
 import { createHash } from 'node:crypto';
 import { isIP } from 'node:net';
