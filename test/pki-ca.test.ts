@@ -363,6 +363,7 @@ test('server certificate rejects invalid input', async (t) => {
     { name: 'wildcard DNS name', options: { ...base, dnsNames: ['*.example.com'] } },
     { name: 'DNS name with space', options: { ...base, dnsNames: ['bad host'] } },
     { name: 'invalid IP address', options: { ...base, ipAddresses: ['300.1.1.1'] } },
+    { name: 'IPv6 address with zone ID', options: { ...base, ipAddresses: ['fe80::1%eth0'] } },
     { name: 'foreign SPIFFE ID', options: { ...base, uri: 'spiffe://other.sealmesh/ns/sealmesh/svc/server' } },
     { name: 'no names', options: { ...base, dnsNames: [] } },
     { name: 'P-384 key', options: { ...base, publicKey: p384.publicKey } },

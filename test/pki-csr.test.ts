@@ -66,7 +66,8 @@ test('valid CSR returns the public key', async () => {
   const expected = Buffer.from(await nodeCrypto.subtle.exportKey('spki', keys.publicKey));
   assert.ok(expected.equals(Buffer.from(result.spkiDer)), 'spkiDer is the CSR key');
   assert.equal(result.publicKey.type, 'public');
-  assert.equal((result.publicKey.algorithm as { namedCurve?: string }).namedCurve, 'P-256');
+  assert.equal(result.publicKey.asymmetricKeyDetails?.namedCurve, 'prime256v1');
+  assert.equal(result.spiffeId, entitledUri);
 });
 
 test('CSR with non-CA basicConstraints is accepted', async () => {

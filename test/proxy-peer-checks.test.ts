@@ -14,7 +14,8 @@ import type { Registry } from 'prom-client';
 import { silentLogger } from '../src/log/index.ts';
 import { CertificateAuthority, generateCsr, generateKeyPair, privateKeyToPem, spiffeIdFromPeerCertificate, SealedKeyCustody } from '../src/pki/index.ts';
 import { STORE_KEYS, type IntermediateRecord } from '../src/pki/ca-records.ts';
-import { createLeafCertificate, type Issuer } from '../src/pki/certificates.ts';
+import type { Issuer } from '../src/pki/certificates.ts';
+import { signLeafCertificate } from '../src/pki/leaf-certificate.ts';
 import { exportSpki, randomSerialNumber } from '../src/pki/keys.ts';
 import { x509 } from '../src/pki/x509.ts';
 import { parseUpstream, type SidecarProxy } from '../src/proxy/index.ts';
@@ -156,7 +157,7 @@ async function signLeaf(
   validity: { notBefore: Date; notAfter: Date },
 ): Promise<Credentials> {
   const keys = await generateKeyPair();
-  const certificate = await createLeafCertificate({
+  const certificate = await signLeafCertificate({
     serialNumber: randomSerialNumber(),
     ...validity,
     spkiDer: await exportSpki(keys.publicKey),
@@ -164,8 +165,7 @@ async function signLeaf(
     names,
     issuer: intermediate.issuer,
   });
-  const leafPem = certificate.toString('pem');
-  return { key: await privateKeyToPem(keys.privateKey), cert: `${leafPem.endsWith('\n') ? leafPem : `${leafPem}\n`}${intermediate.pem}` };
+  return { key: await privateKeyToPem(keys.privateKey), cert: `${certificate.pem}${intermediate.pem}` };
 }
 
 /** Returns the first bytes a TLS 1.3 client sends, captured by a local TCP server that sends nothing back. */

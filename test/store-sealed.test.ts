@@ -322,8 +322,11 @@ test('watch callback that writes keeps order', async (t) => {
   await store.put('a', text('1'));
   await store.put('c', text('3'));
   await settle();
-  // The callback's put of `b` is still queued when `c` is put, so both share one write.
-  assert.deepEqual(seen, ['a@2', 'b@3', 'c@3']);
+  // The callback's put of `b` comes before `c`; the two may share one write or not, depending on
+  // whether `b`'s write has started when `c` is put.
+  assert.deepEqual(seen.slice(0, 2), ['a@2', 'b@3']);
+  assert.ok(seen[2] === 'c@3' || seen[2] === 'c@4', `unexpected ${seen[2]}`);
+  assert.equal(seen.length, 3);
 });
 
 test('concurrent puts share one write', async (t) => {

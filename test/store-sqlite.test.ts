@@ -495,3 +495,53 @@ test('acknowledged writes survive SIGKILL', { timeout: 60_000 }, async (t) => {
   assert.deepEqual(missing, []);
   assert.ok((await store.revision()) >= acknowledged.length);
 });
+
+test('concurrent writes share one commit', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'store.db');
+  const store = SqliteStore.open(path);
+  t.after(() => store.close());
+  const reader = new DatabaseSync(path, { readOnly: true });
+  t.after(() => reader.close());
+  const committedRevision = (): number => Number(reader.prepare("SELECT value FROM meta WHERE name = 'revision'").get()?.value);
+
+  const writes = [store.put('a', text('1')), store.put('b', text('2')), store.txn({ compare: [{ key: 'a', modRevision: 1 }], success: [{ type: 'put', key: 'c', value: text('3') }] })];
+  // Until the check phase commits the batch, another connection sees none of the three writes.
+  assert.equal(committedRevision(), 0);
+  const [first, second, third] = await Promise.all(writes);
+
+  assert.equal(first, 1);
+  assert.equal(second, 2);
+  assert.deepEqual(third, { succeeded: true, revision: 3 });
+  assert.equal(committedRevision(), 3);
+});
+
+test('read during open batch resolves after commit', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'store.db');
+  const store = SqliteStore.open(path);
+  t.after(() => store.close());
+  const reader = new DatabaseSync(path, { readOnly: true });
+  t.after(() => reader.close());
+
+  const written = store.put('k', text('v'));
+  const read = store.get('k');
+  const record = await read;
+  // The value was returned only once it was committed, so another connection sees it too.
+  assert.equal(decode(record?.value ?? new Uint8Array()), 'v');
+  assert.equal(decode(reader.prepare("SELECT value FROM kv WHERE key = 'k'").get()?.value as Uint8Array), 'v');
+  assert.equal(await written, 1);
+});
+
+test('close commits the open batch', async (t) => {
+  const dir = tempDir(t);
+  const path = join(dir, 'store.db');
+  const store = SqliteStore.open(path);
+  const written = store.put('k', text('v'));
+  await store.close();
+  assert.equal(await written, 1);
+
+  const reopened = SqliteStore.open(path);
+  t.after(() => reopened.close());
+  assert.equal(decode((await reopened.get('k'))?.value ?? new Uint8Array()), 'v');
+});

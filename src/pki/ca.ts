@@ -15,13 +15,9 @@ import {
 } from './ca-records.ts';
 import { LeafHorizon } from './ca-horizon.ts';
 import { createIntermediateIssuer, createRootIssuer, type IssuerContext } from './ca-issuers.ts';
-import {
-  createCrossCertificate,
-  createLeafCertificate,
-  serverCertificateNames,
-  type Issuer,
-} from './certificates.ts';
-import { validateCsr } from './csr.ts';
+import { createCrossCertificate, serverCertificateNames, type Issuer } from './certificates.ts';
+import { isValidatedCsr, validateCsr, type ValidatedCsr } from './csr.ts';
+import { signLeafCertificate } from './leaf-certificate.ts';
 import type { CaSigningKey, KeyCustody } from './custody.ts';
 import { exportSpki, importP256PublicKey, randomSerialNumber } from './keys.ts';
 import { x509 } from './x509.ts';
@@ -172,12 +168,23 @@ export class CertificateAuthority {
    * `ttlSeconds` defaults to DEFAULT_SVID_TTL_SECONDS and must be an integer from
    * MIN_SVID_TTL_SECONDS to MAX_SVID_TTL_SECONDS, otherwise SEALMESH_ERR_TTL_OUT_OF_BOUNDS. notAfter
    * never passes the intermediate's notAfter, so the leaf may live shorter than requested. The CSR
-   * is checked by `validateCsr`, which throws its SEALMESH_ERR_CSR_* codes.
+   * is checked by `validateCsr`, which throws its SEALMESH_ERR_CSR_* codes. A caller that has
+   * validated the CSR already passes the result as `csr` instead of `csrPem`, so that it is not
+   * parsed and verified twice. That result must come from `validateCsr` for the same `entitled`
+   * identity, otherwise SEALMESH_ERR_CSR_IDENTITY_MISMATCH.
    */
-  async issueSvid(options: { csrPem: string; entitled: SpiffeId; ttlSeconds?: number }): Promise<IssuedSvid> {
+  async issueSvid(options: ({ csrPem: string } | { csr: ValidatedCsr }) & { entitled: SpiffeId; ttlSeconds?: number }): Promise<IssuedSvid> {
     const ttlSeconds = checkTtl(options.ttlSeconds);
-    const { spkiDer } = await validateCsr(options.csrPem, options.entitled);
     const spiffeId = formatSpiffeId(options.entitled);
+    let spkiDer: Uint8Array;
+    if ('csr' in options) {
+      if (!isValidatedCsr(options.csr) || options.csr.spiffeId !== spiffeId) {
+        throw new SealmeshError('SEALMESH_ERR_CSR_IDENTITY_MISMATCH', `the validated CSR was not validated for ${spiffeId}: validate the CSR against the identity the SVID is issued for`);
+      }
+      spkiDer = options.csr.spkiDer;
+    } else {
+      spkiDer = (await validateCsr(options.csrPem, options.entitled)).spkiDer;
+    }
     const issued = await this.#issueLeaf({
       spkiDer,
       ttlSeconds,
@@ -313,18 +320,17 @@ export class CertificateAuthority {
       );
     }
 
-    const certificate = await createLeafCertificate({
+    const certificate = await signLeafCertificate({
       ...options,
       serialNumber: randomSerialNumber(),
       notBefore: new Date(now.getTime() - CLOCK_SKEW_SECONDS * 1000),
       notAfter,
       issuer: intermediate,
     });
-    const certificatePem = toPem(certificate);
     const crossPem = this.#rotation?.crossCertificatePem ?? '';
     return {
-      certificatePem,
-      chainPem: certificatePem + intermediate.pem + crossPem,
+      certificatePem: certificate.pem,
+      chainPem: certificate.pem + intermediate.pem + crossPem,
       serialNumber: certificate.serialNumber,
       notBefore: certificate.notBefore,
       notAfter: certificate.notAfter,

@@ -1,7 +1,7 @@
 /**
- * Certificate profiles of the sealmesh CA: the self-signed root, the intermediate that signs
- * leaves, and leaf certificates. Each function fixes the extensions of one profile, so the
- * profiles can be read and reviewed in one place.
+ * Certificate profiles of the sealmesh CA: the self-signed root and the intermediate that signs
+ * leaves. Each function fixes the extensions of one profile. The leaf profile is in
+ * leaf-certificate.ts, which encodes it without the generator because it is on the hot path.
  *
  * Every certificate carries a critical keyUsage (SPIFFE X509-SVID §4.3) and a critical
  * basicConstraints (X509-SVID §4.1, RFC 5280 §4.2.1.9), and the CA certificates carry the trust
@@ -113,27 +113,6 @@ export async function createIntermediateCertificate(
 }
 
 /**
- * Creates a leaf: not a CA, digitalSignature only, and serverAuth plus clientAuth so the same
- * certificate serves both ends of an mTLS connection (X509-SVID §4.4). `names` becomes the whole
- * subjectAltName. An SVID passes exactly one URI there.
- */
-export async function createLeafCertificate(
-  options: CertificateTiming & { spkiDer: Uint8Array; subject: string; names: x509.JsonGeneralNames; issuer: Issuer },
-): Promise<x509.X509Certificate> {
-  return signCertificate(options.issuer, {
-    ...options,
-    extensions: [
-      new x509.BasicConstraintsExtension(false, undefined, true),
-      new x509.KeyUsagesExtension(x509.KeyUsageFlags.digitalSignature, true),
-      new x509.ExtendedKeyUsageExtension([x509.ExtendedKeyUsage.serverAuth, x509.ExtendedKeyUsage.clientAuth]),
-      await subjectKeyIdentifier(options.spkiDer),
-      authorityKeyIdentifier(options.issuer),
-      new x509.SubjectAlternativeNameExtension(options.names),
-    ],
-  });
-}
-
-/**
  * Returns the subjectAltName entries of a server certificate: each DNS name, each IP address and
  * the optional SPIFFE ID `uri`, which must be in `trustDomain`.
  * Throws SEALMESH_ERR_INVALID_ARGUMENT for an invalid entry or an empty list, and
@@ -151,8 +130,9 @@ export function serverCertificateNames(
     names.push({ type: 'dns', value: dnsName });
   }
   for (const address of options.ipAddresses) {
-    if (isIP(address) === 0) {
-      throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `IP address ${JSON.stringify(address)} is invalid: use an IPv4 or IPv6 address`);
+    // A zone ID (`fe80::1%eth0`) names an interface of one host and has no form in a certificate.
+    if (isIP(address) === 0 || address.includes('%')) {
+      throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', `IP address ${JSON.stringify(address)} is invalid: use an IPv4 or IPv6 address without a zone ID`);
     }
     names.push({ type: 'ip', value: address });
   }

@@ -5,7 +5,7 @@
  * validity come from the caller's entitlement. The checks below exist so that a CSR that requests
  * something else fails loudly with its own error code instead of being silently narrowed.
  */
-import { createPublicKey, verify as verifySignature, type webcrypto } from 'node:crypto';
+import { verify as verifySignature, type KeyObject } from 'node:crypto';
 import { AsnConvert } from '@peculiar/asn1-schema';
 import { CertificationRequest } from '@peculiar/asn1-csr';
 import {
@@ -19,7 +19,7 @@ import {
 } from '@peculiar/asn1-x509';
 import { SealmeshError } from '../errors/index.ts';
 import { formatSpiffeId, parseSpiffeId, type SpiffeId } from '../spiffe/index.ts';
-import { importP256PublicKey } from './keys.ts';
+import { p256PublicKeyObject } from './keys.ts';
 import { assertSingleDerElement, decodeSinglePem } from './pem.ts';
 
 /** Largest accepted CSR in bytes of PEM text. A P-256 CSR with one URI SAN is about 500 bytes. */
@@ -37,10 +37,20 @@ const ECDSA_SIGNATURE_HASHES: ReadonlyMap<string, string> = new Map([
 
 /** The parts of a validated CSR that the CA uses. */
 export interface ValidatedCsr {
-  /** The requester's ECDSA P-256 public key, imported for verification. */
-  publicKey: webcrypto.CryptoKey;
+  /** The requester's ECDSA P-256 public key. */
+  readonly publicKey: KeyObject;
   /** The same key as DER SubjectPublicKeyInfo. */
-  spkiDer: Uint8Array;
+  readonly spkiDer: Uint8Array;
+  /** The SPIFFE ID that the CSR requests, equal to the entitled one it was validated against. */
+  readonly spiffeId: string;
+}
+
+/** Every result of `validateCsr`, so that `isValidatedCsr` can tell them from look-alike objects. */
+const validated = new WeakSet<ValidatedCsr>();
+
+/** Returns true when `csr` is a result of `validateCsr` in this process. */
+export function isValidatedCsr(csr: ValidatedCsr): boolean {
+  return validated.has(csr);
 }
 
 /**
@@ -75,15 +85,15 @@ export async function validateCsr(csrPem: string, entitled: SpiffeId): Promise<V
   const extensions = requestedExtensions(request);
   const info = request.certificationRequestInfo;
 
-  const spkiDer = new Uint8Array(AsnConvert.serialize(info.subjectPKInfo));
-  let publicKey: webcrypto.CryptoKey;
+  let publicKey: KeyObject;
   try {
-    publicKey = await importP256PublicKey(spkiDer);
+    publicKey = p256PublicKeyObject(new Uint8Array(AsnConvert.serialize(info.subjectPKInfo)));
   } catch (error) {
     throw new SealmeshError('SEALMESH_ERR_CSR_UNSUPPORTED_KEY', `CSR key is not accepted (${(error as Error).message}): generate an ECDSA P-256 key`);
   }
+  const spkiDer = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
 
-  verifyRequestSignature(request, spkiDer);
+  verifyRequestSignature(request, publicKey);
 
   const basicConstraints = extensions.get(id_ce_basicConstraints);
   if (basicConstraints !== undefined && decodeExtension(basicConstraints, BasicConstraints).cA) {
@@ -98,7 +108,9 @@ export async function validateCsr(csrPem: string, entitled: SpiffeId): Promise<V
       `CSR requests SPIFFE ID ${formatSpiffeId(requested)}, but the caller is entitled only to ${expected}: put ${expected} in the URI SAN`,
     );
   }
-  return { publicKey, spkiDer };
+  const result: ValidatedCsr = Object.freeze({ publicKey, spkiDer, spiffeId: expected });
+  validated.add(result);
+  return result;
 }
 
 function malformed(detail: string, cause?: unknown): SealmeshError {
@@ -165,7 +177,7 @@ function decodeExtension<T>(extension: Extension, type: new () => T): T {
   }
 }
 
-function verifyRequestSignature(request: CertificationRequest, spkiDer: Uint8Array): void {
+function verifyRequestSignature(request: CertificationRequest, key: KeyObject): void {
   const oid = request.signatureAlgorithm.algorithm;
   const hash = ECDSA_SIGNATURE_HASHES.get(oid);
   if (hash === undefined) {
@@ -175,7 +187,6 @@ function verifyRequestSignature(request: CertificationRequest, spkiDer: Uint8Arr
   const signedBytes = request.certificationRequestInfoRaw ?? AsnConvert.serialize(request.certificationRequestInfo);
   let valid: boolean;
   try {
-    const key = createPublicKey({ key: Buffer.from(spkiDer), format: 'der', type: 'spki' });
     valid = verifySignature(hash, new Uint8Array(signedBytes), { key, dsaEncoding: 'der' }, new Uint8Array(request.signature));
   } catch {
     valid = false;

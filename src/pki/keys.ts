@@ -1,7 +1,7 @@
 /**
  * Key and serial-number helpers shared by the CA, the CSR checks and the workload helpers.
  */
-import { randomBytes, type webcrypto } from 'node:crypto';
+import { createPublicKey, randomBytes, type KeyObject, type webcrypto } from 'node:crypto';
 import { nodeCrypto, x509 } from './x509.ts';
 
 /** WebCrypto parameters of the one key type sealmesh issues certificates for. */
@@ -32,6 +32,26 @@ export async function importP256PublicKey(spkiDer: Uint8Array): Promise<webcrypt
   } catch {
     throw new Error('public key is not a valid EC P-256 point');
   }
+}
+
+/**
+ * Parses a DER SubjectPublicKeyInfo with node:crypto and returns it when it is an ECDSA P-256
+ * key. OpenSSL rejects an EC point that is not on the curve while decoding. Throws an Error that
+ * names the key type otherwise, as `importP256PublicKey` does, without the ASN.1 library's cost.
+ */
+export function p256PublicKeyObject(spkiDer: Uint8Array): KeyObject {
+  let key: KeyObject;
+  try {
+    key = createPublicKey({ key: Buffer.from(spkiDer.buffer, spkiDer.byteOffset, spkiDer.byteLength), format: 'der', type: 'spki' });
+  } catch {
+    throw new Error('public key is not a valid SubjectPublicKeyInfo of a supported algorithm');
+  }
+  const curve = key.asymmetricKeyDetails?.namedCurve;
+  if (key.asymmetricKeyType !== 'ec' || curve !== 'prime256v1') {
+    const type = key.asymmetricKeyType === 'ec' ? 'ECDSA' : (key.asymmetricKeyType ?? 'unknown').toUpperCase();
+    throw new Error(`public key is ${type}${curve === undefined ? '' : ` ${curve}`}, expected ECDSA P-256`);
+  }
+  return key;
 }
 
 /** Exports a public key as DER SubjectPublicKeyInfo with the WebCrypto provider that owns it. */

@@ -275,18 +275,18 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     // The CSR and the evidence are checked before the token is consumed, so a malformed or
     // rejected request does not burn it.
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'reject');
-    const { spkiDer } = await validateCsr(body.csr, entitled);
+    const csr = await validateCsr(body.csr, entitled);
     const attestation = await context.attestation.check({
       kind: 'enroll',
       identity: entitled,
-      spkiDer,
+      spkiDer: csr.spkiDer,
       evidence: body.evidence,
       nonce: body.nonce,
       holder: joinHolder(token),
       actor: tokenActor(token),
       now: new Date(),
     });
-    const svid = await ca.issueSvid({ csrPem: body.csr, entitled, ttlSeconds });
+    const svid = await ca.issueSvid({ csr, entitled, ttlSeconds });
     await acl.consumeJoinToken(token);
     const instance: Instance = {
       id: randomUUID(),
@@ -346,18 +346,18 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     // Checked first, so that a request for another instance neither uses up a nonce nor gets an SVID.
     await ownInstance(caller, body.instanceId, 'renew');
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'clamp');
-    const { spkiDer } = await validateCsr(body.csr, peer);
+    const csr = await validateCsr(body.csr, peer);
     const attestation = await context.attestation.check({
       kind: 'renew',
       identity: peer,
-      spkiDer,
+      spkiDer: csr.spkiDer,
       evidence: body.evidence,
       nonce: body.nonce,
       holder: svidHolder(caller),
       actor: { kind: 'svid', accessorId: formatSpiffeId(peer) },
       now: new Date(),
     });
-    const svid = await ca.issueSvid({ csrPem: body.csr, entitled: peer, ttlSeconds });
+    const svid = await ca.issueSvid({ csr, entitled: peer, ttlSeconds });
     const updated = await catalog.update(peer.namespace, peer.service, body.instanceId, (instance) => {
       // Each renewal records the evidence it presented, or removes the record when it presented none.
       const { attestation: _previous, ...rest } = instance;
@@ -457,7 +457,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
     const stream = await hub.open(
       instance,
-      (snapshot) => response.write(`${JSON.stringify({ type: 'snapshot', snapshot })}\n`),
+      (message) => response.write(message.line),
       () => response.end(),
     );
     metrics.watchStreams.inc();

@@ -1,12 +1,13 @@
 import { createHash, randomUUID } from 'node:crypto';
 import type { Logger } from '../log/index.ts';
-import type { Store, Watcher } from '../store/index.ts';
+import type { Store, Watcher, WatchEvent } from '../store/index.ts';
 import type { DefaultPolicy, Intention } from '../policy/index.ts';
 import type { SignedManifest } from '../manifest/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
 import type { Catalog, Instance } from './catalog.ts';
 import type { IntentionStore } from './intentions.ts';
 import type { ManifestService } from './manifest-service.ts';
+import { decodeJson, instanceKey as catalogInstanceKey, KEYS } from './records.ts';
 
 /** One reachable instance of an upstream service. */
 export interface Endpoint {
@@ -37,10 +38,21 @@ export interface ProxySnapshot {
   manifestChain?: SignedManifest[];
 }
 
+/**
+ * A snapshot ready to send: the NDJSON line `{"type":"snapshot","snapshot":...}` and its newline,
+ * encoded once and shared by every stream whose instance has the same service and upstreams.
+ */
+export interface SnapshotMessage {
+  version: string;
+  snapshot: ProxySnapshot;
+  line: Buffer;
+}
+
 export interface WatchStream {
   id: string;
   instance: Pick<Instance, 'id' | 'namespace' | 'service' | 'upstreams'>;
-  send(snapshot: ProxySnapshot): void;
+  /** Writes `message.line` to the stream. The buffer is shared, so the callee must not change it. */
+  send(message: SnapshotMessage): void;
   /** Ends the stream from the server side. */
   end(): void;
   lastVersion?: string;
@@ -81,6 +93,12 @@ export class WatchHub {
    * opening N streams cost N times the catalog.
    */
   #shared: Promise<SharedState> | undefined;
+  /**
+   * The endpoint each registered instance contributes to snapshots, as JSON, or null when it
+   * contributes none because it is not passing. A catalog write that leaves this unchanged, such
+   * as the new serial number of a renewal, changes no snapshot and so triggers no push.
+   */
+  readonly #endpoints = new Map<string, string | null>();
 
   constructor(options: HubOptions) {
     this.#options = options;
@@ -88,13 +106,16 @@ export class WatchHub {
 
   async start(): Promise<void> {
     const now = Date.now();
+    // The revision is read first: the watch replays every write after it, so an instance written
+    // between the two reads is compared again when its event arrives.
+    const revision = await this.#options.store.revision();
     for (const instance of await this.#options.catalog.instances()) {
       this.#leaseDeadlines.set(instanceRef(instance), now + this.#options.leaseSeconds * 1000);
+      this.#endpoints.set(instanceKey(instance), endpointJson(instance));
     }
-    const revision = await this.#options.store.revision();
     this.#watcher = this.#options.store.watch('', revision, (event) => {
       if (event.key.startsWith('acl/') || event.key.startsWith('audit/')) return;
-      this.#shared = undefined;
+      if (event.key.startsWith(KEYS.instancePrefix) && !this.#endpointChanged(event)) return;
       this.schedulePush();
     });
     const reapEveryMs = Math.max(200, Math.min(5000, (this.#options.leaseSeconds * 1000) / 3));
@@ -140,6 +161,26 @@ export class WatchHub {
     this.#leaseDeadlines.delete(instanceRef(instance));
   }
 
+  /** Records the endpoint of the instance that `event` writes and returns whether it changed. */
+  #endpointChanged(event: WatchEvent): boolean {
+    let next: string | null = null;
+    if (event.type === 'put') {
+      try {
+        next = endpointJson(decodeJson<Instance>(event.key, event.value));
+      } catch (error) {
+        // An unreadable record cannot be compared, so every snapshot is rebuilt from the store.
+        this.#options.log.error({ err: error, key: event.key }, 'failed to decode a catalog record from the store watch');
+        this.#endpoints.delete(event.key);
+        return true;
+      }
+    }
+    const previous = this.#endpoints.get(event.key);
+    if (next === null) this.#endpoints.delete(event.key);
+    else this.#endpoints.set(event.key, next);
+    return previous === undefined ? next !== null : previous !== next;
+  }
+
+  /** Rebuilds the snapshots from the store after a debounce, and sends each stream whose snapshot changed. */
   schedulePush(): void {
     this.#shared = undefined;
     if (this.#pending !== undefined) return;
@@ -189,14 +230,14 @@ export class WatchHub {
       endpoints.push({ instanceId: instance.id, address: instance.address, port: instance.port, spiffeId: instance.spiffeId, protocol: instance.protocol ?? 'tcp' });
       healthyByService.set(ref, endpoints);
     }
-    return { intentions, healthyByService, bundle: this.#options.bundle(), defaultPolicy: settings.defaultPolicy, manifestChain };
+    return { intentions, healthyByService, bundle: this.#options.bundle(), defaultPolicy: settings.defaultPolicy, manifestChain, messages: new Map() };
   }
 
   #pushTo(stream: WatchStream, shared: SharedState): boolean {
-    const snapshot = buildSnapshot(stream.instance, shared, this.#options.trustDomain);
-    if (snapshot.version === stream.lastVersion) return false;
-    stream.lastVersion = snapshot.version;
-    stream.send(snapshot);
+    const message = snapshotMessage(stream.instance, shared, this.#options.trustDomain);
+    if (message.version === stream.lastVersion) return false;
+    stream.lastVersion = message.version;
+    stream.send(message);
     return true;
   }
 
@@ -223,10 +264,39 @@ interface SharedState {
   bundle: string[];
   defaultPolicy: DefaultPolicy;
   manifestChain: SignedManifest[];
+  /**
+   * The message of each group of streams whose snapshots are equal by construction: same service
+   * and same upstreams. It is built and encoded once per group for this state.
+   */
+  messages: Map<string, SnapshotMessage>;
 }
 
 function instanceRef(instance: Pick<Instance, 'id' | 'namespace' | 'service'>): string {
   return `${instance.namespace}/${instance.service}/${instance.id}`;
+}
+
+/** Returns the store key of an instance's catalog record. */
+function instanceKey(instance: Pick<Instance, 'id' | 'namespace' | 'service'>): string {
+  return catalogInstanceKey(instance.namespace, instance.service, instance.id);
+}
+
+/** Returns the endpoint that `instance` adds to snapshots as JSON, or null when it is not passing. */
+function endpointJson(instance: Instance): string | null {
+  if (instance.health !== 'passing') return null;
+  return JSON.stringify([instance.id, instance.namespace, instance.service, instance.address, instance.port, instance.spiffeId]);
+}
+
+/** Returns the message of `instance`'s snapshot, building it once per group of equal snapshots. */
+function snapshotMessage(instance: WatchStream['instance'], shared: SharedState, trustDomain: string): SnapshotMessage {
+  const group = JSON.stringify([instance.namespace, instance.service, instance.upstreams]);
+  let message = shared.messages.get(group);
+  if (message === undefined) {
+    const snapshot = buildSnapshot(instance, shared, trustDomain);
+    const line = Buffer.from(`${JSON.stringify({ type: 'snapshot', snapshot })}\n`, 'utf8');
+    message = { version: snapshot.version, snapshot, line };
+    shared.messages.set(group, message);
+  }
+  return message;
 }
 
 function buildSnapshot(instance: WatchStream['instance'], shared: SharedState, trustDomain: string): ProxySnapshot {

@@ -21,6 +21,8 @@ interface QueuedPut {
 
 /** Puts waiting for the store's queue, in call order. */
 export class PutBatch {
+  /** The store operation that commits this batch; it ends once the batch's writes are durable. */
+  run: Promise<void> | undefined;
   private readonly puts: QueuedPut[] = [];
   private bytes = 0;
 

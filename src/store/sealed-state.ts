@@ -20,7 +20,8 @@ import type { Store, StoreRecord } from './types.ts';
 const ENTRY_CACHE_SIZE = 256;
 
 export interface SealedState {
-  readonly backend: Store;
+  /** The backend, or a `StagingBackend` over it when it is a `SqliteStore`. */
+  backend: Store;
   readonly storeId: Buffer;
   keyring: Keyring;
   /** The head as last written: the backend's chain entry of the store revision must still be this one. */

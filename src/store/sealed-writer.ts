@@ -43,6 +43,11 @@ export interface EpochPolicy {
   /** The epoch rises on the first write this many milliseconds or more after the last rise. */
   epochMs: number;
   onCounterError: (error: unknown) => void;
+  /**
+   * Resolves once every write committed so far is durable in the backend. The counter must not pass
+   * an epoch whose head could still be lost, or the next open would reject the store as rolled back.
+   */
+  durable: () => Promise<void>;
 }
 
 export class SealedWriter {
@@ -56,6 +61,8 @@ export class SealedWriter {
   private counterTarget: number;
   private counterDone: number;
   private counterRun: Promise<void> | undefined;
+  /** The advance requested by the last epoch rise, which starts once that write is durable. */
+  private pendingRise: Promise<void> = Promise.resolve();
   private lastReported: unknown;
 
   constructor(state: SealedState, policy: EpochPolicy) {
@@ -125,7 +132,12 @@ export class SealedWriter {
       this.writesSinceRaise = 0;
       this.lastRaiseAt = Date.now();
       // A caller that sets the epoch itself waits for the counter and receives its failure.
-      if (plan.epoch === undefined) this.requestAdvance(epoch).catch((error: unknown) => this.reportCounterError(error));
+      if (plan.epoch === undefined) {
+        this.pendingRise = this.policy
+          .durable()
+          .then(() => this.requestAdvance(epoch))
+          .catch((error: unknown) => this.reportCounterError(error));
+      }
     } else {
       this.writesSinceRaise += 1;
     }
@@ -188,6 +200,7 @@ export class SealedWriter {
 
   /** Waits until no counter call is in flight; failures were already reported. */
   async flushCounter(): Promise<void> {
+    await this.pendingRise;
     while (this.counterRun !== undefined) await this.counterRun.catch(() => undefined);
   }
 

@@ -40,8 +40,9 @@ import { PutBatch } from './sealed-batch.ts';
 import { copyTxn, runTxn } from './sealed-txn.ts';
 import { checkInteger, checkKey, checkTxn, checkValue, recordName } from './sealed-validate.ts';
 import { SealedWatch, type WatchHandlers } from './sealed-watch.ts';
+import { StagingBackend } from './sealed-staging.ts';
 import { SealedWriter } from './sealed-writer.ts';
-import { MAX_KEY_BYTES } from './sqlite.ts';
+import { MAX_KEY_BYTES, SqliteStore } from './sqlite.ts';
 import type { Store, StoreRecord, TxnRequest, TxnResult, WatchEvent, Watcher } from './types.ts';
 
 /**
@@ -95,6 +96,7 @@ export class SealedStore implements Store {
       epochWrites: options.epochWrites ?? DEFAULT_EPOCH_WRITES,
       epochMs: options.epochMs ?? DEFAULT_EPOCH_MS,
       onCounterError: options.onCounterError ?? reportCounterError,
+      durable: () => this.durable(),
     });
   }
 
@@ -136,6 +138,7 @@ export class SealedStore implements Store {
           { name: KEYRING_KEY, value: await wrapKeyring(provider, storeId, keyring) },
         ],
       });
+      await store.durable();
     } catch (error) {
       zeroKeyring(keyring);
       throw error;
@@ -187,7 +190,9 @@ export class SealedStore implements Store {
 
   async revision(): Promise<number> {
     this.checkOpen('revision read');
-    return callBackend('revision read', () => this.state.backend.revision());
+    const revision = await callBackend('revision read', () => this.state.backend.revision());
+    await this.durable();
+    return revision;
   }
 
   async get(key: string): Promise<StoreRecord | undefined> {
@@ -234,7 +239,8 @@ export class SealedStore implements Store {
     this.checkOpen('put');
     const copy = new Uint8Array(value);
     const open = this.putBatch;
-    if (open !== undefined && open.accepts(copy)) return open.add(key, copy);
+    // A put is acknowledged only once its batch's run has ended, which waits until the write is durable.
+    if (open !== undefined && open.accepts(copy)) return durableRevision(open.add(key, copy), open.run);
 
     const batch = new PutBatch();
     const revision = batch.add(key, copy);
@@ -246,8 +252,9 @@ export class SealedStore implements Store {
       if (this.putBatch === batch) this.putBatch = undefined;
       batch.reject(error);
     });
+    batch.run = run;
     this.putBatch = batch;
-    return revision;
+    return durableRevision(revision, run);
   }
 
   async delete(key: string): Promise<boolean> {
@@ -347,6 +354,7 @@ export class SealedStore implements Store {
       await this.writer.flushCounter();
       const epoch = Math.max(this.state.head.epoch, toEpoch(await counter.read())) + 1;
       await this.writer.commit({ ops: [], epoch });
+      await this.durable();
       await this.writer.requestAdvance(epoch);
       return epoch;
     });
@@ -377,17 +385,30 @@ export class SealedStore implements Store {
     }
   }
 
-  /** Runs `body` after every earlier operation. Throws SEALMESH_ERR_STORE_CLOSED once `close` was called. */
+  /** Resolves once every backend write made so far is durable; at once for a backend without group commit. */
+  private durable(): Promise<void> {
+    return this.state.backend instanceof StagingBackend ? this.state.backend.durable : Promise.resolve();
+  }
+
+  /**
+   * Runs `body` after every earlier operation and resolves once the writes it made, and those it
+   * read, are durable. The next operation starts without waiting for that, so concurrent writes
+   * share a backend commit. Throws SEALMESH_ERR_STORE_CLOSED once `close` was called.
+   */
   private exclusive<T>(action: string, body: () => Promise<T>): Promise<T> {
     this.checkOpen(action);
     // A put after this operation must not join a batch queued before it.
     this.putBatch = undefined;
-    const run = this.queue.then(() => {
+    const run = this.queue.then(async () => {
       if (this.state.failure !== undefined) throw this.state.failure;
-      return body();
+      const value = await body();
+      return { value, durable: this.durable() };
     });
     this.queue = run.catch(() => undefined);
-    return run;
+    return run.then(async ({ value, durable }) => {
+      await durable;
+      return value;
+    });
   }
 }
 
@@ -399,5 +420,30 @@ function newState(
   live: Map<string, LiveRecord>,
   names: Map<string, string>,
 ): SealedState {
-  return { backend, storeId, keyring, head, live, names, entries: new EntryCache(), opened: new OpenedRecordCache(), failure: undefined };
+  const state: SealedState = {
+    backend,
+    storeId,
+    keyring,
+    head,
+    live,
+    names,
+    entries: new EntryCache(),
+    opened: new OpenedRecordCache(),
+    failure: undefined,
+  };
+  if (backend instanceof SqliteStore) {
+    // A failed commit leaves the in-memory chain ahead of the file, so every later operation fails
+    // until the store is reopened and verified.
+    state.backend = new StagingBackend(backend, (error) => {
+      state.failure ??= error;
+    });
+  }
+  return state;
+}
+
+/** Resolves with a put's revision once the batch that carries it is durable, or rejects with its failure. */
+async function durableRevision(revision: Promise<number>, run: Promise<void> | undefined): Promise<number> {
+  const value = await revision;
+  await run;
+  return value;
 }

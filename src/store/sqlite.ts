@@ -1,5 +1,5 @@
 import { chmodSync, closeSync, constants, fsyncSync, mkdirSync, openSync, statSync } from 'node:fs';
-import { open } from 'node:fs/promises';
+import { open, type FileHandle } from 'node:fs/promises';
 import { dirname } from 'node:path';
 import { DatabaseSync, type SQLOutputValue } from 'node:sqlite';
 import { type ErrorCode, SealmeshError, isSealmeshError } from '../errors/index.ts';
@@ -64,12 +64,34 @@ interface WatchState {
   closed: boolean;
 }
 
+/** Writes applied inside the open SQLite transaction that the next group commit makes durable. */
+interface Batch {
+  durable: Promise<void>;
+  resolve: () => void;
+  reject: (error: unknown) => void;
+  /** Events of the batch's writes in revision order, delivered to watchers after the commit. */
+  events: WatchEvent[];
+}
+
+/** A transaction applied in the open batch: its result now, and when it is on disk. */
+export interface StagedTxn {
+  result: TxnResult;
+  /** Resolves once the batch that contains the transaction is committed and fsynced; rejects when either fails. */
+  durable: Promise<void>;
+}
+
 /**
  * The `Store` backed by one SQLite file through `node:sqlite`.
  *
- * Each write is one `BEGIN IMMEDIATE` transaction in WAL mode with `synchronous = FULL`, so it is
- * on disk before its promise resolves. Watchers live in this process and receive events on a
- * microtask after the write commits.
+ * Writes use group commit. The first write opens a `BEGIN IMMEDIATE` transaction, and every write
+ * made until the event loop's check phase (`setImmediate`) joins it in a savepoint of its own.
+ * Then one `COMMIT` in WAL mode writes them all, and one fsync of the WAL file, which the store
+ * runs on the thread pool for every batch committed since the last, makes them durable. Each write
+ * keeps its own revision and atomicity: a write that fails rolls back to its savepoint and leaves
+ * the others of the batch in place. No write's promise resolves before that fsync, and a read
+ * made while writes are pending resolves only after it too, so no caller sees data that a crash
+ * could still lose. Watchers live in this process and receive events on a microtask after the
+ * fsync.
  * NOTE: watchers see only writes made through this `SqliteStore` object. Another process writing
  * to the same file advances the revision without notifying them, which leaves gaps.
  */
@@ -80,10 +102,24 @@ export class SqliteStore implements Store {
   private readonly onWatchError: (error: unknown, event: WatchEvent | undefined) => void;
   private readonly watches = new Set<WatchState>();
   private readonly unloggedPrefixes: string[];
+  private batch: Batch | undefined;
+  /** Durability of the last batch opened; batches become durable in order, so this covers all. */
+  private lastDurable: Promise<void> = Promise.resolve();
+  /** Revision of the last durable write, which is where a new watcher starts live delivery. */
+  private committedRevision: number;
+  private readonly walPath: string;
+  private wal: Promise<FileHandle> | undefined;
+  /** Committed batches whose WAL frames wait for the next fsync, with the revision each ends at. */
+  private unsynced: Array<{ batch: Batch; revision: number }> = [];
+  private syncRun: Promise<void> | undefined;
+  /** Set when an fsync of the WAL failed: SQLite counts those writes as committed, so nothing may continue. */
+  private syncFailure: SealmeshError | undefined;
 
-  private constructor(db: DatabaseSync, options: SqliteStoreOptions) {
+  private constructor(db: DatabaseSync, path: string, options: SqliteStoreOptions) {
     this.db = db;
+    this.walPath = `${path}-wal`;
     this.sql = prepareStatements(db);
+    this.committedRevision = this.readMeta('revision');
     this.historyRevisions = options.historyRevisions ?? 10_000;
     this.onWatchError = options.onWatchError ?? reportWatchError;
     this.unloggedPrefixes = [...(options.unloggedPrefixes ?? [])];
@@ -109,7 +145,11 @@ export class SqliteStore implements Store {
       if (mode !== 'wal') throw new Error(`SQLite kept journal mode ${String(mode)} instead of switching to WAL`);
       db.exec('PRAGMA synchronous = FULL');
       initializeSchema(db);
-      return new SqliteStore(db, options);
+      // From here on each commit only writes the WAL, and the store itself fsyncs the WAL file off
+      // the event loop before it resolves the commit's writes, which is the sync that FULL would make
+      // inside COMMIT. SQLite still syncs the WAL before and the database file after a checkpoint.
+      db.exec('PRAGMA synchronous = NORMAL');
+      return new SqliteStore(db, path, options);
     } catch (error) {
       if (db?.isOpen) db.close();
       throw new SealmeshError(
@@ -122,10 +162,54 @@ export class SqliteStore implements Store {
   }
 
   async revision(): Promise<number> {
-    return this.run('revision read', () => this.readMeta('revision'));
+    const revision = this.stagedRevision();
+    await this.lastDurable;
+    return revision;
   }
 
   async get(key: string): Promise<StoreRecord | undefined> {
+    const record = this.stagedGet(key);
+    await this.lastDurable;
+    return record;
+  }
+
+  async list(prefix: string): Promise<StoreRecord[]> {
+    const records = this.stagedList(prefix);
+    await this.lastDurable;
+    return records;
+  }
+
+  async put(key: string, value: Uint8Array): Promise<number> {
+    checkKey(key, 'key');
+    checkValue(value);
+    const { revision, durable } = this.stage('put', (next) => [this.apply({ type: 'put', key, value }, next)]);
+    await durable;
+    return revision;
+  }
+
+  async delete(key: string): Promise<boolean> {
+    checkKey(key, 'key');
+    const { changed, durable } = this.stage('delete', (next) => [this.apply({ type: 'delete', key }, next)]);
+    await durable;
+    return changed > 0;
+  }
+
+  async txn(request: TxnRequest): Promise<TxnResult> {
+    const { result, durable } = this.stagedTxn(request);
+    await durable;
+    return result;
+  }
+
+  /**
+   * Returns the revision including writes of the open batch, which are not durable yet. For a layer
+   * such as the sealed store that acknowledges its own writes only after `durable` resolves.
+   */
+  stagedRevision(): number {
+    return this.run('revision read', () => this.readMeta('revision'));
+  }
+
+  /** Reads one record including writes of the open batch; see `stagedRevision`. */
+  stagedGet(key: string): StoreRecord | undefined {
     checkKey(key, 'key');
     return this.run('get', () => {
       const row = this.sql.get.get(key);
@@ -133,7 +217,8 @@ export class SqliteStore implements Store {
     });
   }
 
-  async list(prefix: string): Promise<StoreRecord[]> {
+  /** Lists records including writes of the open batch; see `stagedRevision`. */
+  stagedList(prefix: string): StoreRecord[] {
     checkKey(prefix, 'prefix');
     return this.run('list', () => {
       const end = prefixEnd(prefix);
@@ -142,27 +227,19 @@ export class SqliteStore implements Store {
     });
   }
 
-  async put(key: string, value: Uint8Array): Promise<number> {
-    checkKey(key, 'key');
-    checkValue(value);
-    return this.write('put', (revision) => [this.apply({ type: 'put', key, value }, revision)]).revision;
-  }
-
-  async delete(key: string): Promise<boolean> {
-    checkKey(key, 'key');
-    const { changed } = this.write('delete', (revision) => [this.apply({ type: 'delete', key }, revision)]);
-    return changed > 0;
-  }
-
-  async txn(request: TxnRequest): Promise<TxnResult> {
+  /**
+   * Applies a transaction in the open batch and returns its result at once, with a promise for its
+   * durability. The caller must not report the write as done before `durable` resolves.
+   */
+  stagedTxn(request: TxnRequest): StagedTxn {
     checkTxn(request);
     let succeeded = false;
-    const { revision } = this.write('txn', (next) => {
+    const { revision, durable } = this.stage('txn', (next) => {
       succeeded = request.compare.every((compare) => this.compareMatches(compare));
       const operations = succeeded ? request.success : (request.failure ?? []);
       return operations.map((operation) => this.apply(operation, next));
     });
-    return { succeeded, revision };
+    return { result: { succeeded, revision }, durable };
   }
 
   /**
@@ -176,7 +253,10 @@ export class SqliteStore implements Store {
     if (typeof onEvent !== 'function') {
       throw new SealmeshError('SEALMESH_ERR_INVALID_ARGUMENT', 'watch callback is not a function');
     }
-    const [current, compacted] = this.run('watch', () => [this.readMeta('revision'), this.readMeta('compacted')]);
+    // Writes of the open batch reach the watcher live after their commit, so history ends at the
+    // last committed revision.
+    const current = this.committedRevision;
+    const compacted = this.run('watch', () => this.readMeta('compacted'));
     if (afterRevision < compacted) {
       throw new SealmeshError(
         'SEALMESH_ERR_STORE_COMPACTED',
@@ -207,6 +287,8 @@ export class SqliteStore implements Store {
    * a sealed store's copy stays sealed. Fails when `path` exists.
    */
   async snapshotTo(path: string): Promise<void> {
+    // VACUUM cannot run inside a transaction, so the open batch commits first.
+    this.commitBatch();
     this.run('snapshot', () => {
       (this.db as DatabaseSync).prepare('VACUUM INTO ?').run(path);
     });
@@ -214,16 +296,22 @@ export class SqliteStore implements Store {
 
   /** Stops all watchers, dropping events they have not received yet, and closes the file. Idempotent. */
   async close(): Promise<void> {
+    this.commitBatch();
     for (const state of this.watches) this.stopWatch(state);
+    while (this.syncRun !== undefined) await this.syncRun;
     const db = this.db;
     this.db = undefined;
     if (db?.isOpen) db.close();
+    const wal = this.wal;
+    this.wal = undefined;
+    await wal?.then((handle) => handle.close()).catch(() => undefined);
   }
 
   private run<T>(action: string, body: () => T): T {
     if (this.db === undefined) {
       throw new SealmeshError('SEALMESH_ERR_STORE_CLOSED', `store ${action} failed: the store is closed`);
     }
+    if (this.syncFailure !== undefined) throw this.syncFailure;
     try {
       return body();
     } catch (error) {
@@ -233,14 +321,20 @@ export class SqliteStore implements Store {
     }
   }
 
-  /** Runs `change` in one transaction at the next revision. A change that returns no events keeps the revision. */
-  private write(
+  /**
+   * Runs `change` at the next revision inside a savepoint of the open batch, opening one when none
+   * is open. A change that returns no events keeps the revision. When the change fails, only its
+   * savepoint is rolled back, unless SQLite ended the whole transaction, which fails the batch.
+   */
+  private stage(
     action: string,
     change: (revision: number) => (WatchEvent | undefined)[],
-  ): { revision: number; events: WatchEvent[]; changed: number } {
+  ): { revision: number; changed: number; durable: Promise<void> } {
+    let batch: Batch | undefined;
     const result = this.run(action, () => {
       const db = this.db as DatabaseSync;
-      db.exec('BEGIN IMMEDIATE');
+      batch = this.openBatch(db);
+      db.exec('SAVEPOINT sealmesh_write');
       try {
         const current = this.readMeta('revision');
         const changes = change(current + 1).filter((event) => event !== undefined);
@@ -251,15 +345,123 @@ export class SqliteStore implements Store {
           this.sql.writeMeta.run(revision, 'revision');
           this.compact(revision);
         }
-        db.exec('COMMIT');
+        db.exec('RELEASE sealmesh_write');
         return { revision, events, changed: changes.length };
       } catch (error) {
-        if (db.isTransaction) db.exec('ROLLBACK');
+        if (db.isTransaction) {
+          db.exec('ROLLBACK TO sealmesh_write');
+          db.exec('RELEASE sealmesh_write');
+        } else {
+          this.failBatch(error);
+        }
         throw error;
       }
     });
-    this.notify(result.events);
-    return result;
+    const open = batch as Batch;
+    // The caller may reuse its buffers once the call returns, before the commit delivers the events.
+    for (const event of result.events) open.events.push({ ...event, value: new Uint8Array(event.value) });
+    return { revision: result.revision, changed: result.changed, durable: open.durable };
+  }
+
+  /** Returns the open batch, beginning its transaction and scheduling its commit when none is open. */
+  private openBatch(db: DatabaseSync): Batch {
+    if (this.batch !== undefined) return this.batch;
+    db.exec('BEGIN IMMEDIATE');
+    let resolve!: () => void;
+    let reject!: (error: unknown) => void;
+    const durable = new Promise<void>((done, fail) => {
+      resolve = done;
+      reject = fail;
+    });
+    // A batch whose every write failed has no waiter; its failure must not become unhandled.
+    durable.catch(() => undefined);
+    const batch: Batch = { durable, resolve, reject, events: [] };
+    this.batch = batch;
+    this.lastDurable = durable;
+    setImmediate(() => {
+      if (this.batch === batch) this.commitBatch();
+    });
+    return batch;
+  }
+
+  /** Commits the open batch and queues it for the next fsync of the WAL; rejects its writes when the commit fails. */
+  private commitBatch(): void {
+    const batch = this.batch;
+    if (batch === undefined) return;
+    this.batch = undefined;
+    const db = this.db;
+    let revision: number;
+    try {
+      if (db === undefined || !db.isOpen) throw new Error('the store was closed before the batch was committed');
+      db.exec('COMMIT');
+      revision = this.readMeta('revision');
+    } catch (error) {
+      if (db?.isOpen === true && db.isTransaction) db.exec('ROLLBACK');
+      batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store commit failed: ${errorMessage(error)}. None of the batch's writes was saved; check the disk and retry them`, { cause: error }));
+      return;
+    }
+    this.unsynced.push({ batch, revision });
+    this.startSync();
+  }
+
+  /**
+   * Starts one fsync of the WAL for every committed batch not yet synced, unless one is running;
+   * batches committed meanwhile wait for the next. After the fsync it delivers their events and
+   * resolves their writes in commit order.
+   */
+  private startSync(): void {
+    if (this.syncRun !== undefined || this.unsynced.length === 0) return;
+    const group = this.unsynced.splice(0);
+    this.syncRun = this.syncWal()
+      .then(
+        () => {
+          this.committedRevision = (group.at(-1) as { revision: number }).revision;
+          for (const { batch } of group) {
+            this.notify(batch.events);
+            batch.resolve();
+          }
+        },
+        (error: unknown) => {
+          const failure = new SealmeshError(
+            'SEALMESH_ERR_STORE_OPERATION_FAILED',
+            `store fsync of ${this.walPath} failed: ${errorMessage(error)}. Writes since the last fsync may be lost; check the disk and restart the server, which verifies the store`,
+            { cause: error },
+          );
+          this.syncFailure = failure;
+          for (const { batch } of group) batch.reject(failure);
+        },
+      )
+      .finally(() => {
+        this.syncRun = undefined;
+        this.startSync();
+      });
+  }
+
+  /**
+   * Flushes the WAL file to disk through a file handle, which Node's permission model allows. The
+   * first call also flushes the directory, so that the WAL file's entry is durable, as SQLite does
+   * on its first sync of a new WAL file.
+   */
+  private async syncWal(): Promise<void> {
+    if (this.wal === undefined) {
+      this.wal = open(this.walPath, 'r');
+      const directory = await open(dirname(this.walPath), 'r');
+      try {
+        await directory.sync();
+      } finally {
+        await directory.close();
+      }
+    }
+    const handle = await this.wal;
+    await handle.sync();
+  }
+
+  /** Rejects the open batch after SQLite rolled its transaction back on an error. */
+  private failBatch(error: unknown): void {
+    const batch = this.batch;
+    if (batch === undefined) return;
+    this.batch = undefined;
+    batch.reject(new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store write failed and SQLite rolled back its batch: ${errorMessage(error)}. None of the batch's writes was saved; check the disk and retry them`, { cause: error }));
   }
 
   /** Applies one operation at `revision` and returns its event, or undefined when it deletes a missing key. */
