@@ -9,7 +9,7 @@ import { applyUpstreamTraffic, parseTrafficFlag } from '../proxy/traffic/index.t
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
-import { checkRunMode, launchSandboxIfRequested, proxyGrant, serverGrant, type HardeningFlags } from './hardening-flags.ts';
+import { checkedProxyGrant, checkRunMode, launchSandboxIfRequested, serverGrant, type HardeningFlags } from './hardening-flags.ts';
 
 /**
  * Resolves once SIGINT or SIGTERM arrives. With SEALMESH_EXIT_WITH_PARENT=1, as `sealmesh dev` sets
@@ -140,7 +140,7 @@ export async function runProxy(flags: HardeningFlags & {
   checkEnvironment(process.env);
   const attestation = parseAttestationMode(flags.attestation ?? 'auto');
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'proxy');
-  if (await launchSandboxIfRequested(flags, () => proxyGrant(flags, file))) return;
+  if (await launchSandboxIfRequested(flags, () => checkedProxyGrant(flags, file))) return;
   checkRunMode(flags);
   // Other users can read a process's command line in /proc/PID/cmdline, so production takes the join token from the environment only.
   if (flags.mode === 'production' && flags.joinToken !== undefined) {
