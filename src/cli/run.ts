@@ -77,6 +77,7 @@ export async function runServer(
   const server = new ControlPlane({
     seal: sealFromFlags(flags),
     caCustody,
+    runMode: flags.mode,
     ...(counter !== undefined ? { counter } : {}),
     ...(flags.unsealSocket !== undefined ? { unsealSocket: flags.unsealSocket } : {}),
     dataDir,
@@ -190,6 +191,7 @@ export async function runProxy(flags: HardeningFlags & {
     ...(flags.manifestGenesis !== undefined ? { manifestGenesis: parseDigest(flags.manifestGenesis) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
     attestation,
+    runMode: flags.mode,
     ...(flags.devMeasurement !== undefined ? { devMeasurement: flags.devMeasurement } : {}),
   });
   if (attestation === 'dev') {
@@ -197,8 +199,13 @@ export async function runProxy(flags: HardeningFlags & {
   }
   const signalled = untilSignal();
   await proxy.start();
-  const signal = await signalled;
-  log.info({ signal }, 'stopping');
+  const stopCause = await Promise.race([signalled, proxy.halted]);
+  if (typeof stopCause !== 'string') {
+    await proxy.stop();
+    log.flush();
+    throw stopCause;
+  }
+  log.info({ signal: stopCause }, 'stopping');
   await proxy.stop();
   log.flush();
 }

@@ -20,6 +20,8 @@ import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import type { EvidenceProvider } from '../attest/index.ts';
 import { createEvidenceProvider, type AttestationMode } from '../attest/providers/index.ts';
+import { requiredModeViolation } from '../hardening/required-mode.ts';
+import type { RunMode } from '../hardening/production.ts';
 
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
@@ -81,6 +83,8 @@ export interface ProxyOptions {
   gramineRoot?: string;
   /** An evidence provider to use in place of the one `attestation` selects. */
   evidenceProvider?: EvidenceProvider;
+  /** The `--mode` the proxy runs in, checked against the manifest's requirement. `development` when absent. */
+  runMode?: RunMode;
   log?: Logger;
 }
 
@@ -125,6 +129,7 @@ export class SidecarProxy {
   /** Trust bundle updates run one after another, in the order the snapshots arrived. */
   #trustUpdate: Promise<void> = Promise.resolve();
   #joinToken: string | undefined;
+  readonly #halt = Promise.withResolvers<SealmeshError>();
 
   constructor(options: ProxyOptions) {
     this.#joinToken = options.joinToken;
@@ -147,6 +152,14 @@ export class SidecarProxy {
       },
       ...(options.appHealthPath !== undefined ? { httpPath: options.appHealthPath } : {}),
     });
+  }
+
+  /**
+   * Settles with the error that made the proxy stop serving for good: a verified manifest that
+   * requires production mode while the proxy runs in development mode. The caller should stop it.
+   */
+  get halted(): Promise<SealmeshError> {
+    return this.#halt.promise;
   }
 
   get spiffeId(): string | undefined {
@@ -519,6 +532,11 @@ export class SidecarProxy {
     const enforced = this.#manifestGuard.enforced;
     if (enforced !== undefined) {
       this.metrics.manifestVersion.set(enforced.version);
+      const violation = requiredModeViolation(enforced.posture, this.options.runMode ?? 'development', 'this proxy');
+      if (violation !== undefined) {
+        this.#refuseToRun(violation);
+        return;
+      }
       const mode = enforced.posture.perimeter.appBinding === 'strict' ? 'strict' : (this.options.perimeter ?? 'warn');
       void this.#monitor.setPerimeter(mode);
       // The control plane shows which manifest each proxy enforces, so a new one is reported at once.
@@ -538,6 +556,14 @@ export class SidecarProxy {
     if (closed > 0) this.log.info({ closed }, 'closed connections that the new intentions deny');
     const bundle = snapshot.bundle;
     this.#trustUpdate = this.#trustUpdate.then(() => this.#applyTrustBundle(bundle));
+  }
+
+  /** Stops inbound traffic for good, logs and counts `error`, and settles `halted` with it. */
+  #refuseToRun(error: SealmeshError): void {
+    this.metrics.rejections.inc({ code: error.code });
+    this.log.error({ code: error.code, reason: error.message }, 'proxy refuses to run: the manifest requires production mode');
+    this.#inbound?.suspend(error.code, error.message);
+    this.#halt.resolve(error);
   }
 
   /**
