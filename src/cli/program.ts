@@ -11,6 +11,7 @@ import { addAuditCommands } from './audit-commands.ts';
 import { addSealOptions } from './seal-flags.ts';
 import { addCaCustodyOptions } from './ca-flags.ts';
 import { addHardeningOptions } from './hardening-options.ts';
+import { addTlsKeyOptions } from './tls-key-flags.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -244,7 +245,7 @@ export function buildProgram(): Command {
     .option('--addr <url>', 'control-plane address (default: SEALMESH_ADDR or https://127.0.0.1:8501)')
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
-  addHardeningOptions(proxy).action(async (flags: Parameters<typeof runProxy>[0]) => {
+  addHardeningOptions(addTlsKeyOptions(proxy)).action(async (flags: Parameters<typeof runProxy>[0]) => {
     const { runProxy } = await import('./run.ts');
     await runProxy(flags);
   });

@@ -22,6 +22,7 @@ import type { EvidenceProvider } from '../attest/index.ts';
 import { createEvidenceProvider, type AttestationMode } from '../attest/providers/index.ts';
 import { requiredModeViolation } from '../hardening/required-mode.ts';
 import type { RunMode } from '../hardening/production.ts';
+import type { TokenTlsKey } from './token-key.ts';
 
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
@@ -85,6 +86,11 @@ export interface ProxyOptions {
   evidenceProvider?: EvidenceProvider;
   /** The `--mode` the proxy runs in, checked against the manifest's requirement. `development` when absent. */
   runMode?: RunMode;
+  /**
+   * A TLS key pair in a PKCS#11 token, reused for every SVID, in place of a new in-memory key per
+   * SVID. The caller opens it and closes it after `stop`.
+   */
+  tokenKey?: TokenTlsKey;
   log?: Logger;
 }
 
@@ -278,6 +284,7 @@ export class SidecarProxy {
         upstreams: this.options.upstreams.map((upstream) => upstream.service),
         ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
         ...(this.#evidenceProvider !== undefined ? { evidenceProvider: this.#evidenceProvider } : {}),
+        ...(this.options.tokenKey !== undefined ? { tokenKey: this.options.tokenKey } : {}),
       },
       this.options.serverCa,
     ).catch(async (error: unknown) => {
@@ -423,7 +430,7 @@ export class SidecarProxy {
     return this.#traffic.get(formatServiceRef(parseServiceRef(service)));
   }
 
-  /** Renews the SVID now with a new key pair; established connections keep running. */
+  /** Renews the SVID now with a new key pair, or the token key again; established connections keep running. */
   async renewNow(): Promise<void> {
     const current = this.#svid;
     if (current === undefined) throw new SealmeshError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID to renew; it must enroll first');
@@ -436,6 +443,7 @@ export class SidecarProxy {
         this.options.serverCa,
         this.options.svidTtlSeconds,
         this.#evidenceProvider,
+        this.options.tokenKey,
       );
       this.#installSvid(contexts);
       this.#recordAttestation(response.attestation);
@@ -494,7 +502,7 @@ export class SidecarProxy {
     this.#svid = contexts;
     this.#inbound?.setSecureContext(contexts.inboundOptions);
     // The listener has built its context; the key copy in the options is no longer needed.
-    (contexts.inboundOptions.key as Buffer).fill(0);
+    (contexts.inboundOptions.key as Buffer | undefined)?.fill(0);
     contexts.inboundOptions.key = undefined;
     this.metrics.svidExpirySeconds.set((contexts.notAfter.getTime() - Date.now()) / 1000);
     this.#scheduleRenewal(renewalDelayMs(contexts));
@@ -590,7 +598,7 @@ export class SidecarProxy {
       if (this.#svid !== current) continue;
       this.#svid = contexts;
       this.#inbound?.setSecureContext(contexts.inboundOptions);
-      (contexts.inboundOptions.key as Buffer).fill(0);
+      (contexts.inboundOptions.key as Buffer | undefined)?.fill(0);
       contexts.inboundOptions.key = undefined;
       this.log.info({ roots: bundle.length }, 'trust bundle updated');
       return;
