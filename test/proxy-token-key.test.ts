@@ -9,8 +9,9 @@ import type { SidecarProxy } from '../src/proxy/index.ts';
 import { findEngineDirectory, TokenTlsKey, type TokenKeyOptions } from '../src/proxy/token-key.ts';
 import { assertTlsKeyWithoutSandbox, tokenKeyFromFlags } from '../src/cli/tls-key-flags.ts';
 import { ckrName, readBool, readUlong, TokenSession } from '../src/seal/pkcs11/session.ts';
-import { allow, eventually, httpGet, startHttpApp, startProxy, startServer, type TestServer } from './helpers/mesh.ts';
-import { runSealmesh } from './helpers/process-mesh.ts';
+import { allow, eventually, httpGet, startHttpApp, startProxy, startServer, tempDir, type TestServer } from './helpers/mesh.ts';
+import { freePort, type CliProcess } from './helpers/cli.ts';
+import { createJoinToken, runSealmesh, startProxyProcess, startServerProcess, stopProcesses } from './helpers/process-mesh.ts';
 import { fileToken, softHsmSkipReason } from './helpers/softhsm.ts';
 
 const skip = softHsmSkipReason();
@@ -297,5 +298,39 @@ describe('token key flags', () => {
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED/);
     assert.match(result.stderr, /ERR_CRYPTO_CUSTOM_ENGINE_NOT_SUPPORTED/);
+  });
+});
+
+describe('proxy command with a token key', { skip }, () => {
+  const dir = tempDir('sealmesh-tls-key-cli-');
+  const processes: CliProcess[] = [];
+  let app: Awaited<ReturnType<typeof startHttpApp>>;
+
+  after(async () => {
+    await stopProcesses(processes);
+    await app?.close();
+    dir.remove();
+  });
+
+  test('token-key proxy carries traffic', async () => {
+    const hsm = sharedToken();
+    const server = await startServerProcess(dir.path);
+    processes.push(server.running);
+    app = await startHttpApp('backend');
+    await server.operator.post('/v1/intentions', { source: 'web', destination: 'api', action: 'allow' });
+    const tokenFlags = ['--tls-key-pkcs11-module', hsm.module, '--tls-key-pkcs11-token-label', hsm.tokenLabel, '--tls-key-pkcs11-key-label', 'cli-api-tls'];
+    const api = await startProxyProcess(server, 'api', await createJoinToken(server, 'api'), ['--app', `127.0.0.1:${app.port}`, ...tokenFlags], {
+      env: { SEALMESH_TLS_KEY_PKCS11_PIN: hsm.pin },
+    });
+    processes.push(api.running);
+    const port = await freePort();
+    const web = await startProxyProcess(server, 'web', await createJoinToken(server, 'web'), ['--app', '127.0.0.1:9', '--upstream', `api=127.0.0.1:${port}`]);
+    processes.push(web.running);
+
+    await eventually(async () => (await httpGet(port, '/cli').catch(() => ({ status: 0 }))).status === 200, 30_000, 'traffic to the token-key proxy process');
+    const output = api.running.stdout() + api.running.stderr();
+    assert.match(output, /TLS key generated in the PKCS#11 token/);
+    assert.doesNotMatch(api.running.stderr(), /DEP0183|Warning|Login failed/, 'the engine leaves the log clean');
+    assert.doesNotMatch(output, /pin-value/, 'the engine key URI, which contains the PIN, is not logged');
   });
 });
