@@ -45,7 +45,7 @@ export const PKCS11_ENGINE_ID = 'pkcs11';
 
 const CONTEXT = 'PKCS#11 proxy TLS key';
 const ENGINE_FILE = 'pkcs11.so';
-/** Directories where Debian, Ubuntu and Fedora install OpenSSL 3 engines; /usr/lib/*-linux-gnu is searched too. */
+/** Usual directories of OpenSSL 3 engines (Debian multiarch, lib64, /usr/local); /usr/lib/*-linux-gnu is searched too. */
 const ENGINE_DIR_CANDIDATES = ['/usr/lib/x86_64-linux-gnu/engines-3', '/usr/lib/aarch64-linux-gnu/engines-3', '/usr/lib64/engines-3', '/usr/local/lib/engines-3'];
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 const UNCOMPRESSED_POINT_BYTES = 65;
