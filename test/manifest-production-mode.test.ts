@@ -5,7 +5,9 @@ import { FileManifestSigner, formatPosture, effectivePosture, generateOperatorKe
 import { ControlPlane } from '../src/server/index.ts';
 import { isSealmeshError } from '../src/errors/index.ts';
 import type { SidecarProxy } from '../src/proxy/index.ts';
-import { startHttpApp, startProxy, startServer, testLogger, type TestServer } from './helpers/mesh.ts';
+import { startHttpApp, startProxy, startServer, tempDir, testLogger, type TestServer } from './helpers/mesh.ts';
+import { freePort, waitForExit } from './helpers/cli.ts';
+import { createJoinToken, spawnSealmesh, startServerProcess, stopProcesses } from './helpers/process-mesh.ts';
 
 const TRUST_DOMAIN = 'mode-test.sealmesh';
 const operator = generateOperatorKey('ed25519');
@@ -128,5 +130,31 @@ describe('manifest requiring production mode', () => {
       assert.equal(await counterValue(rejections, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED'), 1);
       await restarted.stop();
     });
+  });
+});
+
+describe('proxy command under a production manifest', () => {
+  const dir = tempDir('sealmesh-mode-cli-');
+
+  after(() => dir.remove());
+
+  test('development proxy exits with the code', async () => {
+    const server = await startServerProcess(dir.path, ['--sandbox', '--mode', 'production']);
+    try {
+      const v1 = await signManifest(initManifest({ trustDomain: (await server.client.get<{ trustDomain: string }>('/v1/bundle')).trustDomain, operatorKeys: [{ publicKeyPem: operator.publicKeyPem, algorithm: 'ed25519' }], threshold: 1 }), signer);
+      await server.operator.post('/v1/manifest', v1);
+      await server.operator.post('/v1/manifest', await signManifest(nextManifest(v1, { hardening: { requireProductionMode: true } }), signer));
+
+      const proxy = spawnSealmesh(
+        ['proxy', '--service', 'api', '--listen', '127.0.0.1:0', '--app', '127.0.0.1:9', '--admin', `127.0.0.1:${await freePort()}`, '--addr', server.addr, '--ca-file', server.bundlePath, '--drain', '1s'],
+        { env: { SEALMESH_JOIN_TOKEN: await createJoinToken(server, 'api') } },
+      );
+      const { code } = await waitForExit(proxy.child, 60_000);
+      assert.equal(code, 1, proxy.stderr());
+      assert.match(proxy.stderr(), /SEALMESH_ERR_PRODUCTION_MODE_REQUIRED/);
+      assert.match(proxy.stdout() + proxy.stderr(), /proxy stops serving: the manifest requires production mode/);
+    } finally {
+      await stopProcesses([server.running]);
+    }
   });
 });

@@ -569,7 +569,7 @@ export class SidecarProxy {
   /** Stops inbound traffic for good, logs and counts `error`, and settles `halted` with it. */
   #refuseToRun(error: SealmeshError): void {
     this.metrics.rejections.inc({ code: error.code });
-    this.log.error({ code: error.code, reason: error.message }, 'proxy refuses to run: the manifest requires production mode');
+    this.log.error({ code: error.code, reason: error.message }, 'proxy stops serving: the manifest requires production mode');
     this.#inbound?.suspend(error.code, error.message);
     this.#halt.resolve(error);
   }
