@@ -1,6 +1,8 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, mkdirSync } from 'node:fs';
+import { checkedProxyGrant } from '../src/cli/hardening-flags.ts';
+import { isSealmeshError } from '../src/errors/index.ts';
 import { request } from 'node:http';
 import { join } from 'node:path';
 import type { CliProcess } from './helpers/cli.ts';
@@ -61,5 +63,44 @@ describe('sandboxed proxy on Unix sockets', () => {
     const response = await unixGet(upstreamPath, '/sandboxed-unix');
     assert.equal(response.status, 200);
     assert.equal(JSON.parse(response.body).app, 'api');
+  });
+});
+
+describe('sandbox launcher socket check', () => {
+  const HARDENING_DEFAULTS = { mode: 'development' as const, sandboxAllowRead: [], sandboxAllowWrite: [] };
+
+  test('open ancestor is rejected', async () => {
+    const dir = tempDir('sealmesh-sandbox-ancestor-');
+    try {
+      // Any user may rename entries of a directory with mode 0777 and no sticky bit, so the socket
+      // directory below it could be swapped after the check.
+      const open = join(dir.path, 'open');
+      mkdirSync(open);
+      chmodSync(open, 0o777);
+      const socketDir = join(open, 'sockets');
+      mkdirSync(socketDir);
+      chmodSync(socketDir, 0o700);
+      await assert.rejects(checkedProxyGrant({ ...HARDENING_DEFAULTS, upstream: [`api=unix:${join(socketDir, 'api.sock')}`] }, {}), (error: unknown) => {
+        assert.ok(isSealmeshError(error), String(error));
+        assert.equal(error.code, 'SEALMESH_ERR_SOCKET_DIR_WORLD_WRITABLE');
+        assert.match(error.message, /above the socket/);
+        return true;
+      });
+    } finally {
+      dir.remove();
+    }
+  });
+
+  test('private ancestors pass', async () => {
+    const dir = tempDir('sealmesh-sandbox-ancestor-');
+    try {
+      const socketDir = join(dir.path, 'sockets');
+      mkdirSync(socketDir);
+      chmodSync(socketDir, 0o700);
+      const grant = await checkedProxyGrant({ ...HARDENING_DEFAULTS, upstream: [`api=unix:${join(socketDir, 'api.sock')}`] }, {});
+      assert.ok(grant.read.includes(socketDir));
+    } finally {
+      dir.remove();
+    }
   });
 });
