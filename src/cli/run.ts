@@ -202,6 +202,15 @@ export async function runProxy(flags: HardeningFlags & {
   if (attestation === 'dev') {
     console.error('WARNING: --attestation dev sends INSECURE software evidence that proves nothing; only a development manifest accepts it.');
   }
+  await serveProxy(proxy, tokenKey, log);
+}
+
+/**
+ * Starts the proxy and runs it until a signal arrives or the proxy halts, whose error is then
+ * thrown. It is a separate function because with these awaits inside `runProxy`, heap snapshots
+ * of the running proxy contained the join token (Node.js 24.21, test/secret-exposure.test.ts).
+ */
+async function serveProxy(proxy: SidecarProxy, tokenKey: TokenTlsKey | undefined, log: Logger): Promise<void> {
   const signalled = untilSignal();
   try {
     await proxy.start();
