@@ -142,7 +142,7 @@ export class TokenTlsKey {
     return generateCsr(spiffeId, { publicKey: this.publicKey, privateKey: TOKEN_KEY_HANDLE }, crypto);
   }
 
-  /** Closes the token session. Contexts built before keep working, because the engine has its own. */
+  /** Closes the pkcs11js session, after which `csr` fails. Call it after the proxy has stopped. */
   close(): void {
     const session = this.#session;
     this.#session = undefined;
