@@ -7,13 +7,16 @@ import { connect, createServer } from 'node:tls';
 import { CertificateAuthority, generateCsr, generateKeyPair, Pkcs11KeyCustody, privateKeyToPem, SealedKeyCustody, type KeyCustody } from '../src/pki/index.ts';
 import { KeyFileSealProvider } from '../src/seal/index.ts';
 import { SealedStore, SqliteStore } from '../src/store/index.ts';
+import { TokenTlsKey } from '../src/proxy/token-key.ts';
 import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
 
 /**
  * The signing benchmark. It measures SVID issuance per second with the CA keys in process (sealed
  * custody) against the CA keys in SoftHSM2 through PKCS#11, and raw CA signatures per second for
  * both. It also measures TLS 1.3 handshakes per second between two endpoints on 127.0.0.1 that
- * present SVIDs. The variants run alternately, round by round.
+ * present SVIDs, with the server's key in memory and with it in SoftHSM2 through the OpenSSL
+ * pkcs11 engine, as a proxy with --tls-key-pkcs11-module has it. The variants run alternately,
+ * round by round.
  */
 
 const ROUNDS = Number(process.env.SEALMESH_BENCH_ROUNDS ?? 5);
@@ -28,6 +31,8 @@ type Variant = 'sealed' | 'pkcs11';
 interface Setup {
   cas: Record<Variant, CertificateAuthority>;
   custodies: Record<Variant, KeyCustody>;
+  /** A proxy TLS key in the same SoftHSM2 token. */
+  tokenKey: TokenTlsKey;
   csrs: string[];
   close: () => Promise<void>;
 }
@@ -49,11 +54,14 @@ async function setUp(): Promise<Setup> {
   // CSRs are made once, so both variants validate and sign exactly the same requests.
   const csrs: string[] = [];
   for (let index = 0; index < SVIDS; index += 1) csrs.push(await generateCsr('spiffe://bench.sealmesh/ns/default/svc/bench', await generateKeyPair()));
+  const tokenKey = await TokenTlsKey.open({ module: hsm.module, tokenLabel: hsm.tokenLabel, pin: hsm.pin, keyLabel: 'bench-proxy-tls' });
   return {
     cas,
     custodies,
     csrs,
+    tokenKey,
     close: async () => {
+      tokenKey.close();
       await custodies.pkcs11.close();
       await sealedStore.close();
       await stores.pkcs11.close();
@@ -79,14 +87,21 @@ async function signaturesPerSecond(custody: KeyCustody, label: string): Promise<
   return SIGNATURES / (Number(process.hrtime.bigint() - start) / 1e9);
 }
 
-/** Sequential mutual-TLS handshakes, each on a new TCP connection, with SVIDs on both ends. */
-async function handshakesPerSecond(ca: CertificateAuthority): Promise<number> {
+/**
+ * Sequential mutual-TLS handshakes, each on a new TCP connection, with SVIDs on both ends. With
+ * `serverTokenKey` the server's key is that token key, loaded through the engine.
+ */
+async function handshakesPerSecond(ca: CertificateAuthority, serverTokenKey?: TokenTlsKey): Promise<number> {
   const credentials = async (): Promise<{ key: Buffer; cert: string }> => {
     const keys = await generateKeyPair();
     const svid = await ca.issueSvid({ csrPem: await generateCsr('spiffe://bench.sealmesh/ns/default/svc/bench', keys), entitled: ENTITLED, ttlSeconds: 3600 });
     return { key: await privateKeyToPem(keys.privateKey), cert: svid.chainPem };
   };
-  const server = await credentials();
+  const tokenCredentials = async (tokenKey: TokenTlsKey): Promise<ReturnType<TokenTlsKey['engineOptions']> & { cert: string }> => {
+    const svid = await ca.issueSvid({ csrPem: await tokenKey.csr('spiffe://bench.sealmesh/ns/default/svc/bench'), entitled: ENTITLED, ttlSeconds: 3600 });
+    return { ...tokenKey.engineOptions(), cert: svid.chainPem };
+  };
+  const server = serverTokenKey === undefined ? await credentials() : await tokenCredentials(serverTokenKey);
   const client = await credentials();
   const listener = createServer({ ...server, ca: ca.bundle(), requestCert: true, rejectUnauthorized: true, minVersion: 'TLSv1.3' }, (socket) => socket.end());
   listener.listen(0, '127.0.0.1');
@@ -128,13 +143,20 @@ export async function signingBenchmark(): Promise<Record<string, unknown>> {
     const issuance: Record<Variant, number[]> = { sealed: [], pkcs11: [] };
     const signatures: Record<Variant, number[]> = { sealed: [], pkcs11: [] };
     const handshakes: number[] = [];
+    const tokenHandshakes: number[] = [];
     for (let round = 0; round < ROUNDS; round += 1) {
       const order: Variant[] = round % 2 === 0 ? ['sealed', 'pkcs11'] : ['pkcs11', 'sealed'];
       for (const variant of order) {
         issuance[variant].push(await issuancePerSecond(setup.cas[variant], setup.csrs));
         signatures[variant].push(await signaturesPerSecond(setup.custodies[variant], labels[variant]));
       }
-      handshakes.push(await handshakesPerSecond(setup.cas.sealed));
+      if (round % 2 === 0) {
+        handshakes.push(await handshakesPerSecond(setup.cas.sealed));
+        tokenHandshakes.push(await handshakesPerSecond(setup.cas.sealed, setup.tokenKey));
+      } else {
+        tokenHandshakes.push(await handshakesPerSecond(setup.cas.sealed, setup.tokenKey));
+        handshakes.push(await handshakesPerSecond(setup.cas.sealed));
+      }
       process.stderr.write(`signing round ${round + 1}/${ROUNDS} done\n`);
     }
     const issued = { sealed: summary(issuance.sealed), pkcs11: summary(issuance.pkcs11) };
@@ -144,9 +166,11 @@ export async function signingBenchmark(): Promise<Record<string, unknown>> {
       svidsIssuedPerSecond: issued,
       caSignaturesPerSecond: signed,
       tlsHandshakesPerSecond: summary(handshakes),
+      tlsHandshakesPerSecondServerKeyInSoftHsm: summary(tokenHandshakes),
       ratios: {
         issuancePkcs11ToSealed: issued.pkcs11.median / issued.sealed.median,
         signaturesPkcs11ToSealed: signed.pkcs11.median / signed.sealed.median,
+        handshakesServerKeyInSoftHsmToInMemory: median(tokenHandshakes) / median(handshakes),
       },
     };
   } finally {

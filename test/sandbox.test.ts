@@ -55,6 +55,7 @@ describe('sandbox grants', () => {
     const grant = proxyGrant({ ...HARDENING_DEFAULTS, upstream: ['db=unix:/run/app/db.sock'], admin: 'unix:/run/app/admin.sock', caFile: '/etc/sealmesh/ca.pem' }, {}, {});
     assert.ok(grant.write.includes('/run/app/db.sock'));
     assert.ok(grant.write.includes('/run/app/admin.sock'));
+    assert.ok(grant.read.includes('/run/app'), 'the directory check reads the socket directory');
     assert.ok(grant.read.includes('/etc/sealmesh/ca.pem'));
     assert.equal(grant.childProcess, false);
   });

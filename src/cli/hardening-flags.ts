@@ -8,6 +8,7 @@ import { assertProductionProcess, runSandboxed, sandboxActive, sandboxCommand, s
 import { defaultKeyFilePath } from '../seal/index.ts';
 import { defaultUnsealSocketPath } from '../server/seal-setup.ts';
 import { isUnixAddress, parseSocketAddress, parseUpstream, type SocketAddress } from '../proxy/index.ts';
+import { checkSocketAncestors } from '../perimeter/index.ts';
 import type { SealFlags } from './seal-flags.ts';
 import { LAUNCHER_OPTIONS, type HardeningFlags } from './hardening-options.ts';
 
@@ -33,25 +34,32 @@ export function serverGrant(flags: HardeningFlags & SealFlags & { config?: strin
   return { read, write, addons: pkcs11, childProcess: false };
 }
 
+type ProxyGrantFlags = HardeningFlags & { config?: string; caFile?: string; upstream: string[]; admin?: string; socketOwner?: string; socketGroup?: string; accessLogPath?: string };
+type ProxyGrantFile = { caFile?: string; admin?: SocketAddress; upstreams?: Array<{ listen: SocketAddress }>; accessLogPath?: string };
+
+/** Returns the paths of the Unix sockets that the proxy listens on: the admin endpoint and upstreams. */
+function unixSocketPaths(flags: ProxyGrantFlags, file: ProxyGrantFile): string[] {
+  const admin = flags.admin !== undefined ? parseSocketAddress(flags.admin, '--admin', true) : file.admin;
+  const upstreams = flags.upstream.length > 0 ? flags.upstream.map((value) => parseUpstream(value).listen) : (file.upstreams ?? []).map((upstream) => upstream.listen);
+  return [admin, ...upstreams].flatMap((address) => (address !== undefined && isUnixAddress(address) ? [address.path] : []));
+}
+
 /**
  * Returns the grant of a proxy: the --config and CA files, the kernel's socket tables in /proc/net
- * (the app exposure check), /proc/self/limits, and the Unix sockets it creates. Child processes are
+ * (the app exposure check), /proc/self/limits, and the Unix sockets it creates with read access
+ * to their directories. Child processes are
  * granted only when --socket-owner or --socket-group names a user or group, which getent resolves.
  */
-export function proxyGrant(
-  flags: HardeningFlags & { config?: string; caFile?: string; upstream: string[]; admin?: string; socketOwner?: string; socketGroup?: string; accessLogPath?: string },
-  file: { caFile?: string; admin?: SocketAddress; upstreams?: Array<{ listen: SocketAddress }>; accessLogPath?: string },
-  env: NodeJS.ProcessEnv = process.env,
-): SandboxGrant {
+export function proxyGrant(flags: ProxyGrantFlags, file: ProxyGrantFile, env: NodeJS.ProcessEnv = process.env): SandboxGrant {
   const read = ['/proc/self/limits', '/proc/net', ...flags.sandboxAllowRead];
   const write = [...flags.sandboxAllowWrite];
   if (flags.config !== undefined) read.push(flags.config);
   const caFile = flags.caFile ?? env.SEALMESH_CACERT ?? file.caFile;
   if (caFile !== undefined) read.push(caFile);
-  const admin = flags.admin !== undefined ? parseSocketAddress(flags.admin, '--admin', true) : file.admin;
-  const upstreams = flags.upstream.length > 0 ? flags.upstream.map((value) => parseUpstream(value).listen) : (file.upstreams ?? []).map((upstream) => upstream.listen);
-  for (const address of [admin, ...upstreams]) {
-    if (address !== undefined && isUnixAddress(address)) write.push(address.path);
+  for (const path of unixSocketPaths(flags, file)) {
+    write.push(path);
+    // The directory check before the bind reads the socket's own directory.
+    read.push(dirname(resolve(path)));
   }
   const accessLogPath = flags.accessLogPath ?? file.accessLogPath;
   if (accessLogPath !== undefined) write.push(accessLogPath);
@@ -65,17 +73,26 @@ export function proxyGrant(
  * the sandboxed child ran and its exit code is in `process.exitCode`. Returns false when this
  * process should run the program itself.
  */
-export async function launchSandboxIfRequested(flags: HardeningFlags, grant: () => SandboxGrant): Promise<boolean> {
+export async function launchSandboxIfRequested(flags: HardeningFlags, grant: () => SandboxGrant | Promise<SandboxGrant>): Promise<boolean> {
   if (flags.sandbox !== true && flags.sandboxPrint !== true) return false;
   if (sandboxActive()) return false;
   const args = process.argv.slice(2).filter((argument) => !LAUNCHER_OPTIONS.has(argument));
   if (flags.sandboxPrint === true) {
-    process.stdout.write(`${sandboxCommand(args, grant()).map(shellQuote).join(' ')}\n`);
+    process.stdout.write(`${sandboxCommand(args, await grant()).map(shellQuote).join(' ')}\n`);
     process.exitCode = 0;
     return true;
   }
-  process.exitCode = await runSandboxed(args, grant());
+  process.exitCode = await runSandboxed(args, await grant());
   return true;
+}
+
+/**
+ * Returns the proxy's grant after checking the directories above each Unix socket, which the
+ * sandboxed proxy may not read. Throws the socket directory errors of `checkSocketAncestors`.
+ */
+export async function checkedProxyGrant(flags: ProxyGrantFlags, file: ProxyGrantFile): Promise<SandboxGrant> {
+  for (const path of unixSocketPaths(flags, file)) await checkSocketAncestors(path);
+  return proxyGrant(flags, file);
 }
 
 /** Runs the production-mode checks when --mode production is set. */

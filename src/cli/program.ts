@@ -11,6 +11,7 @@ import { addAuditCommands } from './audit-commands.ts';
 import { addSealOptions } from './seal-flags.ts';
 import { addCaCustodyOptions } from './ca-flags.ts';
 import { addHardeningOptions } from './hardening-options.ts';
+import { addTlsKeyOptions } from './tls-key-flags.ts';
 
 function addClientOptions(command: Command): Command {
   return command
@@ -255,7 +256,7 @@ export function buildProgram(): Command {
     .option('--access-log-sampling <rate>', 'share of requests written to the access log, from 0 to 1 (default: 1)')
     .option('--access-log-path <file>', 'append the access log to this file (default: standard output)')
     .option('--access-log-query', 'keep query strings in the access log (default: dropped, because they often carry secrets)');
-  addHardeningOptions(proxy).action(async (flags: Parameters<typeof runProxy>[0]) => {
+  addHardeningOptions(addTlsKeyOptions(proxy)).action(async (flags: Parameters<typeof runProxy>[0]) => {
     const { runProxy } = await import('./run.ts');
     await runProxy(flags);
   });

@@ -1,18 +1,20 @@
 import { accessSync, constants } from 'node:fs';
 import { dirname, resolve } from 'node:path';
-import { createLogger } from '../log/index.ts';
+import { createLogger, type Logger } from '../log/index.ts';
 import { ControlPlane } from '../server/index.ts';
 import { ATTESTATION_MODES, type AttestationMode } from '../attest/providers/index.ts';
 import { SidecarProxy, parseProtocol, formatSocketAddress, isUnixAddress, parseHealthPath, parseHostPort, parseSocketAddress, parseUpstream } from '../proxy/index.ts';
 import { parseSocketMode, resolveGroupId, resolveUserId } from '../perimeter/index.ts';
-import { SealmeshError } from '../errors/index.ts';
+import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { checkEnvironment, isLoopback, loadLocalConfig, type ProxyLocalConfig } from '../config/index.ts';
 import type { AccessLogOptions } from '../proxy/http/access-log.ts';
+import type { TokenTlsKey } from '../proxy/token-key.ts';
 import { applyUpstreamTraffic, parseTrafficFlag } from '../proxy/traffic/index.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { DEFAULT_ADDR, parseDuration, readCaFile } from './output.ts';
-import { checkRunMode, launchSandboxIfRequested, proxyGrant, serverGrant, type HardeningFlags } from './hardening-flags.ts';
+import { checkedProxyGrant, checkRunMode, launchSandboxIfRequested, serverGrant, type HardeningFlags } from './hardening-flags.ts';
+import { assertTlsKeyWithoutSandbox, tokenKeyFromFlags, type TlsKeyFlags } from './tls-key-flags.ts';
 
 /**
  * Resolves once SIGINT or SIGTERM arrives. With SEALMESH_EXIT_WITH_PARENT=1, as `sealmesh dev` sets
@@ -80,6 +82,7 @@ export async function runServer(
   const server = new ControlPlane({
     seal: sealFromFlags(flags),
     caCustody,
+    runMode: flags.mode,
     ...(counter !== undefined ? { counter } : {}),
     ...(flags.unsealSocket !== undefined ? { unsealSocket: flags.unsealSocket } : {}),
     dataDir,
@@ -144,12 +147,13 @@ export async function runProxy(flags: HardeningFlags & {
   accessLogSampling?: string;
   accessLogPath?: string;
   accessLogQuery?: boolean;
-}): Promise<void> {
+} & TlsKeyFlags): Promise<void> {
   checkEnvironment(process.env);
   const attestation = parseAttestationMode(flags.attestation ?? 'auto');
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'proxy');
   const accessLog = accessLogSettings(flags, file);
-  if (await launchSandboxIfRequested(flags, () => proxyGrant(flags, file))) return;
+  assertTlsKeyWithoutSandbox(flags);
+  if (await launchSandboxIfRequested(flags, () => checkedProxyGrant(flags, file))) return;
   checkRunMode(flags);
   // Other users can read a process's command line in /proc/PID/cmdline, so production takes the join token from the environment only.
   if (flags.mode === 'production' && flags.joinToken !== undefined) {
@@ -177,6 +181,7 @@ export async function runProxy(flags: HardeningFlags & {
   }
   const addr = flags.addr ?? process.env.SEALMESH_ADDR ?? file.addr ?? DEFAULT_ADDR;
   const log = createLogger({ component: 'proxy', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL }).child({ service });
+  const tokenKey = await openTokenKey(flags, log);
   const proxy = new SidecarProxy({
     service,
     joinToken: takeJoinToken(flags),
@@ -201,17 +206,51 @@ export async function runProxy(flags: HardeningFlags & {
     ...(flags.manifestGenesis !== undefined ? { manifestGenesis: parseDigest(flags.manifestGenesis) } : {}),
     ...(flags.svidTtl !== undefined ? { svidTtlSeconds: parseDuration(flags.svidTtl, '--svid-ttl') } : {}),
     attestation,
+    runMode: flags.mode,
+    ...(tokenKey !== undefined ? { tokenKey } : {}),
     ...(flags.devMeasurement !== undefined ? { devMeasurement: flags.devMeasurement } : {}),
   });
   if (attestation === 'dev') {
     console.error('WARNING: --attestation dev sends INSECURE software evidence that proves nothing; only a development manifest accepts it.');
   }
+  await serveProxy(proxy, tokenKey, log);
+}
+
+/**
+ * Starts the proxy and runs it until a signal arrives or the proxy halts, whose error is then
+ * thrown. It is a separate function because with these awaits inside `runProxy`, heap snapshots
+ * of the running proxy contained the join token (Node.js 24.21, test/secret-exposure.test.ts).
+ */
+async function serveProxy(proxy: SidecarProxy, tokenKey: TokenTlsKey | undefined, log: Logger): Promise<void> {
   const signalled = untilSignal();
-  await proxy.start();
-  const signal = await signalled;
-  log.info({ signal }, 'stopping');
-  await proxy.stop();
-  log.flush();
+  try {
+    await proxy.start();
+    const stopCause = await Promise.race([signalled, proxy.halted]);
+    if (typeof stopCause !== 'string') {
+      await proxy.stop();
+      throw stopCause;
+    }
+    log.info({ signal: stopCause }, 'stopping');
+    await proxy.stop();
+  } finally {
+    tokenKey?.close();
+    log.flush();
+  }
+}
+
+/** Opens the proxy's TLS key in its token when the flags request one; the start fails with its code otherwise. */
+async function openTokenKey(flags: TlsKeyFlags, log: Logger): Promise<TokenTlsKey | undefined> {
+  const options = tokenKeyFromFlags(flags);
+  if (options === undefined) return undefined;
+  const { TokenTlsKey } = await import('../proxy/token-key.ts');
+  try {
+    const key = await TokenTlsKey.open(options);
+    log.info({ token: options.tokenLabel, keyLabel: options.keyLabel, generated: key.generated }, key.generated ? 'TLS key generated in the PKCS#11 token' : 'TLS key found in the PKCS#11 token');
+    return key;
+  } catch (error) {
+    log.error({ code: isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL', reason: (error as Error).message }, 'the TLS key in the PKCS#11 token cannot be used');
+    throw error;
+  }
 }
 
 /** Checks the URL of a collateral caching service: http or https, without credentials. */

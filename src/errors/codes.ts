@@ -279,6 +279,18 @@ export const ERROR_CODES = {
   SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN: { status: 503, summary: 'the upstream\'s circuit-breaker limit on connections, pending requests or concurrent requests is reached' },
   SEALMESH_ERR_TRAFFIC_RETRY_BUDGET_EXHAUSTED: { status: 503, summary: 'a retry was not made because the upstream\'s retry budget had no room' },
 
+  // Production mode required by the manifest.
+  SEALMESH_ERR_PRODUCTION_MODE_REQUIRED: { status: 409, summary: 'the manifest requires production mode, and the server or proxy does not run in --mode production' },
+
+  // The proxy's TLS private key in a PKCS#11 token.
+  SEALMESH_ERR_TLS_KEY_HSM_UNAVAILABLE: { status: 500, summary: 'the PKCS#11 module of the proxy\'s TLS key could not be loaded or the token failed' },
+  SEALMESH_ERR_TLS_KEY_ENGINE_MISSING: { status: 500, summary: 'the OpenSSL pkcs11 engine (libengine-pkcs11-openssl) could not be loaded' },
+  SEALMESH_ERR_TLS_KEY_HSM_TOKEN_MISSING: { status: 500, summary: 'no token with the configured label holds the proxy\'s TLS key' },
+  SEALMESH_ERR_TLS_KEY_HSM_PIN_MISSING: { status: 500, summary: 'the PIN of the token that holds the proxy\'s TLS key is unset, empty or unreadable' },
+  SEALMESH_ERR_TLS_KEY_HSM_LOGIN_FAILED: { status: 500, summary: 'the token that holds the proxy\'s TLS key rejected the PIN' },
+  SEALMESH_ERR_TLS_KEY_INVALID: { status: 500, summary: 'the proxy\'s TLS key in the token is not a sensitive, non-extractable ECDSA P-256 signing key' },
+  SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED: { status: 500, summary: 'a TLS key in a PKCS#11 token cannot be used under the Node.js permission model (--sandbox)' },
+
 } as const satisfies Record<string, { status: number; summary: string }>;
 
 export type ErrorCode = keyof typeof ERROR_CODES;

@@ -36,7 +36,7 @@ export interface InitManifestOptions {
 }
 
 /** The sections of a manifest that `nextManifest` may change. Each given section replaces the old one whole. */
-export type ManifestChanges = Partial<Pick<Manifest, 'defaultPolicy' | 'tls' | 'svidTtl' | 'intentions' | 'attestation' | 'perimeter' | 'operators' | 'environment'>>;
+export type ManifestChanges = Partial<Pick<Manifest, 'defaultPolicy' | 'tls' | 'svidTtl' | 'intentions' | 'attestation' | 'perimeter' | 'hardening' | 'operators' | 'environment'>>;
 
 /**
  * Builds an operator key entry from a public key, rewriting the PEM in canonical form. Throws

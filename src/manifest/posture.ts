@@ -104,6 +104,8 @@ export interface EffectivePosture {
   };
   /** `strict`: proxies refuse to serve an app reachable around the mesh; `warn`: they report it. */
   perimeter: { appBinding: 'strict' | 'warn' };
+  /** With `requireProductionMode`, the server and every proxy run only in `--mode production`. */
+  hardening: { requireProductionMode: boolean };
   operators: {
     threshold: number;
     keys: Array<{ id: string; algorithm: OperatorKeyAlgorithm; fingerprint: string }>;
@@ -143,6 +145,7 @@ export function effectivePosture(manifest: Manifest): EffectivePosture {
       services: attestationServices,
     },
     perimeter: { appBinding: manifest.perimeter?.appBinding ?? 'warn' },
+    hardening: { requireProductionMode: manifest.hardening?.requireProductionMode ?? false },
     operators: {
       threshold: manifest.operators.threshold,
       keys: manifest.operators.keys.map((key) => ({ id: key.id, algorithm: key.algorithm, fingerprint: keyFingerprint(key.publicKey) })),
@@ -207,6 +210,7 @@ export function formatPosture(posture: EffectivePosture): string {
       'app binding',
       posture.perimeter.appBinding === 'strict' ? 'strict: proxies refuse apps reachable around the mesh' : 'warn: proxies report apps reachable around the mesh',
     ],
+    ['production mode', posture.hardening.requireProductionMode ? 'required of the server and every proxy' : 'not required'],
     ['operators', `${posture.operators.threshold} of ${posture.operators.keys.length} signatures required`],
     ...posture.operators.keys.map((key): [string, string] => [`  ${key.id}`, `${key.algorithm} sha256:${key.fingerprint}`]),
   ];

@@ -370,6 +370,11 @@ export const manifestSchema = z
      * hosts can reach without it; `warn` (the default when absent) reports it.
      */
     perimeter: z.strictObject({ appBinding: z.enum(['strict', 'warn']) }).optional(),
+    /**
+     * Process hardening. `requireProductionMode: true` makes every proxy and the server refuse to
+     * run unless started with `--mode production`; false or absent leaves the mode to each process.
+     */
+    hardening: z.strictObject({ requireProductionMode: z.boolean().optional() }).optional(),
     operators: operatorsSchema,
   })
   .superRefine((manifest, context) => {

@@ -1,6 +1,7 @@
 export { classifyAddress, parseSocketTable, readListeningSockets, checkAppExposure, type AppExposure, type BindScope, type ListeningSocket } from './socket-table.ts';
 export { checkTcpAppExposure, describeExposure, formatBinding, isLoopbackHost, type ExposureReport, type PerimeterMode } from './exposure.ts';
 export {
+  checkSocketAncestors,
   checkSocketDirectory,
   checkSocketMode,
   DEFAULT_SOCKET_MODE,

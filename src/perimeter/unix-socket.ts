@@ -115,15 +115,10 @@ function checkDirectory(dir: string, stats: Stats, context: DirectoryContext, an
   }
 }
 
-/**
- * Checks the directory of a socket path and every directory above it, after resolving symbolic
- * links, and returns the resolved directory. The socket is bound there, so a link that changes
- * after the check cannot redirect it.
- */
-export async function checkSocketDirectory(socketPath: string, socketGid: number | undefined, euid = currentEuid()): Promise<string> {
-  let dir: string;
+/** Returns the socket's directory with symbolic links resolved. */
+async function resolveSocketDirectory(socketPath: string): Promise<string> {
   try {
-    dir = await realpath(dirname(socketPath));
+    return await realpath(dirname(socketPath));
   } catch (error) {
     const code = (error as NodeJS.ErrnoException).code;
     if (code === 'ENOENT' || code === 'ENOTDIR') {
@@ -134,17 +129,46 @@ export async function checkSocketDirectory(socketPath: string, socketGid: number
     }
     throw new SealmeshError('SEALMESH_ERR_SOCKET_SETUP_FAILED', `cannot resolve directory ${dirname(socketPath)} of the socket ${socketPath}: ${code ?? String(error)}`, { cause: error });
   }
+}
+
+/**
+ * Checks the directory of a socket path and every directory above it, after resolving symbolic
+ * links, and returns the resolved directory. The socket is bound there, so a link that changes
+ * after the check cannot redirect it.
+ */
+export async function checkSocketDirectory(socketPath: string, socketGid: number | undefined, euid = currentEuid()): Promise<string> {
+  const dir = await resolveSocketDirectory(socketPath);
+
   const context: DirectoryContext = { socket: socketPath, euid, socketGid };
-  let current = dir;
-  let ancestor = false;
-  for (;;) {
-    checkDirectory(current, await lstat(current), context, ancestor);
-    const parent = dirname(current);
-    if (parent === current) break;
-    current = parent;
-    ancestor = true;
+  checkDirectory(dir, await lstat(dir), context, false);
+  for (let current = dirname(dir); ; current = dirname(current)) {
+    // The sandbox grants read access to the socket's own directory but not to the directories
+    // above it, because a grant covers a whole subtree. The sandbox launcher checked those with
+    // `checkSocketAncestors` before it started this process.
+    if (readableInSandbox(current)) checkDirectory(current, await lstat(current), context, true);
+    if (dirname(current) === current) break;
   }
   return dir;
+}
+
+/**
+ * Checks every directory above the socket's directory, after resolving symbolic links, with the
+ * rules for ancestors. The sandbox launcher runs it before it starts the sandboxed proxy, which
+ * may not read those directories. A directory that passes is owned by root or the proxy's user
+ * and open to others only with the sticky bit, so no other user can change it before the bind.
+ */
+export async function checkSocketAncestors(socketPath: string, euid = currentEuid()): Promise<void> {
+  const dir = await resolveSocketDirectory(socketPath);
+  const context: DirectoryContext = { socket: socketPath, euid, socketGid: undefined };
+  for (let current = dirname(dir); ; current = dirname(current)) {
+    checkDirectory(current, await lstat(current), context, true);
+    if (dirname(current) === current) break;
+  }
+}
+
+/** True unless this process runs under the Node.js permission model without read access to `path`. */
+function readableInSandbox(path: string): boolean {
+  return process.permission === undefined || process.permission.has('fs.read', path);
 }
 
 /** Returns true when a process accepts connections on the socket at `path`. */

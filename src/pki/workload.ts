@@ -17,10 +17,10 @@ export async function generateKeyPair(): Promise<webcrypto.CryptoKeyPair> {
 }
 
 /**
- * Creates a PEM PKCS#10 CSR signed with `keys`, whose only subjectAltName is the URI `spiffeId`.
+ * Creates a PEM PKCS#10 CSR signed with `keys` through `crypto`, whose only subjectAltName is the URI `spiffeId`.
  * Throws SEALMESH_ERR_SPIFFE_ID_INVALID when `spiffeId` is not a sealmesh SPIFFE ID.
  */
-export async function generateCsr(spiffeId: string, keys: webcrypto.CryptoKeyPair): Promise<string> {
+export async function generateCsr(spiffeId: string, keys: webcrypto.CryptoKeyPair, crypto: webcrypto.Crypto = nodeCrypto): Promise<string> {
   const id = parseSpiffeId(spiffeId);
   const csr = await x509.Pkcs10CertificateRequestGenerator.create(
     {
@@ -29,7 +29,7 @@ export async function generateCsr(spiffeId: string, keys: webcrypto.CryptoKeyPai
       signingAlgorithm: ECDSA_SHA256,
       extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId }])],
     },
-    nodeCrypto,
+    crypto,
   );
   return csr.toString('pem');
 }

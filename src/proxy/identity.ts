@@ -6,6 +6,7 @@ import { generateCsr, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
 import { formatSpiffeId, type SpiffeId } from '../spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import { enrollmentReportData, type Evidence, type EvidenceProvider } from '../attest/index.ts';
+import type { TokenTlsKey } from './token-key.ts';
 
 /** The control plane's response to an enrollment or a renewal. */
 export interface SvidResponse {
@@ -37,9 +38,10 @@ export interface SvidContexts {
   chainPem: string;
   /**
    * The private key, kept so that the contexts can be rebuilt when the trust bundle changes
-   * without a new SVID. OpenSSL keeps a copy in each context anyway.
+   * without a new SVID. OpenSSL keeps a copy of an in-memory key in each context anyway; a token
+   * key stays in its token.
    */
-  privateKey: webcrypto.CryptoKey;
+  privateKey: webcrypto.CryptoKey | TokenTlsKey;
   /** Options for `tls.Server#setSecureContext` of the inbound listener. */
   inboundOptions: SecureContextOptions;
   /** Client context for connections to other proxies. */
@@ -58,6 +60,8 @@ export interface EnrollRequest {
   ttlSeconds?: number;
   /** Produces evidence bound to the new key and a fresh server nonce; none is sent when absent. */
   evidenceProvider?: EvidenceProvider;
+  /** A key pair in a PKCS#11 token to use in place of a new in-memory key. */
+  tokenKey?: TokenTlsKey;
 }
 
 /**
@@ -65,21 +69,24 @@ export interface EnrollRequest {
  * SHA-512 over the CSR's public key and the nonce, so that the evidence is valid for this key and
  * this request only.
  */
-async function collectEvidence(client: ApiClient, provider: EvidenceProvider, keys: webcrypto.CryptoKeyPair): Promise<{ nonce: string; evidence: Evidence }> {
+async function collectEvidence(client: ApiClient, provider: EvidenceProvider, publicKey: webcrypto.CryptoKey): Promise<{ nonce: string; evidence: Evidence }> {
   const { nonce } = await client.post<{ nonce: string; expiresAt: string }>('/v1/svid/nonce', {});
-  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', keys.publicKey));
+  const spki = new Uint8Array(await webcrypto.subtle.exportKey('spki', publicKey));
   const evidence = await provider.collect(enrollmentReportData(spki, Buffer.from(nonce, 'base64url')));
   return { nonce, evidence };
 }
 
 /**
- * Creates a key pair in memory and a CSR for `identity`. The private key never leaves this process:
- * only the CSR is sent.
+ * Creates a key pair in memory, or takes `tokenKey`, and a CSR for `identity`. The private key
+ * never leaves this process or the token: only the CSR is sent.
  */
-async function newKeyAndCsr(identity: SpiffeId): Promise<{ keys: webcrypto.CryptoKeyPair; csr: string }> {
+async function newKeyAndCsr(identity: SpiffeId, tokenKey?: TokenTlsKey): Promise<{ publicKey: webcrypto.CryptoKey; privateKey: webcrypto.CryptoKey | TokenTlsKey; csr: string }> {
+  if (tokenKey !== undefined) {
+    return { publicKey: tokenKey.publicKey, privateKey: tokenKey, csr: await tokenKey.csr(formatSpiffeId(identity)) };
+  }
   const keys = await generateKeyPair();
   const csr = await generateCsr(formatSpiffeId(identity), keys);
-  return { keys, csr };
+  return { publicKey: keys.publicKey, privateKey: keys.privateKey, csr };
 }
 
 /**
@@ -87,7 +94,8 @@ async function newKeyAndCsr(identity: SpiffeId): Promise<{ keys: webcrypto.Crypt
  * PEM text: a KeyObject fails with ERR_INVALID_ARG_TYPE and DER fails to decode. The key therefore
  * passes as a PEM Buffer, never a string, and the Buffer is zeroed once OpenSSL has parsed it.
  */
-async function buildContexts(privateKey: webcrypto.CryptoKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): Promise<SvidContexts> {
+async function buildContexts(privateKey: webcrypto.CryptoKey | TokenTlsKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): Promise<SvidContexts> {
+  if ('engineOptions' in privateKey) return buildTokenKeyContexts(privateKey, response, controlCa);
   const leaf = new X509Certificate(response.certificatePem);
   const keyPem = await privateKeyToPem(privateKey);
   try {
@@ -116,6 +124,26 @@ async function buildContexts(privateKey: webcrypto.CryptoKey, response: Pick<Svi
   }
 }
 
+/** Builds the SVID's TLS contexts with the private key loaded through the OpenSSL pkcs11 engine. */
+function buildTokenKeyContexts(tokenKey: TokenTlsKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): SvidContexts {
+  const leaf = new X509Certificate(response.certificatePem);
+  const key = tokenKey.engineOptions();
+  return {
+    spiffeId: response.spiffeId,
+    serial: leaf.serialNumber,
+    notBefore: new Date(leaf.validFrom),
+    notAfter: new Date(response.notAfter),
+    certificateSha256: createHash('sha256').update(leaf.raw).digest('hex'),
+    bundle: response.bundle,
+    chainPem: response.chainPem,
+    privateKey: tokenKey,
+    certificatePem: response.certificatePem,
+    inboundOptions: { ...TLS_SERVER_OPTIONS, ...key, cert: response.chainPem, ca: response.bundle },
+    outbound: createSecureContext({ ...TLS_CLIENT_OPTIONS, ...key, cert: response.chainPem, ca: response.bundle }),
+    control: createSecureContext({ ...TLS_CLIENT_OPTIONS, ...key, cert: response.chainPem, ca: [...new Set([...controlCa, ...response.bundle])] }),
+  };
+}
+
 /**
  * Rebuilds every context of the current SVID to trust `bundle`, the roots that the latest snapshot
  * carries. A root rotation adds a root to the bundle and its prune removes the retired one, and
@@ -136,9 +164,9 @@ export async function enroll(
   request: EnrollRequest,
   controlCa: string[],
 ): Promise<{ response: SvidResponse; contexts: SvidContexts }> {
-  const { keys, csr } = await newKeyAndCsr(identity);
+  const { publicKey, privateKey, csr } = await newKeyAndCsr(identity, request.tokenKey);
   const joinClient = client.with({ token: request.joinToken });
-  const attested = request.evidenceProvider === undefined ? undefined : await collectEvidence(joinClient, request.evidenceProvider, keys);
+  const attested = request.evidenceProvider === undefined ? undefined : await collectEvidence(joinClient, request.evidenceProvider, publicKey);
   const response = await joinClient.post<SvidResponse>('/v1/svid/enroll', {
     csr,
     address: request.address,
@@ -154,10 +182,13 @@ export async function enroll(
       `the server issued ${response.spiffeId}, but this proxy serves ${identity.namespace}/${identity.service}; check --service and the join token's service`,
     );
   }
-  return { response, contexts: await buildContexts(keys.privateKey, response, controlCa) };
+  return { response, contexts: await buildContexts(privateKey, response, controlCa) };
 }
 
-/** Renews over mTLS with the current SVID, with a new key pair and, with a provider, fresh evidence. */
+/**
+ * Renews over mTLS with the current SVID, with a new key pair (or the same token key) and, with a
+ * provider, fresh evidence.
+ */
 export async function renew(
   client: ApiClient,
   current: SvidContexts,
@@ -166,17 +197,18 @@ export async function renew(
   controlCa: string[],
   ttlSeconds?: number,
   evidenceProvider?: EvidenceProvider,
+  tokenKey?: TokenTlsKey,
 ): Promise<{ response: SvidResponse; contexts: SvidContexts }> {
-  const { keys, csr } = await newKeyAndCsr(identity);
+  const { publicKey, privateKey, csr } = await newKeyAndCsr(identity, tokenKey);
   const mtlsClient = client.with({ secureContext: current.control, token: undefined });
-  const attested = evidenceProvider === undefined ? undefined : await collectEvidence(mtlsClient, evidenceProvider, keys);
+  const attested = evidenceProvider === undefined ? undefined : await collectEvidence(mtlsClient, evidenceProvider, publicKey);
   const response = await mtlsClient.post<SvidResponse>('/v1/svid/renew', {
     csr,
     instanceId,
     ...(ttlSeconds !== undefined ? { ttlSeconds } : {}),
     ...(attested !== undefined ? attested : {}),
   });
-  return { response, contexts: await buildContexts(keys.privateKey, response, controlCa) };
+  return { response, contexts: await buildContexts(privateKey, response, controlCa) };
 }
 
 /**

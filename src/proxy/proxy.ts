@@ -26,6 +26,9 @@ import { PeerSessionCache } from './tls-sessions.ts';
 import { alpnFor, DEFAULT_PROTOCOL, isHttpProtocol, type ServiceProtocol } from './http/protocol.ts';
 import type { EvidenceProvider } from '../attest/index.ts';
 import { createEvidenceProvider, type AttestationMode } from '../attest/providers/index.ts';
+import { requiredModeViolation } from '../hardening/required-mode.ts';
+import type { RunMode } from '../hardening/production.ts';
+import type { TokenTlsKey } from './token-key.ts';
 
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
@@ -89,6 +92,13 @@ export interface ProxyOptions {
   gramineRoot?: string;
   /** An evidence provider to use in place of the one `attestation` selects. */
   evidenceProvider?: EvidenceProvider;
+  /** The `--mode` the proxy runs in, checked against the manifest's requirement. `development` when absent. */
+  runMode?: RunMode;
+  /**
+   * A TLS key pair in a PKCS#11 token, reused for every SVID, in place of a new in-memory key per
+   * SVID. The caller opens it and closes it after `stop`.
+   */
+  tokenKey?: TokenTlsKey;
   log?: Logger;
   /** JSON access log of the HTTP path, one line per request; none when absent. */
   accessLog?: AccessLogOptions;
@@ -141,6 +151,7 @@ export class SidecarProxy {
   #trustUpdate: Promise<void> = Promise.resolve();
   #joinToken: string | undefined;
   readonly #accessLog: AccessLog | undefined;
+  readonly #halt = Promise.withResolvers<SealmeshError>();
 
   constructor(options: ProxyOptions) {
     this.#joinToken = options.joinToken;
@@ -165,6 +176,14 @@ export class SidecarProxy {
       },
       ...(options.appHealthPath !== undefined ? { httpPath: options.appHealthPath } : {}),
     });
+  }
+
+  /**
+   * Settles with the error that made the proxy stop serving for good: a verified manifest that
+   * requires production mode while the proxy runs in development mode. The caller should stop it.
+   */
+  get halted(): Promise<SealmeshError> {
+    return this.#halt.promise;
   }
 
   get spiffeId(): string | undefined {
@@ -298,6 +317,7 @@ export class SidecarProxy {
         protocol: this.protocol,
         ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
         ...(this.#evidenceProvider !== undefined ? { evidenceProvider: this.#evidenceProvider } : {}),
+        ...(this.options.tokenKey !== undefined ? { tokenKey: this.options.tokenKey } : {}),
       },
       this.options.serverCa,
     ).catch(async (error: unknown) => {
@@ -481,7 +501,7 @@ export class SidecarProxy {
     return this.#traffic.get(formatServiceRef(parseServiceRef(service)));
   }
 
-  /** Renews the SVID now with a new key pair; established connections keep running. */
+  /** Renews the SVID now with a new key pair, or the token key again; established connections keep running. */
   async renewNow(): Promise<void> {
     const current = this.#svid;
     if (current === undefined) throw new SealmeshError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID to renew; it must enroll first');
@@ -494,6 +514,7 @@ export class SidecarProxy {
         this.options.serverCa,
         this.options.svidTtlSeconds,
         this.#evidenceProvider,
+        this.options.tokenKey,
       );
       this.#installSvid(contexts);
       this.#recordAttestation(response.attestation);
@@ -555,7 +576,7 @@ export class SidecarProxy {
     this.#svid = contexts;
     this.#inbound?.setSecureContext(contexts.inboundOptions);
     // The listener has built its context; the key copy in the options is no longer needed.
-    (contexts.inboundOptions.key as Buffer).fill(0);
+    (contexts.inboundOptions.key as Buffer | undefined)?.fill(0);
     contexts.inboundOptions.key = undefined;
     this.metrics.svidExpirySeconds.set((contexts.notAfter.getTime() - Date.now()) / 1000);
     this.#scheduleRenewal(renewalDelayMs(contexts));
@@ -593,6 +614,11 @@ export class SidecarProxy {
     const enforced = this.#manifestGuard.enforced;
     if (enforced !== undefined) {
       this.metrics.manifestVersion.set(enforced.version);
+      const violation = requiredModeViolation(enforced.posture, this.options.runMode ?? 'development', 'this proxy');
+      if (violation !== undefined) {
+        this.#refuseToRun(violation);
+        return;
+      }
       const mode = enforced.posture.perimeter.appBinding === 'strict' ? 'strict' : (this.options.perimeter ?? 'warn');
       void this.#monitor.setPerimeter(mode);
       // The control plane shows which manifest each proxy enforces, so a new one is reported at once.
@@ -612,6 +638,14 @@ export class SidecarProxy {
     if (closed > 0) this.log.info({ closed }, 'closed connections that the new intentions deny');
     const bundle = snapshot.bundle;
     this.#trustUpdate = this.#trustUpdate.then(() => this.#applyTrustBundle(bundle));
+  }
+
+  /** Stops inbound traffic for good, logs and counts `error`, and settles `halted` with it. */
+  #refuseToRun(error: SealmeshError): void {
+    this.metrics.rejections.inc({ code: error.code });
+    this.log.error({ code: error.code, reason: error.message }, 'proxy stops serving: the manifest requires production mode');
+    this.#inbound?.suspend(error.code, error.message);
+    this.#halt.resolve(error);
   }
 
   /**
@@ -638,7 +672,7 @@ export class SidecarProxy {
       if (this.#svid !== current) continue;
       this.#svid = contexts;
       this.#inbound?.setSecureContext(contexts.inboundOptions);
-      (contexts.inboundOptions.key as Buffer).fill(0);
+      (contexts.inboundOptions.key as Buffer | undefined)?.fill(0);
       contexts.inboundOptions.key = undefined;
       this.log.info({ roots: bundle.length }, 'trust bundle updated');
       return;

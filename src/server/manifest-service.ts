@@ -1,4 +1,5 @@
 import { SealmeshError } from '../errors/index.ts';
+import { requiredModeViolation, type RunMode } from '../hardening/index.ts';
 import {
   acceptManifest,
   effectivePosture,
@@ -50,11 +51,16 @@ export function manifestChainKey(version: number): string {
 export class ManifestService {
   readonly #store: Store;
   readonly #fallbackTtlSeconds: number;
+  readonly #runMode: RunMode;
 
-  /** `fallbackTtlSeconds` is the default SVID TTL while no manifest is applied. */
-  constructor(store: Store, fallbackTtlSeconds: number) {
+  /**
+   * `fallbackTtlSeconds` is the default SVID TTL while no manifest is applied. `runMode` is the
+   * server's `--mode`, against which a manifest's `hardening.requireProductionMode` is checked.
+   */
+  constructor(store: Store, fallbackTtlSeconds: number, runMode: RunMode = 'development') {
     this.#store = store;
     this.#fallbackTtlSeconds = fallbackTtlSeconds;
+    this.#runMode = runMode;
   }
 
   /** Returns every accepted document, oldest first; empty before the first apply. */
@@ -115,13 +121,18 @@ export class ManifestService {
   /**
    * Accepts `candidate` with `acceptManifest` against the current manifest and stores it as the new
    * current manifest. The first manifest must be version 1 and is pinned as the genesis. Throws the
-   * codes of `acceptManifest`, and SEALMESH_ERR_CONFLICT when another apply won the race.
+   * codes of `acceptManifest`, SEALMESH_ERR_PRODUCTION_MODE_REQUIRED when the manifest requires
+   * production mode and this server does not run in it, and SEALMESH_ERR_CONFLICT when another
+   * apply won the race.
    */
   async apply(candidate: unknown): Promise<AcceptedManifest> {
     const headRecord = await this.#store.get(MANIFEST_KEYS.head);
     const current = await this.current();
     const document = parseSignedManifest(candidate, 'candidate manifest');
     const accepted = acceptManifest(document, current?.document);
+    // Storing it would leave a server that refuses its own manifest at the next start.
+    const violation = requiredModeViolation(effectivePosture(accepted.manifest), this.#runMode, 'this server');
+    if (violation !== undefined) throw violation;
 
     const head: ManifestHead = { version: accepted.manifest.version, digest: accepted.digest, appliedAt: accepted.acceptedAt.toISOString() };
     const chainKey = manifestChainKey(accepted.manifest.version);

@@ -15,7 +15,7 @@ import { AttestationGate } from './attestation.ts';
 import { NonceStore } from './nonces.ts';
 import { assertTrustDomain, generateTrustDomain } from '../spiffe/index.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
-import { sandboxDeniedError } from '../hardening/index.ts';
+import { requiredModeViolation, sandboxDeniedError, type RunMode } from '../hardening/index.ts';
 import { AuditLog } from '../audit/index.ts';
 import { AclService } from './acl.ts';
 import { Catalog } from './catalog.ts';
@@ -69,6 +69,8 @@ export interface ServerOptions {
   verifiers?: VerifierRegistry;
   /** Custody of the CA private keys. `sealed` (in the sealed store) when absent. */
   caCustody?: CaCustodyConfig;
+  /** The `--mode` the server runs in, checked against the manifest's requirement. `development` when absent. */
+  runMode?: RunMode;
   /**
    * Clock of the CA: certificate validity and the prune of a retired root. `() => new Date()` when
    * absent; tests move it forward to reach the expiry of certificates without waiting.
@@ -184,10 +186,24 @@ export class ControlPlane {
     await this.#seal.start();
   }
 
+  /**
+   * Throws SEALMESH_ERR_PRODUCTION_MODE_REQUIRED, logged and counted, when the current manifest
+   * requires production mode and the server does not run in it. Nothing is served before this check.
+   */
+  async #refuseUnlessRunModeAllowed(store: Store): Promise<void> {
+    const posture = await new ManifestService(store, DEFAULT_SVID_TTL_SECONDS).posture();
+    const violation = requiredModeViolation(posture, this.options.runMode ?? 'development', 'this server');
+    if (violation === undefined) return;
+    this.metrics.rejections.inc({ code: violation.code });
+    this.log.error({ code: violation.code, reason: violation.message, manifestVersion: posture?.version }, 'server start rejected: the manifest requires production mode');
+    throw violation;
+  }
+
   /** Serves the API on an open store. Called once, by `start` or after an unseal. */
   async openWithStore(store: Store): Promise<void> {
     this.#store = store;
     this.#trustDomain = await this.#loadTrustDomain(store);
+    await this.#refuseUnlessRunModeAllowed(store);
     const custody = this.#openCustody(store);
     this.#custody = custody;
     let ca: CertificateAuthority;
@@ -212,7 +228,7 @@ export class ControlPlane {
     const audit = new AuditLog(store);
     this.#audit = audit;
     const svidTtlSeconds = this.options.svidTtlSeconds ?? DEFAULT_SVID_TTL_SECONDS;
-    const manifests = new ManifestService(store, svidTtlSeconds);
+    const manifests = new ManifestService(store, svidTtlSeconds, this.options.runMode);
     const verifiers =
       this.options.verifiers ??
       createVerifierRegistry(createCollateralSources(this.options.collateral ?? {}, store, this.log.child({ subsystem: 'collateral' })));

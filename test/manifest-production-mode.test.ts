@@ -1,0 +1,160 @@
+import { after, before, describe, test } from 'node:test';
+import assert from 'node:assert/strict';
+import { connect } from 'node:tls';
+import { FileManifestSigner, formatPosture, effectivePosture, generateOperatorKey, initManifest, nextManifest, signManifest, type SignedManifest } from '../src/manifest/index.ts';
+import { ControlPlane } from '../src/server/index.ts';
+import { isSealmeshError } from '../src/errors/index.ts';
+import type { SidecarProxy } from '../src/proxy/index.ts';
+import { startHttpApp, startProxy, startServer, tempDir, testLogger, type TestServer } from './helpers/mesh.ts';
+import { freePort, waitForExit } from './helpers/cli.ts';
+import { createJoinToken, spawnSealmesh, startServerProcess, stopProcesses } from './helpers/process-mesh.ts';
+
+const TRUST_DOMAIN = 'mode-test.sealmesh';
+const operator = generateOperatorKey('ed25519');
+const signer = FileManifestSigner.fromPem(operator.privateKeyPem);
+
+async function genesis(): Promise<SignedManifest> {
+  return signManifest(initManifest({ trustDomain: TRUST_DOMAIN, operatorKeys: [{ publicKeyPem: operator.publicKeyPem, algorithm: 'ed25519' }], threshold: 1 }), signer);
+}
+
+async function counterValue(counter: { get: () => Promise<{ values: Array<{ labels: Record<string, unknown>; value: number }> }> }, code: string): Promise<number> {
+  const { values } = await counter.get();
+  return values.find((entry) => entry.labels.code === code)?.value ?? 0;
+}
+
+describe('manifest requiring production mode', () => {
+  test('posture shows the requirement', async () => {
+    const v1 = await genesis();
+    const required = await signManifest(nextManifest(v1, { hardening: { requireProductionMode: true } }), signer);
+    assert.equal(effectivePosture(v1.manifest).hardening.requireProductionMode, false);
+    assert.equal(effectivePosture(required.manifest).hardening.requireProductionMode, true);
+    assert.match(formatPosture(effectivePosture(required.manifest)), /production mode: +required of the server and every proxy/);
+  });
+
+  describe('development server', () => {
+    let mesh: TestServer;
+
+    before(async () => {
+      mesh = await startServer({ trustDomain: TRUST_DOMAIN });
+    });
+
+    after(async () => {
+      await mesh?.stop();
+    });
+
+    test('apply is rejected and audited', async () => {
+      const v1 = await genesis();
+      const draft = initManifest({ trustDomain: TRUST_DOMAIN, operatorKeys: [{ publicKeyPem: operator.publicKeyPem, algorithm: 'ed25519' }], threshold: 1 });
+      draft.manifest.hardening = { requireProductionMode: true };
+      const signedRequired = await signManifest(draft, signer);
+      await assert.rejects(mesh.operator.post('/v1/manifest', signedRequired), (error: unknown) => {
+        assert.ok(isSealmeshError(error), String(error));
+        assert.equal(error.code, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED');
+        assert.match(error.message, /runs in development mode/);
+        return true;
+      });
+      const { entries } = await mesh.operator.get<{ entries: Array<{ action: string; details: { code?: string } | null }> }>('/v1/audit');
+      const rejected = entries.filter((entry) => entry.action === 'manifest.reject');
+      assert.equal(rejected.length, 1);
+      assert.equal(rejected[0]?.details?.code, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED');
+      assert.equal(await counterValue(mesh.server.metrics.rejections, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED'), 1);
+
+      // Nothing was stored: the same cluster still accepts a genesis without the requirement.
+      await mesh.operator.post('/v1/manifest', v1);
+      const current = await mesh.operator.get<{ manifest: { version: number } | null }>('/v1/manifest');
+      assert.equal(current.manifest?.version, 1);
+    });
+  });
+
+  describe('production server', () => {
+    let mesh: TestServer;
+    let app: Awaited<ReturnType<typeof startHttpApp>>;
+    const proxies: SidecarProxy[] = [];
+
+    before(async () => {
+      mesh = await startServer({ trustDomain: TRUST_DOMAIN, runMode: 'production' });
+      app = await startHttpApp('api');
+      const v1 = await genesis();
+      await mesh.operator.post('/v1/manifest', v1);
+      await mesh.operator.post('/v1/manifest', await signManifest(nextManifest(v1, { defaultPolicy: 'allow', hardening: { requireProductionMode: true } }), signer));
+    });
+
+    after(async () => {
+      for (const proxy of proxies) await proxy.stop();
+      await app?.close();
+      await mesh?.stop();
+    });
+
+    test('development proxy refuses to run', async () => {
+      const proxy = await startProxy(mesh, 'api', app.port);
+      proxies.push(proxy);
+      const halted = await Promise.race([proxy.halted, new Promise<undefined>((resolve) => setTimeout(resolve, 10_000, undefined))]);
+      assert.ok(halted !== undefined, 'the proxy halts within 10 s of receiving the manifest');
+      assert.equal(halted.code, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED');
+      assert.match(halted.message, /manifest version 2 sets hardening\.requireProductionMode, but this proxy runs in development mode/);
+      assert.equal(await counterValue(proxy.metrics.rejections, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED'), 1);
+
+      // Inbound connections are closed without reaching the app.
+      const closed = await new Promise<boolean>((resolve) => {
+        const socket = connect({ host: '127.0.0.1', port: proxy.inboundPort, rejectUnauthorized: false });
+        socket.once('secureConnect', () => socket.once('close', () => resolve(true)));
+        socket.once('error', () => resolve(true));
+        socket.setTimeout(5_000, () => {
+          socket.destroy();
+          resolve(false);
+        });
+      });
+      assert.equal(closed, true, 'the suspended listener closes the connection');
+    });
+
+    test('production proxy keeps running', async () => {
+      const proxy = await startProxy(mesh, 'web', app.port, [], { runMode: 'production' });
+      proxies.push(proxy);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      const settled = await Promise.race([proxy.halted.then(() => 'halted'), Promise.resolve('running')]);
+      assert.equal(settled, 'running');
+      assert.equal(proxy.enforcedManifest?.posture.hardening.requireProductionMode, true);
+    });
+
+    test('development restart is rejected', async () => {
+      const dataDir = mesh.dir;
+      await mesh.stop();
+      const restarted = new ControlPlane({ dataDir, host: '127.0.0.1', port: 0, leaseSeconds: 5, log: testLogger('server') });
+      const rejections = restarted.metrics.rejections;
+      await assert.rejects(restarted.start(), (error: unknown) => {
+        assert.ok(isSealmeshError(error), String(error));
+        assert.equal(error.code, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED');
+        assert.match(error.message, /this server runs in development mode/);
+        return true;
+      });
+      assert.equal(await counterValue(rejections, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED'), 1);
+      await restarted.stop();
+    });
+  });
+});
+
+describe('proxy command under a production manifest', () => {
+  const dir = tempDir('sealmesh-mode-cli-');
+
+  after(() => dir.remove());
+
+  test('development proxy exits with the code', async () => {
+    const server = await startServerProcess(dir.path, ['--sandbox', '--mode', 'production']);
+    try {
+      const v1 = await signManifest(initManifest({ trustDomain: (await server.client.get<{ trustDomain: string }>('/v1/bundle')).trustDomain, operatorKeys: [{ publicKeyPem: operator.publicKeyPem, algorithm: 'ed25519' }], threshold: 1 }), signer);
+      await server.operator.post('/v1/manifest', v1);
+      await server.operator.post('/v1/manifest', await signManifest(nextManifest(v1, { hardening: { requireProductionMode: true } }), signer));
+
+      const proxy = spawnSealmesh(
+        ['proxy', '--service', 'api', '--listen', '127.0.0.1:0', '--app', '127.0.0.1:9', '--admin', `127.0.0.1:${await freePort()}`, '--addr', server.addr, '--ca-file', server.bundlePath, '--drain', '1s'],
+        { env: { SEALMESH_JOIN_TOKEN: await createJoinToken(server, 'api') } },
+      );
+      const { code } = await waitForExit(proxy.child, 60_000);
+      assert.equal(code, 1, proxy.stderr());
+      assert.match(proxy.stderr(), /SEALMESH_ERR_PRODUCTION_MODE_REQUIRED/);
+      assert.match(proxy.stdout() + proxy.stderr(), /proxy stops serving: the manifest requires production mode/);
+    } finally {
+      await stopProcesses([server.running]);
+    }
+  });
+});
