@@ -2,11 +2,14 @@
  * Key and CSR helpers for the workload side: a proxy generates a key pair, sends a CSR for its
  * SPIFFE ID to the control plane, and hands the private key to Node's TLS layer as PEM.
  */
-import type { webcrypto } from 'node:crypto';
+import { webcrypto } from 'node:crypto';
 import { parseSpiffeId } from '../spiffe/index.ts';
-import { ECDSA_SHA256, P256_KEY_ALGORITHM } from './keys.ts';
-import { encodePemBuffer } from './pem.ts';
-import { nodeCrypto, x509 } from './x509.ts';
+import { P256_KEY_ALGORITHM } from './algorithms.ts';
+import { encodeWorkloadCsr } from './csr-der.ts';
+import { encodePem, encodePemBuffer } from './pem.ts';
+
+// Node's WebCrypto, taken directly rather than from './x509.ts', so that a proxy loads no ASN.1 library.
+const nodeCrypto = webcrypto;
 
 /**
  * Generates an ECDSA P-256 key pair for an SVID. The private key is extractable because Node's
@@ -22,16 +25,7 @@ export async function generateKeyPair(): Promise<webcrypto.CryptoKeyPair> {
  */
 export async function generateCsr(spiffeId: string, keys: webcrypto.CryptoKeyPair): Promise<string> {
   const id = parseSpiffeId(spiffeId);
-  const csr = await x509.Pkcs10CertificateRequestGenerator.create(
-    {
-      name: `O=sealmesh, CN=${id.service}`,
-      keys,
-      signingAlgorithm: ECDSA_SHA256,
-      extensions: [new x509.SubjectAlternativeNameExtension([{ type: 'url', value: spiffeId }])],
-    },
-    nodeCrypto,
-  );
-  return csr.toString('pem');
+  return encodePem('CERTIFICATE REQUEST', await encodeWorkloadCsr(spiffeId, id.service, keys));
 }
 
 /**

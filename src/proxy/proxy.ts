@@ -19,7 +19,7 @@ import { WatchClient } from './watch-client.ts';
 import { ManifestGuard, type EnforcedManifest } from './manifest-guard.ts';
 import { TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import type { EvidenceProvider } from '../attest/index.ts';
-import { createEvidenceProvider, type AttestationMode } from '../attest/providers/index.ts';
+import type { AttestationMode } from '../attest/providers/index.ts';
 
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
@@ -387,6 +387,8 @@ export class SidecarProxy {
 
   async #selectEvidenceProvider(): Promise<EvidenceProvider | undefined> {
     if (this.options.evidenceProvider !== undefined) return this.options.evidenceProvider;
+    // Loaded here, because the TEE providers and the dev provider's schema are needed only at enrollment.
+    const { createEvidenceProvider } = await import('../attest/providers/index.ts');
     return createEvidenceProvider({
       mode: this.options.attestation ?? 'auto',
       ...(this.options.devMeasurement !== undefined ? { devMeasurement: this.options.devMeasurement } : {}),
@@ -504,6 +506,15 @@ export class SidecarProxy {
   }
 
   #applySnapshot(received: ProxySnapshot): void {
+    // The first manifest chain loads the verifier; this and later snapshots wait for it, in order.
+    const verifierLoad = this.#manifestGuard.prepare(received);
+    if (verifierLoad !== undefined) {
+      verifierLoad.then(
+        () => this.#applySnapshot(received),
+        (error: unknown) => this.log.error({ reason: (error as Error).message }, 'failed to load the manifest verifier; the snapshot is not applied'),
+      );
+      return;
+    }
     if (this.#receivedVersion === received.version) return;
     this.#receivedVersion = received.version;
     const enforcedBefore = this.#manifestGuard.enforced?.version;
