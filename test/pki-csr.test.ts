@@ -74,7 +74,7 @@ test('workload CSR decodes as PKCS#10', async () => {
   const csr = new x509.Pkcs10CertificateRequest(await generateCsr(entitledUri, keys));
 
   assert.equal(csr.subject, 'O=sealmesh, CN=web');
-  assert.equal(csr.signatureAlgorithm.name, 'ECDSA');
+  assert.equal((csr.signatureAlgorithm as { name?: string }).name, 'ECDSA');
   assert.ok(await csr.verify(), 'self-signature verifies');
   const extension = csr.extensions.find((entry) => entry.type === '2.5.29.17');
   assert.ok(extension !== undefined, 'CSR requests a subjectAltName');

@@ -3,7 +3,8 @@ import { SealmeshError } from '../errors/index.ts';
 import type { Intention } from '../policy/index.ts';
 import type { Instance, ServiceSummary, TokenRecord } from '../server/index.ts';
 import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
-import type { runProxy, runServer } from './run.ts';
+import type { runServer } from './run.ts';
+import type { runProxy } from './run-proxy.ts';
 import type { ApplyFlags } from '../perimeter/index.ts';
 import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
@@ -245,7 +246,7 @@ export function buildProgram(): Command {
     .option('--ca-file <path>', 'PEM trust bundle of the control plane (default: SEALMESH_CACERT)')
     .option('--log-level <level>', 'log level: trace, debug, info, warn, error (default: info)');
   addHardeningOptions(proxy).action(async (flags: Parameters<typeof runProxy>[0]) => {
-    const { runProxy } = await import('./run.ts');
+    const { runProxy } = await import('./run-proxy.ts');
     await runProxy(flags);
   });
 

@@ -1,6 +1,7 @@
 import { SealmeshError } from '../../errors/index.ts';
 import { silentLogger, type Logger } from '../../log/index.ts';
 import type { EvidenceProvider } from '../index.ts';
+import type { AttestationMode } from './modes.ts';
 import { ConfigfsTsmProvider, DEFAULT_TSM_ROOT, detectTsmProvider } from './configfs-tsm.ts';
 import { DevEvidenceProvider } from './dev.ts';
 import { hostFilesystem, type TeeFilesystem } from './filesystem.ts';
@@ -12,9 +13,7 @@ export { hostFilesystem, type TeeFilesystem } from './filesystem.ts';
 export { DEFAULT_GRAMINE_ROOT, GramineSgxProvider, readGramineAttestationType, type GramineSgxOptions } from './gramine-sgx.ts';
 export { REPORT_DATA_BYTES } from './report-data.ts';
 
-/** Values of the proxy's `--attestation` flag. */
-export const ATTESTATION_MODES = ['auto', 'sev-snp', 'tdx', 'sgx', 'dev', 'none'] as const;
-export type AttestationMode = (typeof ATTESTATION_MODES)[number];
+export { ATTESTATION_MODES, type AttestationMode } from './modes.ts';
 
 export interface ProviderSelection {
   /** `auto` detects the TEE; `none` presents no evidence. Default `auto`. */
