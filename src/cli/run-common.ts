@@ -1,6 +1,5 @@
+// Helpers that `runServer` (run.ts) and `runProxy` (run-proxy.ts) share.
 import { SealmeshError } from '../errors/index.ts';
-
-/** What `runServer` and `runProxy` share. */
 
 export const DEFAULT_LOG_LEVEL = 'info';
 
