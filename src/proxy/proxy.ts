@@ -387,8 +387,8 @@ export class SidecarProxy {
 
   async #selectEvidenceProvider(): Promise<EvidenceProvider | undefined> {
     if (this.options.evidenceProvider !== undefined) return this.options.evidenceProvider;
-    // Loaded here, because the TEE providers and the dev provider's schema are needed only at enrollment.
-    const { createEvidenceProvider } = await import('../attest/providers/index.ts');
+    // Loaded here, because the evidence providers are needed only to enroll and renew.
+    const { createEvidenceProvider } = await import('../attest/providers/select.ts');
     return createEvidenceProvider({
       mode: this.options.attestation ?? 'auto',
       ...(this.options.devMeasurement !== undefined ? { devMeasurement: this.options.devMeasurement } : {}),
