@@ -253,7 +253,7 @@ function forkProxy(config: Record<string, unknown>, entry: string): Promise<{ ch
 /**
  * Compiles the sources as `npm run build` does, into .tmp/bench-build, so that the proxies run as
  * the published package runs them rather than through Node's type stripping, which by itself adds
- * about 25 MiB of resident memory to a process. The entry script is stripped of its types too,
+ * 15 to 20 MiB of resident memory to a process. The entry script is stripped of its types too,
  * because a TypeScript entry alone loads the type stripper. Returns the build directory and the
  * entry script; SEALMESH_BENCH_PROXY_BUILD=0 runs the sources instead.
  */

@@ -17,7 +17,7 @@ let verifierLoad: Promise<void> | undefined;
 /**
  * Loads the manifest verifier (the manifest schema with zod, canonical JSON, signature checks).
  * A proxy loads it only once a snapshot carries a manifest chain, because these modules add about
- * 10 MiB of resident memory to a proxy of a mesh that has no manifest. Loading twice is harmless.
+ * 18 MiB of resident memory to a proxy of a mesh that has no manifest. Loading twice is harmless.
  */
 export function loadManifestVerifier(): Promise<void> {
   verifierLoad ??= (async () => {

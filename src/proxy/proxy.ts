@@ -511,7 +511,10 @@ export class SidecarProxy {
     if (verifierLoad !== undefined) {
       verifierLoad.then(
         () => this.#applySnapshot(received),
-        (error: unknown) => this.log.error({ reason: (error as Error).message }, 'failed to load the manifest verifier; the snapshot is not applied'),
+        (error: unknown) => {
+          this.metrics.rejections.inc({ code: 'SEALMESH_ERR_INTERNAL' });
+          this.log.error({ code: 'SEALMESH_ERR_INTERNAL', version: received.version, reason: (error as Error).message }, 'failed to load the manifest verifier; the snapshot is rejected and the current configuration stays in force');
+        },
       );
       return;
     }
