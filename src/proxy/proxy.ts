@@ -506,7 +506,7 @@ export class SidecarProxy {
   }
 
   #applySnapshot(received: ProxySnapshot): void {
-    // The first manifest chain loads the verifier; this and later snapshots wait for it, in order.
+    // The first manifest chain loads the verifier, and this snapshot and later ones wait for it in order.
     const verifierLoad = this.#manifestGuard.prepare(received);
     if (verifierLoad !== undefined) {
       verifierLoad.then(
