@@ -2,6 +2,7 @@ import { execFileSync, spawn, fork, type ChildProcess } from 'node:child_process
 import { randomBytes } from 'node:crypto';
 import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { createServer, connect } from 'node:net';
+import { stripTypeScriptTypes } from 'node:module';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { ApiClient } from '../src/client/index.ts';
@@ -239,8 +240,8 @@ async function startNginxStream(dir: string, backendPort: number, client: { key:
   return { name: 'nginx', port: clientPort, client: clientChild, server: serverChild };
 }
 
-function forkProxy(config: Record<string, unknown>): Promise<{ child: ChildProcess; started: { inboundPort: number; upstreamPort?: number } }> {
-  const child = fork(join(import.meta.dirname, 'proxy-process.ts'), [JSON.stringify(config)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: process.env.SEALMESH_BENCH_PROXY_ARGS?.split(' ').filter(Boolean) ?? [] });
+function forkProxy(config: Record<string, unknown>, entry: string): Promise<{ child: ChildProcess; started: { inboundPort: number; upstreamPort?: number } }> {
+  const child = fork(entry, [JSON.stringify(config)], { stdio: ['ignore', 'ignore', 'inherit', 'ipc'], execArgv: process.env.SEALMESH_BENCH_PROXY_ARGS?.split(' ').filter(Boolean) ?? [] });
   return new Promise((resolve, reject) => {
     child.once('exit', (code) => reject(new Error(`sealmesh proxy ${String(config.service)} exited with code ${code} before it started`)));
     child.on('message', (message: { type: string; inboundPort: number; upstreamPort?: number }) => {
@@ -252,25 +253,30 @@ function forkProxy(config: Record<string, unknown>): Promise<{ child: ChildProce
 /**
  * Compiles the sources as `npm run build` does, into .tmp/bench-build, so that the proxies run as
  * the published package runs them rather than through Node's type stripping, which by itself adds
- * about 18 MiB of resident memory. SEALMESH_BENCH_PROXY_BUILD=0 runs the sources instead.
+ * 15 to 20 MiB of resident memory to a process. The entry script is stripped of its types too,
+ * because a TypeScript entry alone loads the type stripper. Returns the build directory and the
+ * entry script; SEALMESH_BENCH_PROXY_BUILD=0 runs the sources instead.
  */
-function buildProxy(): string | undefined {
-  if (process.env.SEALMESH_BENCH_PROXY_BUILD === '0') return undefined;
+function buildProxy(): { build?: string; entry: string } {
+  const source = join(import.meta.dirname, 'proxy-process.ts');
+  if (process.env.SEALMESH_BENCH_PROXY_BUILD === '0') return { entry: source };
   const root = join(import.meta.dirname, '..');
   const outDir = join(root, '.tmp', 'bench-build');
   rmSync(outDir, { recursive: true, force: true });
   execFileSync(join(root, 'node_modules', '.bin', 'tsc'), ['-p', join(root, 'tsconfig.build.json'), '--outDir', outDir, '--declaration', 'false', '--sourceMap', 'false'], { stdio: 'inherit' });
-  return outDir;
+  const entry = join(outDir, 'proxy-process.js');
+  writeFileSync(entry, stripTypeScriptTypes(readFileSync(source, 'utf8')));
+  return { build: outDir, entry };
 }
 
 async function startSealmesh(control: ControlPlane, operator: ApiClient, backendPort: number): Promise<ProxyPair> {
-  const build = buildProxy();
+  const { build, entry } = buildProxy();
   const token = async (service: string): Promise<string> => (await operator.post<{ token: string }>('/v1/acl/tokens', { kind: 'join', service })).token;
   await operator.post('/v1/intentions', { source: CLIENT_SERVICE, destination: SERVER_SERVICE, action: 'allow', replace: true });
   const common = { serverUrl: control.url, serverCa: control.ca.bundle(), ...(build !== undefined ? { build } : {}) };
-  const server = await forkProxy({ ...common, service: SERVER_SERVICE, joinToken: await token(SERVER_SERVICE), appPort: backendPort });
+  const server = await forkProxy({ ...common, service: SERVER_SERVICE, joinToken: await token(SERVER_SERVICE), appPort: backendPort }, entry);
   // The client-side proxy fronts no app of its own; its app address only feeds its health checks.
-  const client = await forkProxy({ ...common, service: CLIENT_SERVICE, joinToken: await token(CLIENT_SERVICE), appPort: backendPort, upstream: SERVER_SERVICE });
+  const client = await forkProxy({ ...common, service: CLIENT_SERVICE, joinToken: await token(CLIENT_SERVICE), appPort: backendPort, upstream: SERVER_SERVICE }, entry);
   return { name: 'sealmesh', port: client.started.upstreamPort ?? 0, client: client.child, server: server.child };
 }
 

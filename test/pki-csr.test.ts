@@ -70,6 +70,20 @@ test('valid CSR returns the public key', async () => {
   assert.equal(result.spiffeId, entitledUri);
 });
 
+test('workload CSR decodes as PKCS#10', async () => {
+  const keys = await generateKeyPair();
+  const csr = new x509.Pkcs10CertificateRequest(await generateCsr(entitledUri, keys));
+
+  assert.equal(csr.subject, 'O=sealmesh, CN=web');
+  assert.equal((csr.signatureAlgorithm as { name?: string }).name, 'ECDSA');
+  assert.ok(await csr.verify(), 'self-signature verifies');
+  const extension = csr.extensions.find((entry) => entry.type === '2.5.29.17');
+  assert.ok(extension !== undefined, 'CSR requests a subjectAltName');
+  assert.deepEqual(new x509.SubjectAlternativeNameExtension(extension.rawData).names.toJSON(), [{ type: 'url', value: entitledUri }]);
+  const expected = Buffer.from(await nodeCrypto.subtle.exportKey('spki', keys.publicKey));
+  assert.ok(expected.equals(Buffer.from(csr.publicKey.rawData)), 'CSR carries the public key');
+});
+
 test('CSR with non-CA basicConstraints is accepted', async () => {
   const csrPem = await buildCsr({ extensions: [san([{ type: 'url', value: entitledUri }]), new x509.BasicConstraintsExtension(false)] });
 

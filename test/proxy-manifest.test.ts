@@ -12,7 +12,7 @@ import {
   type SignedManifest,
 } from '../src/manifest/index.ts';
 import { isSealmeshError, type ErrorCode } from '../src/errors/index.ts';
-import { ManifestGuard } from '../src/proxy/manifest-guard.ts';
+import { loadManifestVerifier, ManifestGuard } from '../src/proxy/manifest-guard.ts';
 import type { SidecarProxy } from '../src/proxy/index.ts';
 import type { ProxySnapshot } from '../src/server/index.ts';
 import { eventually, startHttpApp, startProxy, startServer, type TestServer } from './helpers/mesh.ts';
@@ -48,6 +48,20 @@ function throwsCode(action: () => unknown, code: ErrorCode): void {
   });
 }
 
+// Runs first, while the verifier is not loaded yet in this process.
+test('manifest guard loads its verifier for a chain only', async () => {
+  const api = { namespace: 'default', service: 'api' };
+  const guard = new ManifestGuard(api);
+  const chain = [await genesis()];
+  assert.equal(guard.prepare(snapshot(undefined)), undefined);
+  throwsCode(() => guard.check(snapshot(chain)), 'SEALMESH_ERR_INTERNAL');
+  const load = guard.prepare(snapshot(chain));
+  assert.ok(load instanceof Promise);
+  await load;
+  assert.equal(guard.prepare(snapshot(chain)), undefined);
+  assert.equal(guard.check(snapshot(chain)).defaultPolicy, 'deny');
+});
+
 describe('manifest guard', () => {
   const api = { namespace: 'default', service: 'api' };
   let v1: SignedManifest;
@@ -56,6 +70,7 @@ describe('manifest guard', () => {
   before(async () => {
     v1 = await genesis();
     v2 = await signManifest(nextManifest(v1, { defaultPolicy: 'allow' }), signer);
+    await loadManifestVerifier();
   });
 
   test('signed change takes effect', () => {

@@ -3,7 +3,8 @@ import { SealmeshError } from '../errors/index.ts';
 import type { Intention } from '../policy/index.ts';
 import type { Instance, ServiceSummary, TokenRecord } from '../server/index.ts';
 import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
-import type { runProxy, runServer } from './run.ts';
+import type { runServer } from './run.ts';
+import type { runProxy } from './run-proxy.ts';
 import type { ApplyFlags } from '../perimeter/index.ts';
 import { addOperatorCommands } from './operator-commands.ts';
 import { addManifestCommands } from './manifest-commands.ts';
@@ -257,7 +258,7 @@ export function buildProgram(): Command {
     .option('--access-log-path <file>', 'append the access log to this file (default: standard output)')
     .option('--access-log-query', 'keep query strings in the access log (default: dropped, because they often carry secrets)');
   addHardeningOptions(addTlsKeyOptions(proxy)).action(async (flags: Parameters<typeof runProxy>[0]) => {
-    const { runProxy } = await import('./run.ts');
+    const { runProxy } = await import('./run-proxy.ts');
     await runProxy(flags);
   });
 

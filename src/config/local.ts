@@ -1,7 +1,6 @@
 import { readFile } from 'node:fs/promises';
 import { isIP } from 'node:net';
 import { dirname, extname, isAbsolute, resolve } from 'node:path';
-import { parseDocument } from 'yaml';
 import { SealmeshError } from '../errors/index.ts';
 import { isUnixAddress, parseHostPort, parseSocketAddress, type HostPort, type UpstreamSpec } from '../proxy/address.ts';
 import { readUpstreamConfig, type UpstreamConfig } from '../proxy/traffic/index.ts';
@@ -322,7 +321,9 @@ export async function loadLocalConfig<P extends LocalConfigProgram>(path: string
       throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `${source} is not valid JSON: ${error instanceof Error ? error.message : String(error)}`, { cause: error });
     }
   }
-  // The YAML parser also reads JSON, and unlike JSON.parse it rejects a key given twice.
+  // The YAML parser also reads JSON, and unlike JSON.parse it rejects a key given twice. It is
+  // loaded here, because a proxy started without --config never needs it.
+  const { parseDocument } = await import('yaml');
   const document = parseDocument(text, { schema: json ? 'json' : 'core', uniqueKeys: true, resolveKnownTags: false, prettyErrors: false });
   const problem = document.errors[0] ?? document.warnings[0];
   if (problem !== undefined) {

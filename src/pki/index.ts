@@ -21,4 +21,4 @@ export type { CaSigningKey, KeyCustody, KeyCustodyName } from './custody.ts';
 export { Pkcs11KeyCustody, type Pkcs11CustodyOptions } from './pkcs11-custody.ts';
 export { spiffeIdFromPeerCertificate } from './peer.ts';
 export { SealedKeyCustody } from './sealed-custody.ts';
-export { generateCsr, generateKeyPair, privateKeyToPem } from './workload.ts';
+export { generateCsr, generateCsrWithSigner, generateKeyPair, privateKeyToPem } from './workload.ts';

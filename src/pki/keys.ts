@@ -2,13 +2,10 @@
  * Key and serial-number helpers shared by the CA, the CSR checks and the workload helpers.
  */
 import { createPublicKey, randomBytes, type KeyObject, type webcrypto } from 'node:crypto';
+import { P256_KEY_ALGORITHM } from './algorithms.ts';
 import { nodeCrypto, x509 } from './x509.ts';
 
-/** WebCrypto parameters of the one key type sealmesh issues certificates for. */
-export const P256_KEY_ALGORITHM: webcrypto.EcKeyImportParams = { name: 'ECDSA', namedCurve: 'P-256' };
-
-/** WebCrypto parameters of the signature algorithm of every certificate and CSR sealmesh makes. */
-export const ECDSA_SHA256: webcrypto.EcdsaParams = { name: 'ECDSA', hash: 'SHA-256' };
+export { ECDSA_SHA256, P256_KEY_ALGORITHM } from './algorithms.ts';
 
 /**
  * Imports a DER SubjectPublicKeyInfo as an ECDSA P-256 verification key. Throws an Error that

@@ -2,7 +2,7 @@ import { createHash, X509Certificate, webcrypto } from 'node:crypto';
 import { createSecureContext, type SecureContext, type SecureContextOptions } from 'node:tls';
 import type { ApiClient } from '../client/index.ts';
 import { SealmeshError } from '../errors/index.ts';
-import { generateCsr, generateKeyPair, privateKeyToPem } from '../pki/index.ts';
+import { generateCsr, generateKeyPair, privateKeyToPem } from '../pki/workload.ts';
 import { formatSpiffeId, type SpiffeId } from '../spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import { enrollmentReportData, type Evidence, type EvidenceProvider } from '../attest/index.ts';

@@ -3,7 +3,7 @@ import { connect as netConnect, type Socket } from 'node:net';
 import { createServer as createTlsServer, type SecureContextOptions, type Server as TlsServer, type TLSSocket } from 'node:tls';
 import { isSealmeshError, type ErrorCode } from '../errors/index.ts';
 import { RejectionLog, type Logger } from '../log/index.ts';
-import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
+import { spiffeIdFromPeerCertificate } from '../pki/peer.ts';
 import { formatServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';

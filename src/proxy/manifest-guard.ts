@@ -1,8 +1,31 @@
 import { SealmeshError } from '../errors/index.ts';
-import { effectivePosture, manifestDigest, verifyChain, type EffectivePosture } from '../manifest/index.ts';
+import type { EffectivePosture } from '../manifest/index.ts';
 import { DEFAULT_POLICY, type Intention } from '../policy/index.ts';
 import { formatServiceRef, parseServiceRef } from '../spiffe/index.ts';
 import type { ProxySnapshot } from '../server/index.ts';
+
+/** The manifest functions a proxy needs to verify a chain. */
+interface ManifestVerifier {
+  verifyChain: typeof import('../manifest/accept.ts').verifyChain;
+  manifestDigest: typeof import('../manifest/canonical.ts').manifestDigest;
+  effectivePosture: typeof import('../manifest/posture.ts').effectivePosture;
+}
+
+let verifier: ManifestVerifier | undefined;
+let verifierLoad: Promise<void> | undefined;
+
+/**
+ * Loads the manifest verifier (the manifest schema with zod, canonical JSON, signature checks).
+ * A proxy loads it only once a snapshot carries a manifest chain, because these modules add about
+ * 18 MiB of resident memory to a proxy of a mesh that has no manifest. Loading twice is harmless.
+ */
+export function loadManifestVerifier(): Promise<void> {
+  verifierLoad ??= (async () => {
+    const [accept, canonical, posture] = await Promise.all([import('../manifest/accept.ts'), import('../manifest/canonical.ts'), import('../manifest/posture.ts')]);
+    verifier = { verifyChain: accept.verifyChain, manifestDigest: canonical.manifestDigest, effectivePosture: posture.effectivePosture };
+  })();
+  return verifierLoad;
+}
 
 /** The manifest a proxy enforces, after its own verification. */
 export interface EnforcedManifest {
@@ -38,6 +61,16 @@ export class ManifestGuard {
   }
 
   /**
+   * Returns a promise to wait for before `check(snapshot)` when the manifest verifier is still
+   * loading or must be loaded for this snapshot, and undefined when `check` can run now.
+   */
+  prepare(snapshot: ProxySnapshot): Promise<void> | undefined {
+    if (verifier !== undefined) return undefined;
+    if (verifierLoad !== undefined || (snapshot.manifestChain ?? []).length > 0) return loadManifestVerifier();
+    return undefined;
+  }
+
+  /**
    * Returns the snapshot to apply, with the posture of the verified manifest. Throws a
    * SealmeshError naming the failed check, and the caller then keeps its previous snapshot.
    */
@@ -53,6 +86,10 @@ export class ManifestGuard {
       // Before any manifest exists the built-in posture applies, whatever the snapshot's field holds.
       return { ...snapshot, defaultPolicy: DEFAULT_POLICY };
     }
+    if (verifier === undefined) {
+      throw new SealmeshError('SEALMESH_ERR_INTERNAL', 'the manifest verifier is not loaded yet: await prepare(snapshot) before check(snapshot)');
+    }
+    const { verifyChain, manifestDigest, effectivePosture } = verifier;
     const genesis = chain[0];
     const pinned = this.#pinnedGenesis ?? manifestDigest(genesis!.manifest);
     const accepted = verifyChain(chain, pinned);

@@ -2,7 +2,7 @@ import { createServer as createNetServer, type Server as NetServer, type Socket 
 import { connect as tlsConnect, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { RejectionLog, type Logger } from '../log/index.ts';
-import { spiffeIdFromPeerCertificate } from '../pki/index.ts';
+import { spiffeIdFromPeerCertificate } from '../pki/peer.ts';
 import type { Endpoint } from '../server/index.ts';
 import type { Counter, Gauge } from 'prom-client';
 import type { ProxyMetrics } from './metrics.ts';

@@ -25,7 +25,7 @@ import { PeerPool } from './http/peer-pool.ts';
 import { PeerSessionCache } from './tls-sessions.ts';
 import { alpnFor, DEFAULT_PROTOCOL, isHttpProtocol, type ServiceProtocol } from './http/protocol.ts';
 import type { EvidenceProvider } from '../attest/index.ts';
-import { createEvidenceProvider, type AttestationMode } from '../attest/providers/index.ts';
+import type { AttestationMode } from '../attest/providers/index.ts';
 import { requiredModeViolation } from '../hardening/required-mode.ts';
 import type { RunMode } from '../hardening/production.ts';
 import type { TokenTlsKey } from './token-key.ts';
@@ -478,6 +478,8 @@ export class SidecarProxy {
 
   async #selectEvidenceProvider(): Promise<EvidenceProvider | undefined> {
     if (this.options.evidenceProvider !== undefined) return this.options.evidenceProvider;
+    // Loaded here, because the evidence providers are needed only to enroll and renew.
+    const { createEvidenceProvider } = await import('../attest/providers/select.ts');
     return createEvidenceProvider({
       mode: this.options.attestation ?? 'auto',
       ...(this.options.devMeasurement !== undefined ? { devMeasurement: this.options.devMeasurement } : {}),
@@ -599,6 +601,18 @@ export class SidecarProxy {
   }
 
   #applySnapshot(received: ProxySnapshot): void {
+    // The first manifest chain loads the verifier, and this snapshot and later ones wait for it in order.
+    const verifierLoad = this.#manifestGuard.prepare(received);
+    if (verifierLoad !== undefined) {
+      verifierLoad.then(
+        () => this.#applySnapshot(received),
+        (error: unknown) => {
+          this.metrics.rejections.inc({ code: 'SEALMESH_ERR_INTERNAL' });
+          this.log.error({ code: 'SEALMESH_ERR_INTERNAL', version: received.version, reason: (error as Error).message }, 'failed to load the manifest verifier; the snapshot is rejected and the current configuration stays in force');
+        },
+      );
+      return;
+    }
     if (this.#receivedVersion === received.version) return;
     this.#receivedVersion = received.version;
     const enforcedBefore = this.#manifestGuard.enforced?.version;

@@ -20,9 +20,8 @@ import { existsSync, readdirSync } from 'node:fs';
 import { join } from 'node:path';
 import { createSecureContext, type SecureContextOptions } from 'node:tls';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
-import { generateCsr } from '../pki/index.ts';
+import { generateCsrWithSigner } from '../pki/workload.ts';
 import { importP256PublicKey } from '../pki/keys.ts';
-import { nodeCrypto } from '../pki/x509.ts';
 import { ckrName, P256_EC_PARAMS, p256SigningKeyTemplates, signingKeyProblems, TokenSession, type Pkcs11Handle } from '../seal/pkcs11/session.ts';
 
 /** Where the proxy's TLS key lives in a token, and how to log in to it. */
@@ -50,17 +49,6 @@ const ENGINE_DIR_CANDIDATES = ['/usr/lib/x86_64-linux-gnu/engines-3', '/usr/lib/
 const P256_SPKI_PREFIX = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
 const UNCOMPRESSED_POINT_BYTES = 65;
 const SIGNATURE_BYTES = 64;
-
-/**
- * Stands for the private key in @peculiar/x509's CSR generator, which reads only its `algorithm`
- * and passes it back to `subtle.sign` of the provider that `TokenTlsKey.csr` builds.
- */
-const TOKEN_KEY_HANDLE = {
-  type: 'private',
-  extractable: false,
-  algorithm: { name: 'ECDSA', namedCurve: 'P-256' },
-  usages: ['sign'],
-} as unknown as webcrypto.CryptoKey;
 
 /** A P-256 key pair in a token, kept for the life of the proxy and reused for every SVID. */
 export class TokenTlsKey {
@@ -129,17 +117,7 @@ export class TokenTlsKey {
 
   /** Returns a PEM CSR for `spiffeId`, signed in the token with CKM_ECDSA over SHA-256. */
   async csr(spiffeId: string): Promise<string> {
-    const subtle = {
-      exportKey: nodeCrypto.subtle.exportKey.bind(nodeCrypto.subtle),
-      sign: async (_algorithm: unknown, _key: unknown, data: ArrayBuffer | ArrayBufferView): Promise<ArrayBuffer> => {
-        const bytes = ArrayBuffer.isView(data) ? new Uint8Array(data.buffer, data.byteOffset, data.byteLength) : new Uint8Array(data);
-        const signature = this.#sign(bytes);
-        return signature.buffer.slice(signature.byteOffset, signature.byteOffset + signature.byteLength) as ArrayBuffer;
-      },
-    };
-    // The generator turns the r || s result into the DER ECDSA-Sig-Value of PKCS#10 (RFC 5758 §3.2).
-    const crypto = { subtle, getRandomValues: nodeCrypto.getRandomValues.bind(nodeCrypto) } as unknown as webcrypto.Crypto;
-    return generateCsr(spiffeId, { publicKey: this.publicKey, privateKey: TOKEN_KEY_HANDLE }, crypto);
+    return generateCsrWithSigner(spiffeId, this.publicKey, (info) => this.#sign(info));
   }
 
   /** Closes the pkcs11js session, after which `csr` fails. Call it after the proxy has stopped. */
