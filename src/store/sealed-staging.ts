@@ -24,9 +24,17 @@ export class StagingBackend implements Store {
     this.#onCommitFailure = onCommitFailure;
   }
 
+  /** True while a write made through this view is not durable yet. */
+  #pending = false;
+
   /** Resolves once every write made through this view so far is durable. */
   get durable(): Promise<void> {
     return this.#durable;
+  }
+
+  /** The promise of `durable` while a write is not durable yet; undefined once all are. */
+  get pendingDurable(): Promise<void> | undefined {
+    return this.#pending ? this.#durable : undefined;
   }
 
   async revision(): Promise<number> {
@@ -60,7 +68,13 @@ export class StagingBackend implements Store {
     });
     // Later writes join the same batch or a later one, so waiting on the last is waiting on all.
     this.#durable = tracked;
-    tracked.catch(() => undefined);
+    this.#pending = true;
+    tracked.then(
+      () => {
+        if (this.#durable === tracked) this.#pending = false;
+      },
+      () => undefined,
+    );
     return result;
   }
 

@@ -386,8 +386,13 @@ export class SealedStore implements Store {
   }
 
   /** Resolves once every backend write made so far is durable; at once for a backend without group commit. */
-  private durable(): Promise<void> {
-    return this.state.backend instanceof StagingBackend ? this.state.backend.durable : Promise.resolve();
+  private async durable(): Promise<void> {
+    await this.pendingDurable();
+  }
+
+  /** Resolves once every backend write made so far is durable; undefined when none is pending. */
+  private pendingDurable(): Promise<void> | undefined {
+    return this.state.backend instanceof StagingBackend ? this.state.backend.pendingDurable : undefined;
   }
 
   /**
@@ -399,17 +404,18 @@ export class SealedStore implements Store {
     this.checkOpen(action);
     // A put after this operation must not join a batch queued before it.
     this.putBatch = undefined;
+    let durable: Promise<void> | undefined;
     const run = this.queue.then(async () => {
       if (this.state.failure !== undefined) throw this.state.failure;
       const value = await body();
-      return { value, durable: this.durable() };
-    });
-    this.queue = run.catch(() => undefined);
-    return run.then(async ({ value, durable }) => {
-      await durable;
+      durable = this.pendingDurable();
       return value;
     });
+    this.queue = run.catch(() => undefined);
+    // When nothing is pending, as for reads on a store at rest, the caller gets the value without another wait.
+    return run.then((value) => (durable === undefined ? value : durable.then(() => value)));
   }
+
 }
 
 function newState(
