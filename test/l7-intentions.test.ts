@@ -177,6 +177,11 @@ describe('L7 permissions in the API and CLI', () => {
     const result = await runCli(['intention', 'create', 'web', 'billing', '--deny', '--permissions-file', file, ...connection]);
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, 'Created: web => billing (deny, 2 L7 permissions)\n');
+
+    const listed = await runCli(['intention', 'list', ...connection]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /^SOURCE\s+DESTINATION\s+ACTION\s+PERMISSIONS\s/m);
+    assert.match(listed.stdout, /^web\s+billing\s+deny\s+2 L7\s/m);
   });
 
   test('CLI rejects a bad permissions file', async () => {
