@@ -117,6 +117,14 @@ describe('L7 intentions across two proxies', () => {
     await eventually(async () => (await send(port, 'GET', '/admin')).status === 200, 5_000, '/admin allowed');
     assert.equal((await send(port, 'GET', '/public')).status, 403);
   });
+
+  test('default policy denial names the policy', async () => {
+    await mesh.operator.delete('/v1/intentions?source=web&destination=api');
+    await eventually(async () => (await send(port, 'GET', '/admin')).status === 403, 5_000, '/admin denied');
+    const response = await send(port, 'GET', '/admin');
+    assert.equal(response.error, 'SEALMESH_ERR_L7_REQUEST_DENIED');
+    assert.equal(response.body, 'request denied by the default policy (web -> api)\n');
+  });
 });
 
 describe('L7 permissions on a TCP service', () => {
