@@ -159,9 +159,9 @@ describe('sealmesh CLI against a server process', () => {
     const text = await runCli(['intention', 'list', ...connection()]);
     assert.equal(text.code, 0, describeResult(text));
     const lines = text.stdout.trimEnd().split('\n');
-    assert.match(lines[0] ?? '', /^SOURCE\s+DESTINATION\s+ACTION\s+PRECEDENCE\s+CREATED$/);
+    assert.match(lines[0] ?? '', /^SOURCE\s+DESTINATION\s+ACTION\s+PERMISSIONS\s+PRECEDENCE\s+CREATED$/);
     assert.equal(lines.length, 3, text.stdout);
-    assert.ok(lines.some((line) => /^web\s+api\s+allow\s/.test(line)), text.stdout);
+    assert.ok(lines.some((line) => /^web\s+api\s+allow\s+-\s/.test(line)), text.stdout);
     assert.ok(lines.some((line) => /^web\s+db\s+deny\s/.test(line)), text.stdout);
 
     const deletedJson = await runCli(['intention', 'delete', 'web', 'db', '--json', ...connection()]);

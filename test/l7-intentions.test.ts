@@ -117,6 +117,14 @@ describe('L7 intentions across two proxies', () => {
     await eventually(async () => (await send(port, 'GET', '/admin')).status === 200, 5_000, '/admin allowed');
     assert.equal((await send(port, 'GET', '/public')).status, 403);
   });
+
+  test('default policy denial names the policy', async () => {
+    await mesh.operator.delete('/v1/intentions?source=web&destination=api');
+    await eventually(async () => (await send(port, 'GET', '/admin')).status === 403, 5_000, '/admin denied');
+    const response = await send(port, 'GET', '/admin');
+    assert.equal(response.error, 'SEALMESH_ERR_L7_REQUEST_DENIED');
+    assert.equal(response.body, 'request denied by the default policy (web -> api)\n');
+  });
 });
 
 describe('L7 permissions on a TCP service', () => {
@@ -177,6 +185,11 @@ describe('L7 permissions in the API and CLI', () => {
     const result = await runCli(['intention', 'create', 'web', 'billing', '--deny', '--permissions-file', file, ...connection]);
     assert.equal(result.code, 0, result.stderr);
     assert.equal(result.stdout, 'Created: web => billing (deny, 2 L7 permissions)\n');
+
+    const listed = await runCli(['intention', 'list', ...connection]);
+    assert.equal(listed.code, 0, listed.stderr);
+    assert.match(listed.stdout, /^SOURCE\s+DESTINATION\s+ACTION\s+PERMISSIONS\s/m);
+    assert.match(listed.stdout, /^web\s+billing\s+deny\s+2 L7\s/m);
   });
 
   test('CLI rejects a bad permissions file', async () => {

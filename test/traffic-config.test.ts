@@ -126,6 +126,19 @@ test('bad flags fail with stable codes', () => {
   assert.deepEqual(parseTrafficFlag('api:retry.budget_percent=12.5').input, { retry: { budgetPercent: 12.5 } });
 });
 
+test('unknown key message reads as sentences', () => {
+  const messageOf = (flag: string): string => {
+    try {
+      parseTrafficFlag(flag);
+    } catch (error) {
+      if (error instanceof Error) return error.message;
+    }
+    return '';
+  };
+  assert.match(messageOf('api:limits=5'), /"limits" is not a traffic setting\. Allowed keys: connect_timeout_ms, /);
+  assert.match(messageOf('api:retry.numretries=1'), /did you mean "retry\.num_retries"\? Allowed keys: /);
+});
+
 test('settings for an undeclared upstream fail', () => {
   const upstreams = [parseUpstream('api=127.0.0.1:9191')];
   assert.equal(codeOf(() => applyUpstreamTraffic(upstreams, undefined, [parseTrafficFlag('db:load_balancer=least_request')])), 'SEALMESH_ERR_TRAFFIC_UPSTREAM_UNKNOWN');

@@ -27,6 +27,11 @@ function collect(value: string, previous: string[]): string[] {
 }
 
 /** Writes an instance's app exposure for `service list`: `no`, `yes (ADDRESSES)`, or `-` when its proxy has not reported it. */
+/** The PERMISSIONS cell of `intention list`: how many L7 permissions the intention holds, or `-`. */
+function formatPermissionCount(entry: Intention): string {
+  return entry.permissions === undefined ? '-' : `${entry.permissions.length} L7`;
+}
+
 function exposureCell(instance: Instance): string {
   const exposure = instance.appExposure;
   if (exposure === undefined) return '-';
@@ -176,8 +181,8 @@ export function buildProgram(): Command {
         const sorted = [...intentions].sort((a, b) => intentionPrecedence(b) - intentionPrecedence(a) || a.source.localeCompare(b.source));
         print(flags, { intentions: sorted }, () =>
           table(
-            ['SOURCE', 'DESTINATION', 'ACTION', 'PRECEDENCE', 'CREATED'],
-            sorted.map((entry) => [entry.source, entry.destination, entry.action, String(intentionPrecedence(entry)), entry.createdAt]),
+            ['SOURCE', 'DESTINATION', 'ACTION', 'PERMISSIONS', 'PRECEDENCE', 'CREATED'],
+            sorted.map((entry) => [entry.source, entry.destination, entry.action, formatPermissionCount(entry), String(intentionPrecedence(entry)), entry.createdAt]),
           ),
         );
       }),

@@ -351,7 +351,7 @@ export class SidecarProxy {
       this.options.exposureCheckIntervalMs ?? DEFAULT_EXPOSURE_CHECK_INTERVAL_MS,
     );
     this.log.info(
-      { service: formatServiceRef(self), inbound: formatHostPort({ host: this.options.listen.host, port: this.#inboundPort }), app: formatSocketAddress(this.options.app) },
+      { protocol: this.protocol, inbound: formatHostPort({ host: this.options.listen.host, port: this.#inboundPort }), app: formatSocketAddress(this.options.app) },
       'sealmesh proxy started',
     );
   }
@@ -366,7 +366,8 @@ export class SidecarProxy {
         // Instances that declared another protocol than the upstream's are never chosen.
         endpoints: () => this.#endpointsSpeaking(upstream.service, this.upstreamProtocol(upstream.service)),
         metrics: this.metrics.traffic,
-        log: this.log.child({ subsystem: 'traffic', upstream: upstream.service }),
+        // Every traffic log line names its upstream itself.
+        log: this.log.child({ subsystem: 'traffic' }),
       });
       this.#traffic.set(upstream.service, traffic);
       const pool = new PeerPool({

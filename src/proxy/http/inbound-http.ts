@@ -114,6 +114,12 @@ export class InboundHttp {
     this.#appSession?.destroy();
   }
 
+  /** Body of a 403: names the intention that denied the caller, or the default policy when none matched. */
+  #denialMessage(decision: Decision, source: string): string {
+    if (decision.intention !== undefined) return `request denied by intention ${decision.reason}`;
+    return `request denied by the default policy (${source} -> ${this.#destination})`;
+  }
+
   /**
    * Aborts the exchanges in flight whose caller the current intentions no longer admit, such as a
    * gRPC stream or a WebSocket opened before a deny. Returns how many it aborted.
@@ -126,7 +132,7 @@ export class InboundHttp {
       aborted += 1;
       this.#options.metrics.closedByPolicy.inc();
       this.#options.log.info({ source: context.source, destination: this.#destination, intention: decision.reason }, 'aborting an HTTP exchange that an intention now denies');
-      exchange.abort(`request denied by intention ${decision.intention !== undefined ? decision.reason : `default policy (${context.source} -> ${this.#destination})`}`);
+      exchange.abort(this.#denialMessage(decision, context.source));
     }
     return aborted;
   }
@@ -185,7 +191,7 @@ export class InboundHttp {
       grpcStatus: GRPC_STATUS.PERMISSION_DENIED,
       code: 'SEALMESH_ERR_L7_REQUEST_DENIED',
       reason,
-      message: `request denied by intention ${decision.intention !== undefined ? decision.reason : `default policy (${context.source} -> ${this.#destination})`}`,
+      message: this.#denialMessage(decision, context.source),
     });
     if (!decision.allowed) return denied('intention');
     const permissions = decision.intention?.permissions;

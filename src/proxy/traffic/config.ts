@@ -67,7 +67,7 @@ function unknownKey(where: string, key: string, allowed: readonly string[]): Sea
   const suggestion = closestName(key, allowed);
   return new SealmeshError(
     'SEALMESH_ERR_TRAFFIC_CONFIG_UNKNOWN_KEY',
-    `${where}: key ${JSON.stringify(key)} is not a traffic setting${suggestion === undefined ? '' : `; did you mean ${JSON.stringify(suggestion)}?`} Allowed keys: ${allowed.join(', ')}`,
+    `${where}: key ${JSON.stringify(key)} is not a traffic setting${suggestion === undefined ? '.' : `; did you mean ${JSON.stringify(suggestion)}?`} Allowed keys: ${allowed.join(', ')}`,
   );
 }
 

@@ -106,7 +106,7 @@ export class UpstreamTraffic {
       },
       overflow: (instanceId, cause) => {
         metrics.ejectionOverflows.inc({ upstream });
-        this.#rejections.warn(`overflow:${instanceId}`, { upstream, instance: instanceId, cause, maxEjectionPercent: options.settings.passiveHealthCheck.maxEjectionPercent }, 'instance kept in service: the max ejection percent is reached');
+        this.#rejections.warn(`overflow:${instanceId}`, { upstream, instance: instanceId, cause, maxEjectionPercent: options.settings.passiveHealthCheck.maxEjectionPercent }, 'instance kept in service: ejecting it would exceed the max ejection percent or leave no instance in service');
       },
       returned: (instanceId) => log.info({ upstream, instance: instanceId }, 'ejected instance returned to load balancing'),
     });
