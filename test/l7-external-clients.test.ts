@@ -145,4 +145,13 @@ describe('h2load through two proxies', () => {
     assert.equal(total(webText, 'outbound'), REQUESTS);
     assert.equal(total(apiText, 'inbound'), REQUESTS);
   });
+
+  test('HTTP/1.1 client gets a readable refusal', async () => {
+    const { stdout } = await run('curl', ['-sS', '--http1.1', '-D', '-', '-w', '%{http_code}', `http://127.0.0.1:${web.upstreamPort('api')!}/h1`]);
+    assert.match(stdout, /^HTTP\/1\.1 505 /);
+    assert.match(stdout, /x-sealmesh-error: SEALMESH_ERR_L7_PROTOCOL_MISMATCH/i);
+    assert.match(stdout, /upstream api uses protocol http2: send cleartext HTTP\/2 with prior knowledge \(h2c\)/);
+    const metrics = (await httpGet(web.adminPort!, '/metrics')).body;
+    assert.equal(series(metrics, 'sealmesh_proxy_rejections_total', 'code="SEALMESH_ERR_L7_PROTOCOL_MISMATCH"'), 1);
+  });
 });

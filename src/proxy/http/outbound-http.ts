@@ -14,6 +14,9 @@ import { CircuitOpenError, PeerConnectError } from './peer-connector.ts';
 import type { PeerChannel, PeerPool } from './peer-pool.ts';
 import type { Admission, RetryCause, RetryDecision, TrafficRejection, UpstreamTraffic } from '../traffic/index.ts';
 import { HTTP2_SETTINGS, widenSessionWindow } from './protocol.ts';
+
+/** The client connection preface of HTTP/2 (RFC 9113 §3.4). */
+const HTTP2_PREFACE = Buffer.from('PRI * HTTP/2.0\r\n\r\nSM\r\n\r\n', 'latin1');
 import { accessProtocol, elapsedMs, type AccessLog } from './access-log.ts';
 import { continueTrace, type RequestTrace } from './trace-context.ts';
 
@@ -81,13 +84,42 @@ export class OutboundHttp {
       socket.resume();
       return;
     }
+    // The first bytes tell an HTTP/2 client, which opens with the connection preface, from an
+    // HTTP/1.1 client, which would otherwise get binary frames it cannot read and no reason.
+    socket.once('data', (first: Buffer) => {
+      socket.pause();
+      const compared = Math.min(first.length, HTTP2_PREFACE.length);
+      if (!first.subarray(0, compared).equals(HTTP2_PREFACE.subarray(0, compared))) {
+        this.#refuseNonHttp2(socket, protocol);
+        return;
+      }
+      socket.unshift(first);
+      this.#serveHttp2(socket);
+    });
+    socket.resume();
+  }
+
+  /**
+   * Serves an HTTP/2 connection whose first bytes were read and put back with `unshift`. The
+   * session takes them from the socket's buffer when it starts, and then reads the socket itself;
+   * resuming the socket here would hand those bytes to no one.
+   */
+  #serveHttp2(socket: Socket): void {
     const session = performServerHandshake(socket, { settings: HTTP2_SETTINGS });
     widenSessionWindow(session);
-    socket.resume();
     this.#sessions.add(session);
     session.on('stream', (stream: ServerHttp2Stream, headers: Http2IncomingHeaders) => this.#onHttp2Stream(stream, headers));
     session.on('error', () => session.destroy());
     session.once('close', () => this.#sessions.delete(session));
+  }
+
+  /** Answers a client that did not open with the HTTP/2 preface with a readable HTTP/1.1 error, and closes. */
+  #refuseNonHttp2(socket: Socket, protocol: 'http2' | 'grpc'): void {
+    const code = 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH';
+    this.#options.metrics.rejections.inc({ code });
+    this.#rejections.warn(`${code}:app`, { code, upstream: this.#upstreamName, protocol, remote: socket.remoteAddress }, 'the app did not speak HTTP/2 to the listener of an HTTP/2 upstream; connection refused');
+    const body = `upstream ${this.#upstreamName} uses protocol ${protocol}: send cleartext HTTP/2 with prior knowledge (h2c) to this listener\n`;
+    socket.end(`HTTP/1.1 505 HTTP Version Not Supported\r\ncontent-type: text/plain; charset=utf-8\r\ncontent-length: ${Buffer.byteLength(body)}\r\nx-sealmesh-error: ${code}\r\nconnection: close\r\n\r\n${body}`);
   }
 
   destroyAll(): void {
