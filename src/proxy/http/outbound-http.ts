@@ -296,7 +296,8 @@ export class OutboundHttp {
         }
         if (gatewayRetry !== undefined) {
           if (await retryAfter(gatewayRetry)) continue;
-          return { status: 0, refused: false, error: new Error(`instance answered ${last.status} and the retry was abandoned`) };
+          // retryAfter returns false only when the client closed the request during the backoff.
+          return { status: 0, refused: false, error: new Error(`the client closed the request while its retry after status ${last.status} from instance ${endpoint.instanceId} waited`) };
         }
         if (last.status !== 0 || sink.headersSent) return last;
         const cause: RetryCause = last.refused ? 'refused_stream' : isTimeout(last.error) ? 'per_try_timeout' : 'reset';
