@@ -90,21 +90,22 @@ async function newKeyAndCsr(identity: SpiffeId, tokenKey?: TokenTlsKey): Promise
 }
 
 /**
- * Builds the SVID's TLS contexts. Node.js 24's `tls.createSecureContext` takes a private key only as
- * PEM text: a KeyObject fails with ERR_INVALID_ARG_TYPE and DER fails to decode. The key therefore
- * passes as a PEM Buffer, never a string, and the Buffer is zeroed once OpenSSL has parsed it.
+ * Builds the SVID's TLS contexts. Node.js 24's `tls.createSecureContext` takes an in-memory private
+ * key only as PEM text: a KeyObject fails with ERR_INVALID_ARG_TYPE and DER fails to decode. The key
+ * therefore passes as a PEM Buffer, never a string, and the Buffer is zeroed once OpenSSL has
+ * parsed it. A key in a PKCS#11 token passes as the engine and key identifier instead.
  */
 async function buildContexts(privateKey: webcrypto.CryptoKey | TokenTlsKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): Promise<SvidContexts> {
-  if ('engineOptions' in privateKey) return buildTokenKeyContexts(privateKey, response, controlCa);
   const leaf = new X509Certificate(response.certificatePem);
-  const keyPem = await privateKeyToPem(privateKey);
+  const keyPem = 'engineOptions' in privateKey ? undefined : await privateKeyToPem(privateKey);
+  const key: SecureContextOptions = keyPem !== undefined ? { key: keyPem } : (privateKey as TokenTlsKey).engineOptions();
   try {
-    const inboundOptions: SecureContextOptions = { ...TLS_SERVER_OPTIONS, key: keyPem, cert: response.chainPem, ca: response.bundle };
-    const outbound = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: keyPem, cert: response.chainPem, ca: response.bundle });
-    const control = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: keyPem, cert: response.chainPem, ca: [...new Set([...controlCa, ...response.bundle])] });
+    const inboundOptions: SecureContextOptions = { ...TLS_SERVER_OPTIONS, ...key, cert: response.chainPem, ca: response.bundle };
+    const outbound = createSecureContext({ ...TLS_CLIENT_OPTIONS, ...key, cert: response.chainPem, ca: response.bundle });
+    const control = createSecureContext({ ...TLS_CLIENT_OPTIONS, ...key, cert: response.chainPem, ca: [...new Set([...controlCa, ...response.bundle])] });
     // The inbound listener builds its own context from `inboundOptions`; hand it a private copy of the
     // key so that this buffer can be zeroed now.
-    inboundOptions.key = Buffer.from(keyPem);
+    if (keyPem !== undefined) inboundOptions.key = Buffer.from(keyPem);
     return {
       spiffeId: response.spiffeId,
       serial: leaf.serialNumber,
@@ -120,28 +121,8 @@ async function buildContexts(privateKey: webcrypto.CryptoKey | TokenTlsKey, resp
       control,
     };
   } finally {
-    keyPem.fill(0);
+    keyPem?.fill(0);
   }
-}
-
-/** Builds the SVID's TLS contexts with the private key loaded through the OpenSSL pkcs11 engine. */
-function buildTokenKeyContexts(tokenKey: TokenTlsKey, response: Pick<SvidResponse, 'spiffeId' | 'certificatePem' | 'chainPem' | 'notAfter' | 'bundle'>, controlCa: string[]): SvidContexts {
-  const leaf = new X509Certificate(response.certificatePem);
-  const key = tokenKey.engineOptions();
-  return {
-    spiffeId: response.spiffeId,
-    serial: leaf.serialNumber,
-    notBefore: new Date(leaf.validFrom),
-    notAfter: new Date(response.notAfter),
-    certificateSha256: createHash('sha256').update(leaf.raw).digest('hex'),
-    bundle: response.bundle,
-    chainPem: response.chainPem,
-    privateKey: tokenKey,
-    certificatePem: response.certificatePem,
-    inboundOptions: { ...TLS_SERVER_OPTIONS, ...key, cert: response.chainPem, ca: response.bundle },
-    outbound: createSecureContext({ ...TLS_CLIENT_OPTIONS, ...key, cert: response.chainPem, ca: response.bundle }),
-    control: createSecureContext({ ...TLS_CLIENT_OPTIONS, ...key, cert: response.chainPem, ca: [...new Set([...controlCa, ...response.bundle])] }),
-  };
 }
 
 /**
