@@ -1,7 +1,7 @@
 import type { ServerResponse } from 'node:http';
 import { constants as h2, type ServerHttp2Stream } from 'node:http2';
 import type { Readable, Writable } from 'node:stream';
-import type { HeaderMap } from './headers.ts';
+import { endToEndHeaders, type HeaderMap } from './headers.ts';
 
 /** One request as the proxy forwards it, whichever HTTP version carried it in. */
 export interface ProxyRequest {
@@ -32,6 +32,41 @@ export function isIdempotent(method: string): boolean {
 /** True when an HTTP/1.1 request announces no body: no transfer-encoding and no or a zero content-length. */
 export function http1Bodyless(headers: import('node:http').IncomingHttpHeaders): boolean {
   return headers['transfer-encoding'] === undefined && (headers['content-length'] === undefined || headers['content-length'] === '0');
+}
+
+/** Reads a request that arrived as an HTTP/2 stream; `fallbackAuthority` stands in when it names none. */
+export function http2Request(stream: ServerHttp2Stream, headers: import('node:http2').IncomingHttpHeaders, fallbackAuthority: string): ProxyRequest {
+  return {
+    method: String(headers[h2.HTTP2_HEADER_METHOD] ?? ''),
+    path: String(headers[h2.HTTP2_HEADER_PATH] ?? ''),
+    authority: String(headers[h2.HTTP2_HEADER_AUTHORITY] ?? headers.host ?? fallbackAuthority),
+    headers: endToEndHeaders(headers),
+    body: stream,
+    expectContinue: String(headers.expect ?? '').toLowerCase() === '100-continue',
+    grpc: String(headers['content-type'] ?? '').startsWith('application/grpc'),
+    bodyless: stream.endAfterHeaders,
+    bytesReceived: 0,
+  };
+}
+
+/**
+ * Reads a request that arrived over HTTP/1.1; `fallbackAuthority` stands in when it has no host.
+ * `expect` is dropped from the headers: `expectContinue` carries it.
+ */
+export function http1Request(incoming: import('node:http').IncomingMessage, expectContinue: boolean, fallbackAuthority: string): ProxyRequest {
+  const request: ProxyRequest = {
+    method: incoming.method ?? '',
+    path: incoming.url ?? '',
+    authority: incoming.headers.host ?? fallbackAuthority,
+    headers: endToEndHeaders(incoming.headers),
+    body: incoming,
+    expectContinue,
+    grpc: false,
+    bodyless: http1Bodyless(incoming.headers),
+    bytesReceived: 0,
+  };
+  delete request.headers.expect;
+  return request;
 }
 
 /**

@@ -2,7 +2,6 @@ import { createHash } from 'node:crypto';
 import { Agent, createServer as createHttp1Server, type IncomingMessage, type Server as Http1Server, type ServerResponse } from 'node:http';
 import {
   connect as http2Connect,
-  constants as h2,
   performServerHandshake,
   type ClientHttp2Session,
   type IncomingHttpHeaders as Http2IncomingHeaders,
@@ -17,7 +16,7 @@ import { decideRequest, normaliseRequestPath, type Decision } from '../../policy
 import { formatServiceRef, formatSpiffeId, type SpiffeId } from '../../spiffe/index.ts';
 import { isUnixAddress, type SocketAddress } from '../address.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { GRPC_STATUS, http1Bodyless, Http1Sink, Http2Sink, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
+import { GRPC_STATUS, http1Request, http2Request, Http1Sink, Http2Sink, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
 import { forwardOverHttp1, forwardOverHttp2, type ForwardResult } from './forward.ts';
 import { endToEndHeaders, headerValue, XFCC_HEADER } from './headers.ts';
 import { methodLabel, statusClass } from './metrics.ts';
@@ -139,18 +138,7 @@ export class InboundHttp {
 
   #onHttp2Stream(stream: ServerHttp2Stream, headers: Http2IncomingHeaders, context: PeerContext): void {
     stream.on('error', () => undefined);
-    const request: ProxyRequest = {
-      method: String(headers[h2.HTTP2_HEADER_METHOD] ?? ''),
-      path: String(headers[h2.HTTP2_HEADER_PATH] ?? ''),
-      authority: String(headers[h2.HTTP2_HEADER_AUTHORITY] ?? headers.host ?? ''),
-      headers: endToEndHeaders(headers),
-      body: stream,
-      expectContinue: String(headers.expect ?? '').toLowerCase() === '100-continue',
-      grpc: String(headers['content-type'] ?? '').startsWith('application/grpc'),
-      bodyless: stream.endAfterHeaders,
-      bytesReceived: 0,
-    };
-    void this.#handle(request, new Http2Sink(stream), context);
+    void this.#handle(http2Request(stream, headers, ''), new Http2Sink(stream), context);
   }
 
   #onHttp1Request(incoming: IncomingMessage, response: ServerResponse, expectContinue: boolean): void {
@@ -159,19 +147,7 @@ export class InboundHttp {
       incoming.socket.destroy();
       return;
     }
-    const request: ProxyRequest = {
-      method: incoming.method ?? '',
-      path: incoming.url ?? '',
-      authority: incoming.headers.host ?? '',
-      headers: endToEndHeaders(incoming.headers),
-      body: incoming,
-      expectContinue,
-      grpc: false,
-      bodyless: http1Bodyless(incoming.headers),
-      bytesReceived: 0,
-    };
-    delete request.headers.expect;
-    void this.#handle(request, new Http1Sink(response), context);
+    void this.#handle(http1Request(incoming, expectContinue, ''), new Http1Sink(response), context);
   }
 
   /** Checks normalisation and the L7 permissions; see `normaliseRequestPath` and `decideRequest`. */

@@ -1,11 +1,11 @@
 import { createServer as createHttp1Server, type IncomingMessage, type Server as Http1Server, type ServerResponse } from 'node:http';
-import { constants as h2, performServerHandshake, type IncomingHttpHeaders as Http2IncomingHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
+import { performServerHandshake, type IncomingHttpHeaders as Http2IncomingHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
 import { RejectionLog, type Logger } from '../../log/index.ts';
 import type { UpstreamSpec } from '../address.ts';
 import type { ProxyMetrics } from '../metrics.ts';
-import { GRPC_STATUS, http1Bodyless, Http1Sink, Http2Sink, isIdempotent, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
+import { GRPC_STATUS, http1Request, http2Request, Http1Sink, Http2Sink, isIdempotent, sendLocalReply, type ProxyRequest, type ResponseSink } from './exchange.ts';
 import { forwardOverHttp1, forwardOverHttp2, type ForwardResult } from './forward.ts';
 import { endToEndHeaders } from './headers.ts';
 import { serialiseRequestHead } from './inbound-http.ts';
@@ -129,34 +129,11 @@ export class OutboundHttp {
 
   #onHttp2Stream(stream: ServerHttp2Stream, headers: Http2IncomingHeaders): void {
     stream.on('error', () => undefined);
-    const request: ProxyRequest = {
-      method: String(headers[h2.HTTP2_HEADER_METHOD] ?? ''),
-      path: String(headers[h2.HTTP2_HEADER_PATH] ?? ''),
-      authority: String(headers[h2.HTTP2_HEADER_AUTHORITY] ?? headers.host ?? this.#upstreamName),
-      headers: endToEndHeaders(headers),
-      body: stream,
-      expectContinue: String(headers.expect ?? '').toLowerCase() === '100-continue',
-      grpc: String(headers['content-type'] ?? '').startsWith('application/grpc'),
-      bodyless: stream.endAfterHeaders,
-      bytesReceived: 0,
-    };
-    void this.#handle(request, new Http2Sink(stream));
+    void this.#handle(http2Request(stream, headers, this.#upstreamName), new Http2Sink(stream));
   }
 
   #onHttp1Request(incoming: IncomingMessage, response: ServerResponse, expectContinue: boolean): void {
-    const request: ProxyRequest = {
-      method: incoming.method ?? '',
-      path: incoming.url ?? '',
-      authority: incoming.headers.host ?? this.#upstreamName,
-      headers: endToEndHeaders(incoming.headers),
-      body: incoming,
-      expectContinue,
-      grpc: false,
-      bodyless: http1Bodyless(incoming.headers),
-      bytesReceived: 0,
-    };
-    delete request.headers.expect;
-    void this.#handle(request, new Http1Sink(response));
+    void this.#handle(http1Request(incoming, expectContinue, this.#upstreamName), new Http1Sink(response));
   }
 
   async #handle(request: ProxyRequest, sink: ResponseSink): Promise<void> {
