@@ -273,7 +273,18 @@ describe('token key flags', () => {
 
   test('sandbox combination is rejected', () => {
     assert.throws(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', sandbox: true }), hasCode('SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED'));
+    assert.throws(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', sandboxPrint: true }), hasCode('SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED'));
     assert.doesNotThrow(() => assertTlsKeyWithoutSandbox({ sandbox: true }));
+  });
+
+  test('production mode combination is rejected', () => {
+    assert.throws(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', mode: 'production' }), (error: unknown) => {
+      hasCode('SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED')(error);
+      assert.match((error as Error).message, /^--tls-key-pkcs11-module cannot be combined with --mode production: /);
+      return true;
+    });
+    assert.doesNotThrow(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', mode: 'development' }));
+    assert.doesNotThrow(() => assertTlsKeyWithoutSandbox({ mode: 'production' }));
   });
 
   test('sandboxed CLI proxy is rejected', async () => {
