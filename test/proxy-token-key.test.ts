@@ -273,7 +273,18 @@ describe('token key flags', () => {
 
   test('sandbox combination is rejected', () => {
     assert.throws(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', sandbox: true }), hasCode('SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED'));
+    assert.throws(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', sandboxPrint: true }), hasCode('SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED'));
     assert.doesNotThrow(() => assertTlsKeyWithoutSandbox({ sandbox: true }));
+  });
+
+  test('production mode combination is rejected', () => {
+    assert.throws(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', mode: 'production' }), (error: unknown) => {
+      hasCode('SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED')(error);
+      assert.match((error as Error).message, /^--tls-key-pkcs11-module cannot be combined with --mode production: /);
+      return true;
+    });
+    assert.doesNotThrow(() => assertTlsKeyWithoutSandbox({ tlsKeyPkcs11Module: '/usr/lib/softhsm/libsofthsm2.so', mode: 'development' }));
+    assert.doesNotThrow(() => assertTlsKeyWithoutSandbox({ mode: 'production' }));
   });
 
   test('sandboxed CLI proxy is rejected', async () => {
@@ -298,6 +309,30 @@ describe('token key flags', () => {
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED/);
     assert.match(result.stderr, /ERR_CRYPTO_CUSTOM_ENGINE_NOT_SUPPORTED/);
+  });
+
+  test('missing PIN is logged', async () => {
+    const result = await runSealmesh(
+      [
+        'proxy',
+        '--service',
+        'api',
+        '--listen',
+        '127.0.0.1:0',
+        '--app',
+        '127.0.0.1:9',
+        '--ca-file',
+        '/dev/null',
+        '--tls-key-pkcs11-module',
+        '/usr/lib/softhsm/libsofthsm2.so',
+        '--tls-key-pkcs11-token-label',
+        'proxy',
+      ],
+      { env: { SEALMESH_JOIN_TOKEN: 'unused', SEALMESH_TLS_KEY_PKCS11_PIN: '' } },
+    );
+    assert.equal(result.code, 1);
+    assert.match(result.stderr, /"code":"SEALMESH_ERR_TLS_KEY_HSM_PIN_MISSING"/, 'the rejection is a log line as well as an error');
+    assert.match(result.stderr, /"msg":"the TLS key in the PKCS#11 token cannot be used"/);
   });
 });
 
@@ -330,6 +365,7 @@ describe('proxy command with a token key', { skip }, () => {
     await eventually(async () => (await httpGet(port, '/cli').catch(() => ({ status: 0 }))).status === 200, 30_000, 'traffic to the token-key proxy process');
     const output = api.running.stdout() + api.running.stderr();
     assert.match(output, /TLS key generated in the PKCS#11 token/);
+    assert.match(output, new RegExp(`"tokenLabel":"${hsm.tokenLabel}"`), 'the log names the token label instead of redacting it');
     assert.doesNotMatch(api.running.stderr(), /DEP0183|Warning|Login failed/, 'the engine leaves the log clean');
     assert.doesNotMatch(output, /pin-value/, 'the engine key URI, which contains the PIN, is not logged');
   });

@@ -141,12 +141,14 @@ async function serveProxy(proxy: SidecarProxy, tokenKey: TokenTlsKey | undefined
 
 /** Opens the proxy's TLS key in its token when the flags request one; the start fails with its code otherwise. */
 async function openTokenKey(flags: TlsKeyFlags, log: Logger): Promise<TokenTlsKey | undefined> {
-  const options = tokenKeyFromFlags(flags);
-  if (options === undefined) return undefined;
-  const { TokenTlsKey } = await import('../proxy/token-key.ts');
   try {
+    // A missing or unreadable PIN is raised here, so it is logged like the token failures below.
+    const options = tokenKeyFromFlags(flags);
+    if (options === undefined) return undefined;
+    const { TokenTlsKey } = await import('../proxy/token-key.ts');
     const key = await TokenTlsKey.open(options);
-    log.info({ token: options.tokenLabel, keyLabel: options.keyLabel, generated: key.generated }, key.generated ? 'TLS key generated in the PKCS#11 token' : 'TLS key found in the PKCS#11 token');
+    // The field is not named `token`, because the logger redacts every `token` field.
+    log.info({ tokenLabel: options.tokenLabel, keyLabel: options.keyLabel, generated: key.generated }, key.generated ? 'TLS key generated in the PKCS#11 token' : 'TLS key found in the PKCS#11 token');
     return key;
   } catch (error) {
     log.error({ code: isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL', reason: (error as Error).message }, 'the TLS key in the PKCS#11 token cannot be used');

@@ -36,16 +36,24 @@ export function tlsKeyRequested(flags: TlsKeyFlags): boolean {
 }
 
 /**
- * Rejects the token key together with --sandbox or --sandbox-print, because Node.js 24 rejects
- * OpenSSL engines under the permission model (ERR_CRYPTO_CUSTOM_ENGINE_NOT_SUPPORTED). Throws
+ * Rejects the token key together with --sandbox, --sandbox-print or --mode production, because
+ * Node.js 24 rejects OpenSSL engines under the permission model
+ * (ERR_CRYPTO_CUSTOM_ENGINE_NOT_SUPPORTED) that all three need. Throws
  * SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED.
  */
 export function assertTlsKeyWithoutSandbox(flags: TlsKeyFlags & { sandbox?: boolean; sandboxPrint?: boolean; mode?: string }): void {
-  if (!tlsKeyRequested(flags) || (flags.sandbox !== true && flags.sandboxPrint !== true)) return;
+  if (!tlsKeyRequested(flags)) return;
+  // Production mode requires the permission model, so it is rejected here too, before its own check
+  // would suggest --sandbox.
+  let conflict: string | undefined;
+  if (flags.sandbox === true) conflict = '--sandbox';
+  else if (flags.sandboxPrint === true) conflict = '--sandbox-print';
+  else if (flags.mode === 'production') conflict = '--mode production';
+  if (conflict === undefined) return;
   throw new SealmeshError(
     'SEALMESH_ERR_TLS_KEY_SANDBOX_UNSUPPORTED',
-    '--tls-key-pkcs11-module cannot be combined with --sandbox: Node.js loads a token key only through an OpenSSL engine, and it rejects engines under the permission model (ERR_CRYPTO_CUSTOM_ENGINE_NOT_SUPPORTED). ' +
-      'Drop --sandbox (and so --mode production, which requires it), or keep the TLS key in memory',
+    `--tls-key-pkcs11-module cannot be combined with ${conflict}: Node.js loads a token key only through an OpenSSL engine, and it rejects engines under the permission model (ERR_CRYPTO_CUSTOM_ENGINE_NOT_SUPPORTED) that --sandbox and --mode production need. ` +
+      'Run the proxy in development mode without --sandbox, or keep the TLS key in memory',
   );
 }
 
