@@ -6,14 +6,20 @@ import { CODE_ROOT, coveringPaths, permissionFlags } from '../src/hardening/inde
 import { proxyGrant, serverGrant } from '../src/cli/hardening-flags.ts';
 import { freePort, type CliProcess } from './helpers/cli.ts';
 import { eventually, httpGet, startHttpApp, tempDir } from './helpers/mesh.ts';
-import { createJoinToken, runSealmesh, startProxyProcess, startServerProcess, stopProcesses, type ServerProcess } from './helpers/process-mesh.ts';
+import { createJoinToken, runSealmesh, SERVER_READY_TIMEOUT_MS, spawnSealmesh, startProxyProcess, startServerProcess, stopProcesses, type ServerProcess } from './helpers/process-mesh.ts';
 
 const HARDENING_DEFAULTS = { mode: 'development' as const, sandboxAllowRead: [], sandboxAllowWrite: [] };
 const SEAL_DEFAULTS = { seal: 'keyfile' as const, pkcs11KeyLabel: 'sealmesh-kek', counterLabel: 'sealmesh-counter' };
 
 describe('sandbox grants', () => {
   test('parents come first and cover their children', () => {
-    assert.deepEqual(coveringPaths(['/srv/a/b', '/srv/a', '/srv/c', '/srv/a/b/c', '/srv/ab']), ['/srv/a', '/srv/c', '/srv/ab']);
+    assert.deepEqual(coveringPaths(['/srv/a/b', '/srv/a', '/srv/c', '/srv/a/b/c']), ['/srv/a', '/srv/c']);
+  });
+
+  test('a name extended by another becomes a wildcard', () => {
+    // Node.js denies /srv/a itself when /srv/a and /srv/ab are both granted, so one grant covers both.
+    assert.deepEqual(coveringPaths(['/srv/a/b', '/srv/a', '/srv/c', '/srv/ab']), ['/srv/a*', '/srv/c']);
+    assert.deepEqual(coveringPaths(['/srv/data.seal-key', '/srv/data']), ['/srv/data*']);
   });
 
   test('server grant has no child processes or addons', () => {
@@ -34,7 +40,8 @@ describe('sandbox grants', () => {
       const dataDir = join(dir.path, 'data');
       writeFileSync(`${dataDir}.seal-key`, 'key\n', { mode: 0o600 });
       const write = permissionFlags(serverGrant({ ...HARDENING_DEFAULTS, ...SEAL_DEFAULTS }, dataDir, {})).filter((flag) => flag.startsWith('--allow-fs-write='));
-      assert.deepEqual(write.sort(), [`--allow-fs-write=${dataDir}`, `--allow-fs-write=${dataDir}.seal-key`]);
+      // One wildcard covers the data directory and the key file beside it; the parent stays out.
+      assert.deepEqual(write, [`--allow-fs-write=${dataDir}*`]);
     } finally {
       dir.remove();
     }
@@ -167,5 +174,25 @@ describe('sandboxed production mesh', () => {
   test('snapshot works in the sandbox', async () => {
     const snapshot = await server.operator.get<string>('/v1/operator/snapshot');
     assert.ok(snapshot.length > 0, 'the snapshot is not empty');
+  });
+
+  test('server starts again on its data', async () => {
+    // The data directory and the default key file beside it (data.seal-key) are both granted,
+    // and the data directory already exists on this second start.
+    await stopProcesses([server.running]);
+    const again = spawnSealmesh(['server', '--data-dir', server.dataDir, '--addr', server.addr, '--log-level', 'info', ...production]);
+    processes.push(again);
+    await eventually(
+      async () => {
+        if (again.child.exitCode !== null) throw new Error(`the server exited with ${again.child.exitCode}\nstderr: ${again.stderr()}`);
+        return server.client.get('/v1/status').then(
+          () => true,
+          () => false,
+        );
+      },
+      SERVER_READY_TIMEOUT_MS,
+      'the restarted server to answer GET /v1/status',
+    );
+    assert.doesNotMatch(again.stderr(), /SEALMESH_ERR_SANDBOX_DENIED/);
   });
 });

@@ -55,7 +55,24 @@ export function coveringPaths(paths: readonly string[]): string[] {
     const covered = kept.some((parent) => path === parent || path.startsWith(parent.endsWith(sep) ? parent : parent + sep));
     if (!covered) kept.push(path);
   }
-  return kept;
+  return widenNamePrefixes(kept);
+}
+
+/**
+ * Replaces a granted path that other granted paths extend by name, such as the data directory
+ * `D/data` and its default key file `D/data.seal-key`, with one wildcard grant `D/data*` that
+ * covers both. Node.js 24.21 denies every access to the shorter path itself when both are granted
+ * (files inside it stay reachable), so a sandboxed server could not start again on its own data.
+ * The wildcard also covers other entries of the parent directory whose names start the same way.
+ */
+function widenNamePrefixes(paths: string[]): string[] {
+  const widened: string[] = [];
+  for (const path of paths) {
+    if (widened.some((grant) => grant.endsWith('*') && path.startsWith(grant.slice(0, -1)))) continue;
+    const extended = paths.some((other) => other !== path && other.startsWith(path));
+    widened.push(extended ? `${path}*` : path);
+  }
+  return widened;
 }
 
 /** True when this process runs under the Node.js permission model. */
