@@ -24,7 +24,7 @@ const definition = protoLoader.loadSync(join(dirname(fileURLToPath(import.meta.u
 const loaded = grpc.loadPackageDefinition(definition) as unknown as { sealmesh: { test: { Echo: grpc.ServiceClientConstructor } } };
 const Echo = loaded.sealmesh.test.Echo;
 
-/** A gRPC app that implements every call kind and sets a custom trailer on each call. */
+/** Starts a gRPC app that implements every call kind and sets a custom trailer on each call. */
 async function startGrpcApp(): Promise<{ server: grpc.Server; port: number }> {
   const server = new grpc.Server();
   const trailer = (): grpc.Metadata => {

@@ -8,7 +8,7 @@ import { WebSocket, WebSocketServer } from 'ws';
 import type { SidecarProxy } from '../src/proxy/index.ts';
 import { allow, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
-/** An HTTP/1.1 app that reports what it received and can stream large bodies. */
+/** Starts an HTTP/1.1 app that returns what it received and can stream large bodies. */
 function startEchoHttpApp(): Promise<{ server: HttpServer; port: number; sockets: () => number }> {
   let sockets = 0;
   const server = createHttpServer((req, res) => {

@@ -118,7 +118,7 @@ describe('TCP service half-close', () => {
 
   before(async () => {
     mesh = await startServer();
-    // The app answers only after the client has finished sending, which needs a half-open connection.
+    // The app responds only after the client has finished sending, which needs a half-open connection.
     app = createNetServer({ allowHalfOpen: true }, (socket) => {
       const chunks: Buffer[] = [];
       socket.on('data', (chunk: Buffer) => chunks.push(chunk));

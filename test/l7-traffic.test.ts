@@ -12,7 +12,7 @@ interface App {
   hits: Map<string, number>;
 }
 
-/** Starts an HTTP app that answers with `status` after `delayMs` and counts requests by method and path. */
+/** Starts an HTTP app that responds with `status` after `delayMs` and counts requests by method and path. */
 async function startApp(name: string, status: number, delayMs = 0): Promise<App> {
   const hits = new Map<string, number>();
   const server = createHttpServer((req, res) => {
@@ -169,7 +169,7 @@ describe('traffic management across proxies', () => {
   test('gateway errors retry idempotent requests only', async () => {
     const port = web.upstreamPort('gateway')!;
     const unavailable = apps[7]!;
-    // Round robin sends some of these to the instance answering 503 first; each such try is retried.
+    // Round robin sends some of these first to the instance that returns 503, and each such try is retried.
     for (let index = 0; index < 4; index += 1) {
       const response = await send(port, 'GET', `/read/${index}`);
       assert.equal(response.status, 200);

@@ -8,7 +8,7 @@ import { randomSerialNumber } from '../src/pki/keys.ts';
 import { signLeafCertificate } from '../src/pki/leaf-certificate.ts';
 import { nodeCrypto, x509 } from '../src/pki/x509.ts';
 
-/** A P-256 signing key in process, signing as the custodies do: r || s over SHA-256. */
+/** Creates an in-process P-256 signing key that signs as the custodies do: r || s over SHA-256. */
 function processKey(label: string): CaSigningKey {
   const { privateKey, publicKey } = generateKeyPairSync('ec', { namedCurve: 'P-256' });
   return {

@@ -322,8 +322,8 @@ test('watch callback that writes keeps order', async (t) => {
   await store.put('a', text('1'));
   await store.put('c', text('3'));
   await settle();
-  // The callback's put of `b` comes before `c`; the two may share one write or not, depending on
-  // whether `b`'s write has started when `c` is put.
+  // The callback's put of `b` comes before `c`. They share one write only when `b`'s write has not
+  // started by the time `c` is put, so `c` has either revision.
   assert.deepEqual(seen.slice(0, 2), ['a@2', 'b@3']);
   assert.ok(seen[2] === 'c@3' || seen[2] === 'c@4', `unexpected ${seen[2]}`);
   assert.equal(seen.length, 3);
@@ -365,7 +365,8 @@ test('batched put failures stay per write', async (t) => {
   const tooDeep = Array(45).fill('s').join('/');
   const results = await Promise.allSettled([store.put('ok/1', text('1')), store.put(tooDeep, text('x')), store.put('ok/2', text('2'))]);
   assert.deepEqual(results.map((result) => result.status), ['fulfilled', 'rejected', 'fulfilled']);
-  assert.ok(results[1]?.status === 'rejected' && hasCode('SEALMESH_ERR_STORE_KEY_INVALID')(results[1].reason));
+  const invalid = results[1] as PromiseRejectedResult;
+  assert.ok(hasCode('SEALMESH_ERR_STORE_KEY_INVALID')(invalid.reason));
   assert.deepEqual(results.map((result) => (result.status === 'fulfilled' ? result.value : 0)), [2, 0, 2]);
 
   const other = await openSealedFile(path, provider);
@@ -373,7 +374,8 @@ test('batched put failures stay per write', async (t) => {
   await other.close();
   const conflicted = await Promise.allSettled([store.put('ok/3', text('3')), store.put('ok/4', text('4'))]);
   for (const result of conflicted) {
-    assert.ok(result.status === 'rejected' && hasCode('SEALMESH_ERR_CONFLICT')(result.reason), 'every put of the failed write rejects');
+    assert.equal(result.status, 'rejected', 'every put of the failed write rejects');
+    assert.ok(hasCode('SEALMESH_ERR_CONFLICT')((result as PromiseRejectedResult).reason));
   }
 });
 

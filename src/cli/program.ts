@@ -26,19 +26,18 @@ function collect(value: string, previous: string[]): string[] {
   return [...previous, value];
 }
 
-/** Writes an instance's app exposure for `service list`: `no`, `yes (ADDRESSES)`, or `-` when its proxy has not reported it. */
-/** The PERMISSIONS cell of `intention list`: how many L7 permissions the intention holds, or `-`. */
+/** Formats the PERMISSIONS cell of `intention list`: how many L7 permissions the intention contains, or `-`. */
 function formatPermissionCount(entry: Intention): string {
   return entry.permissions === undefined ? '-' : `${entry.permissions.length} L7`;
 }
 
+/** Formats an instance's app exposure for `service list`: `no`, `yes (ADDRESSES)`, or `-` when its proxy has not reported it. */
 function exposureCell(instance: Instance): string {
   const exposure = instance.appExposure;
   if (exposure === undefined) return '-';
   return exposure.exposed ? `yes (${exposure.bindings.join(', ')})` : 'no';
 }
 
-/** Builds the `sealmesh` command tree. Each action returns once its work is done. */
 /** Formats an instance's evidence for `service list`: the provider with its TCB status or `INSECURE`, `unpinned` without a policy, or `-` without evidence. */
 function attestationCell(instance: Instance): string {
   const attestation = instance.attestation;
@@ -47,6 +46,7 @@ function attestationCell(instance: Instance): string {
   return details.length === 0 ? attestation.provider : `${attestation.provider} (${details.join(', ')})`;
 }
 
+/** Builds the `sealmesh` command tree. Each action returns once its work is done. */
 export function buildProgram(): Command {
   const program = new Command('sealmesh')
     .description('sealmesh: a service mesh built to keep keys, configuration and access policies safe from whoever can read the disk, the configuration or process memory (docs/threat-model.md says what holds today)')

@@ -1,7 +1,7 @@
 /**
  * A small DER encoder (ITU-T X.690 §10) for the few ASN.1 types that a leaf certificate needs. The
  * general ASN.1 library builds an object tree and walks it for every certificate, which costs far
- * more than the ECDSA signature itself; the leaf builder in leaf-certificate.ts uses these helpers
+ * more than the ECDSA signature itself. The leaf builder in leaf-certificate.ts uses these helpers
  * to place each field directly.
  */
 

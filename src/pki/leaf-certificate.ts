@@ -2,7 +2,7 @@
  * The leaf certificate profile of the sealmesh CA, encoded field by field with the DER helpers in
  * der.ts instead of through @peculiar/x509's generator, because issuance is on the hot path of
  * enrollment and renewal. The parts that depend only on the issuer (its name, the authority key
- * identifier) and the fixed extensions are encoded once and reused; each leaf places its serial
+ * identifier) and the fixed extensions are encoded once and reused. Each leaf places its serial
  * number, validity, subject, public key, subject key identifier and subjectAltName.
  *
  * The output is byte for byte what `X509CertificateGenerator.create` of @peculiar/x509 2.2.0

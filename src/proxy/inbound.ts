@@ -200,8 +200,9 @@ export class InboundListener {
       return;
     }
     const target = this.#options.app;
-    // A peer that finishes sending may still receive: its end is passed on to the app, not answered
-    // with ours. This is set only now, because before the handshake an end must close the socket.
+    // A peer that finishes sending may still receive, so its end is passed on to the app instead
+    // of ending our side too. This is set only now, because before the handshake an end must close
+    // the socket.
     downstream.allowHalfOpen = true;
     const app = isUnixAddress(target) ? netConnect({ path: target.path, allowHalfOpen: true }) : netConnect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
     downstream.setNoDelay(true);

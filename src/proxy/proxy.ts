@@ -444,7 +444,7 @@ export class SidecarProxy {
     // Fail closed until the first snapshot has arrived.
     if (snapshot === undefined) return { allowed: false, reason: 'no configuration yet' };
     const decision = decide(snapshot.intentions, peer, this.identity, snapshot.defaultPolicy);
-    // A TCP service cannot check L7 permissions, so an intention that has them admits nobody.
+    // A TCP service cannot check L7 permissions, so an intention that has them admits no caller.
     if (decision.allowed && !isHttpProtocol(this.protocol) && (decision.intention?.permissions?.length ?? 0) > 0) {
       return { allowed: false, reason: `${decision.reason} (L7 permissions on a tcp service)`, intention: decision.intention! };
     }
@@ -456,8 +456,9 @@ export class SidecarProxy {
   }
 
   /**
-   * Returns the protocol of an upstream from the catalog: that of the first healthy instance in
-   * the snapshot, or the last one seen while the upstream has none; undefined before any was seen.
+   * Returns the protocol of an upstream from the catalog, which is that of the first healthy
+   * instance in the snapshot. While the upstream has none it returns the last one seen, and
+   * undefined before any was seen.
    */
   upstreamProtocol(upstream: string): ServiceProtocol | undefined {
     const first = this.endpoints(upstream)[0];

@@ -2,9 +2,9 @@
  * The proxy's TLS private key in a PKCS#11 token.
  *
  * The key pair is generated inside the token, or found there again by its label, and the private
- * key never leaves it: the CSR is signed in the token through pkcs11js (CKM_ECDSA over a SHA-256
- * digest computed here), and every TLS context loads the key through OpenSSL's pkcs11 engine
- * (Debian: libengine-pkcs11-openssl), which signs each handshake in the token.
+ * key never leaves it. The CSR is signed in the token through pkcs11js (CKM_ECDSA over a SHA-256
+ * digest computed here). Every TLS context loads the key through OpenSSL's pkcs11 engine (Debian:
+ * libengine-pkcs11-openssl), which signs each handshake in the token.
  *
  * Node.js 24 takes an engine key with the `privateKeyEngine` and `privateKeyIdentifier` options of
  * `tls.createSecureContext`. The engine must be found by its id `pkcs11`: passing the path of
@@ -24,7 +24,7 @@ import { generateCsrWithSigner } from '../pki/workload.ts';
 import { importP256PublicKey } from '../pki/keys.ts';
 import { ckrName, P256_EC_PARAMS, p256SigningKeyTemplates, signingKeyProblems, TokenSession, type Pkcs11Handle } from '../seal/pkcs11/session.ts';
 
-/** Where the proxy's TLS key lives in a token, and how to log in to it. */
+/** Location of the proxy's TLS key in a token, and the login to it. */
 export interface TokenKeyOptions {
   /** Path of the PKCS#11 module, such as /usr/lib/softhsm/libsofthsm2.so. */
   module: string;

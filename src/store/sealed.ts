@@ -231,7 +231,8 @@ export class SealedStore implements Store {
 
   /**
    * Seals and writes one record. Puts called while earlier operations are still queued share one
-   * backend write, and so one revision (at most 64 puts or 4 MiB of values each); a repeated key starts a new write.
+   * backend write and so one revision, up to 64 puts or 4 MiB of values. A repeated key starts a
+   * new write.
    */
   async put(key: string, value: Uint8Array): Promise<number> {
     checkKey(key, 'key');

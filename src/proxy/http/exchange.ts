@@ -34,7 +34,7 @@ export function http1Bodyless(headers: import('node:http').IncomingHttpHeaders):
   return headers['transfer-encoding'] === undefined && (headers['content-length'] === undefined || headers['content-length'] === '0');
 }
 
-/** Reads a request that arrived as an HTTP/2 stream; `fallbackAuthority` stands in when it names none. */
+/** Reads a request that arrived as an HTTP/2 stream, with `fallbackAuthority` when it names no authority. */
 export function http2Request(stream: ServerHttp2Stream, headers: import('node:http2').IncomingHttpHeaders, fallbackAuthority: string): ProxyRequest {
   return {
     method: String(headers[h2.HTTP2_HEADER_METHOD] ?? ''),
@@ -50,8 +50,8 @@ export function http2Request(stream: ServerHttp2Stream, headers: import('node:ht
 }
 
 /**
- * Reads a request that arrived over HTTP/1.1; `fallbackAuthority` stands in when it has no host.
- * `expect` is dropped from the headers: `expectContinue` carries it.
+ * Reads a request that arrived over HTTP/1.1, with `fallbackAuthority` when it has no host header.
+ * `expect` is removed from the headers, because `expectContinue` carries it.
  */
 export function http1Request(incoming: import('node:http').IncomingMessage, expectContinue: boolean, fallbackAuthority: string): ProxyRequest {
   const request: ProxyRequest = {

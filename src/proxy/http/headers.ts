@@ -20,7 +20,10 @@ export const XFCC_HEADER = 'x-forwarded-client-cert';
 export function endToEndHeaders(headers: IncomingHttpHeaders | Http2IncomingHeaders): HeaderMap {
   const named = new Set<string>();
   const connection = headers.connection;
-  for (const value of Array.isArray(connection) ? connection : connection !== undefined ? [connection] : []) {
+  let connectionValues: string[] = [];
+  if (Array.isArray(connection)) connectionValues = connection;
+  else if (connection !== undefined) connectionValues = [connection];
+  for (const value of connectionValues) {
     for (const token of value.split(',')) named.add(token.trim().toLowerCase());
   }
   const result: HeaderMap = {};

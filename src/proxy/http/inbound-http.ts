@@ -55,9 +55,9 @@ type RequestVerdict =
 /**
  * The HTTP side of the inbound listener. Each verified connection that negotiated `h2` or
  * `http/1.1` is served here. Each request's path is normalised and checked against the L7
- * permissions of the intention that admits its source, x-forwarded-client-cert is replaced, and the
- * request goes to the app over pooled connections (HTTP/1.1 keep-alive for `http`, one cleartext
- * HTTP/2 session for `http2` and `grpc`).
+ * permissions of the intention that admits its source, and x-forwarded-client-cert is replaced.
+ * The request then goes to the app over pooled connections: HTTP/1.1 keep-alive for `http`, one
+ * cleartext HTTP/2 session for `http2` and `grpc`.
  */
 export class InboundHttp {
   readonly #options: InboundHttpOptions;

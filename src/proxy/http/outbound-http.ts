@@ -2,6 +2,7 @@ import { createServer as createHttp1Server, type IncomingMessage, type Server as
 import { performServerHandshake, type IncomingHttpHeaders as Http2IncomingHeaders, type ServerHttp2Session, type ServerHttp2Stream } from 'node:http2';
 import type { Socket } from 'node:net';
 import type { Duplex } from 'node:stream';
+import type { ErrorCode } from '../../errors/index.ts';
 import { RejectionLog, type Logger } from '../../log/index.ts';
 import type { UpstreamSpec } from '../address.ts';
 import type { ProxyMetrics } from '../metrics.ts';
@@ -33,8 +34,9 @@ export interface OutboundHttpOptions {
   /** This proxy's service, the source label of the request metrics. */
   source: string;
   /**
-   * Circuit breaking, instance choice over the healthy endpoints that speak the upstream's
-   * protocol, outlier detection and retries; shared with the TCP path and the connection pool.
+   * Traffic management of the upstream: circuit breaking, instance choice among the healthy
+   * endpoints that speak its protocol, outlier detection and retries. The TCP path and the
+   * connection pool share it.
    */
   traffic: UpstreamTraffic;
   pool: PeerPool;
@@ -101,8 +103,8 @@ export class OutboundHttp {
 
   /**
    * Serves an HTTP/2 connection whose first bytes were read and put back with `unshift`. The
-   * session takes them from the socket's buffer when it starts, and then reads the socket itself;
-   * resuming the socket here would hand those bytes to no one.
+   * session takes them from the socket's buffer when it starts and then reads the socket itself.
+   * The socket is not resumed here, because that would emit those bytes to no listener.
    */
   #serveHttp2(socket: Socket): void {
     const session = performServerHandshake(socket, { settings: HTTP2_SETTINGS });
@@ -113,7 +115,7 @@ export class OutboundHttp {
     session.once('close', () => this.#sessions.delete(session));
   }
 
-  /** Answers a client that did not open with the HTTP/2 preface with a readable HTTP/1.1 error, and closes. */
+  /** Rejects a client that did not open with the HTTP/2 preface: sends a readable HTTP/1.1 505 and closes. */
   #refuseNonHttp2(socket: Socket, protocol: 'http2' | 'grpc'): void {
     const code = 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH';
     this.#options.metrics.rejections.inc({ code });
@@ -198,8 +200,8 @@ export class OutboundHttp {
   /**
    * Sends the request to an instance chosen by the upstream's traffic management, and tries again
    * on another instance when its retry policy and budget allow. Connect failures and refused
-   * streams never reached the app; a reset, a per-try timeout or a gateway error (502, 503, 504)
-   * may have, so those are retried only for idempotent methods. A request with a body is sent
+   * streams never reached the app. A reset, a per-try timeout or a gateway error (502, 503, 504)
+   * may have reached it, so those are retried only for idempotent methods. A request with a body is sent
    * again only after a connect failure, because its body has been consumed by any later failure.
    */
   async #send(request: ProxyRequest, sink: ResponseSink, admission: Admission, tries: TryRecord): Promise<ForwardResult> {
@@ -311,13 +313,18 @@ export class OutboundHttp {
     const code = result.error instanceof PeerConnectError ? result.error.code : '';
     const timedOut = isTimeout(result.error);
     const mismatch = code === 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH';
-    const errorCode = timedOut ? 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT' : mismatch ? 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH' : 'SEALMESH_ERR_L7_UPSTREAM_UNAVAILABLE';
-    const status = timedOut ? 504 : mismatch ? 502 : 503;
-    const message = timedOut
-      ? `upstream ${this.#upstreamName} did not respond in time`
-      : mismatch
-        ? `upstream ${this.#upstreamName} does not speak HTTP to this proxy`
-        : `upstream ${this.#upstreamName} has no reachable healthy instance`;
+    let errorCode: ErrorCode = 'SEALMESH_ERR_L7_UPSTREAM_UNAVAILABLE';
+    let status = 503;
+    let message = `upstream ${this.#upstreamName} has no reachable healthy instance`;
+    if (timedOut) {
+      errorCode = 'SEALMESH_ERR_L7_UPSTREAM_TIMEOUT';
+      status = 504;
+      message = `upstream ${this.#upstreamName} did not respond in time`;
+    } else if (mismatch) {
+      errorCode = 'SEALMESH_ERR_L7_PROTOCOL_MISMATCH';
+      status = 502;
+      message = `upstream ${this.#upstreamName} does not speak HTTP to this proxy`;
+    }
     this.#options.metrics.rejections.inc({ code: errorCode });
     this.#rejections.warn(errorCode, { code: errorCode, upstream: this.#upstreamName, method: request.method, path: request.path, reason: result.error?.message }, 'request to the upstream failed');
     sendLocalReply(sink, request, { status, code: errorCode, message, grpcStatus: timedOut ? GRPC_STATUS.DEADLINE_EXCEEDED : GRPC_STATUS.UNAVAILABLE });
@@ -326,7 +333,7 @@ export class OutboundHttp {
 
   /**
    * Carries an Upgrade request to an instance over a dedicated HTTP/1.1 connection, then relays
-   * bytes. The exchange holds one of the upstream's concurrent requests until it ends, and a
+   * bytes. The exchange counts as one of the upstream's concurrent requests until it ends, and a
    * connect failure is retried on another instance as the retry policy allows.
    */
   async #onUpgrade(incoming: IncomingMessage, socket: Duplex, head: Buffer): Promise<void> {

@@ -62,8 +62,8 @@ export class PeerConnectError extends Error {
 }
 
 /**
- * A new connection to a peer that the upstream's circuit breaker refused; the traffic module has
- * already counted and logged the trip, and `rejection.response` is the reply for the client.
+ * Error of a new peer connection that the upstream's circuit breaker rejected. The traffic module
+ * has already counted and logged the trip, and `rejection.response` is the reply for the client.
  */
 export class CircuitOpenError extends PeerConnectError {
   readonly rejection: TrafficRejection;
@@ -78,11 +78,11 @@ export class CircuitOpenError extends PeerConnectError {
  * Opens an mTLS connection to a peer proxy, resuming a cached session when one exists, and resolves
  * only after the peer's identity has been verified. ALPN offers `target.alpn`.
  *
- * On a resumed session the server sends no certificate and Node does not call
- * `checkServerIdentity`, so the identity is the one the full handshake behind the session verified:
- * `sessions` offers a session only to the instance that issued it, for the same expected service,
- * under the same client context and before the verified certificate's notAfter. Only the server
- * that issued the ticket can resume it.
+ * On a resumed TLS 1.3 session the server sends no certificate and Node does not call
+ * `checkServerIdentity`, so the identity is the one that the full handshake behind the session
+ * verified. `sessions` offers a session only to the instance that issued it, for the same expected
+ * service, under the same client context and before the verified certificate's notAfter. Only the
+ * server that issued the ticket can resume it.
  */
 export function connectPeer(target: PeerTarget, sessions: PeerSessionCache): Promise<TLSSocket> {
   const key = sessionCacheKey(target);
@@ -96,8 +96,8 @@ export function connectPeer(target: PeerTarget, sessions: PeerSessionCache): Pro
       rejectUnauthorized: true,
       ALPNProtocols: target.alpn,
       ...(offered !== undefined ? { session: offered } : {}),
-      // Replaces hostname verification on a full handshake; verifyPeerIdentity repeats the check
-      // after it, and the session cache covers resumed sessions, where Node does not call this.
+      // Replaces hostname verification on a full handshake, and verifyPeerIdentity repeats the check
+      // after it. Node does not call this on a resumed session, which the session cache covers.
       checkServerIdentity: (_host: string, certificate: PeerCertificate): Error | undefined => {
         try {
           checkExpectedPeer(spiffeIdFromPeerCertificate(certificate, target.trustDomain), target);
