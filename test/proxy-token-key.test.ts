@@ -395,5 +395,10 @@ describe('proxy command with a token key', { skip }, () => {
     assert.match(output, new RegExp(`"tokenLabel":"${hsm.tokenLabel}"`), 'the log names the token label instead of redacting it');
     assert.doesNotMatch(api.running.stderr(), /DEP0183|Warning|Login failed/, 'the engine leaves the log clean');
     assert.doesNotMatch(output, /pin-value/, 'the engine key URI, which contains the PIN, is not logged');
+
+    const apiStatus = JSON.parse((await httpGet(api.adminPort, '/status')).body) as { tlsKey: unknown };
+    assert.deepEqual(apiStatus.tlsKey, { location: 'pkcs11', tokenLabel: hsm.tokenLabel, keyLabel: 'cli-api-tls' });
+    const webStatus = JSON.parse((await httpGet(web.adminPort, '/status')).body) as { tlsKey: unknown };
+    assert.deepEqual(webStatus.tlsKey, { location: 'memory' });
   });
 });
