@@ -200,5 +200,6 @@ describe('L7 permissions in the API and CLI', () => {
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /SEALMESH_ERR_L7_PERMISSION_INVALID/);
     assert.match(result.stderr, /not normalised; write "\/b"/);
+    assert.match(result.stderr, /is invalid: permission 1, http\.pathPrefix: /, 'the problem is located by permission number and field');
   });
 });

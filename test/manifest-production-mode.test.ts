@@ -1,7 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:tls';
-import { FileManifestSigner, formatPosture, effectivePosture, generateOperatorKey, initManifest, nextManifest, signManifest, type SignedManifest } from '../src/manifest/index.ts';
+import { FileManifestSigner, formatPosture, effectivePosture, generateOperatorKey, initManifest, manifestDigest, nextManifest, signManifest, type SignedManifest } from '../src/manifest/index.ts';
 import { ControlPlane } from '../src/server/index.ts';
 import { isSealmeshError } from '../src/errors/index.ts';
 import type { SidecarProxy } from '../src/proxy/index.ts';
@@ -53,10 +53,12 @@ describe('manifest requiring production mode', () => {
         assert.match(error.message, /runs in development mode/);
         return true;
       });
-      const { entries } = await mesh.operator.get<{ entries: Array<{ action: string; details: { code?: string } | null }> }>('/v1/audit');
+      const { entries } = await mesh.operator.get<{ entries: Array<{ action: string; details: { code?: string; version?: number; digest?: string } | null }> }>('/v1/audit');
       const rejected = entries.filter((entry) => entry.action === 'manifest.reject');
       assert.equal(rejected.length, 1);
       assert.equal(rejected[0]?.details?.code, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED');
+      assert.equal(rejected[0]?.details?.version, 1, 'the audit entry names the rejected version');
+      assert.equal(rejected[0]?.details?.digest, manifestDigest(signedRequired.manifest), 'and its digest');
       assert.equal(await counterValue(mesh.server.metrics.rejections, 'SEALMESH_ERR_PRODUCTION_MODE_REQUIRED'), 1);
 
       // Nothing was stored: the same cluster still accepts a genesis without the requirement.

@@ -1,6 +1,7 @@
 import assert from 'node:assert/strict';
 import { X509Certificate, webcrypto } from 'node:crypto';
-import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { spawnSync } from 'node:child_process';
+import { mkdirSync, mkdtempSync, rmSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { after, before, describe, test } from 'node:test';
@@ -180,6 +181,32 @@ describe('proxy TLS key in a PKCS#11 token', { skip }, () => {
 
   test('missing engine is rejected', () => {
     assert.throws(() => findEngineDirectory({ OPENSSL_ENGINES: pinDir }), hasCode('SEALMESH_ERR_TLS_KEY_ENGINE_MISSING'));
+  });
+
+  test('failed engine load removes the generated pair', () => {
+    // A pkcs11.so that is not an engine passes the directory check and fails the load after the
+    // pair was generated; a child process keeps this process's engine registration intact.
+    const engines = join(pinDir, 'broken-engines');
+    mkdirSync(engines);
+    writeFileSync(join(engines, 'pkcs11.so'), 'not an engine');
+    const script = [
+      `import { TokenTlsKey } from ${JSON.stringify(new URL('../src/proxy/token-key.ts', import.meta.url).href)};`,
+      `try { await TokenTlsKey.open(${JSON.stringify(keyOptions('engine-fails'))}); console.log('opened'); }`,
+      `catch (error) { console.log(error.code); }`,
+    ].join('\n');
+    const result = spawnSync(process.execPath, ['--input-type=module', '-e', script], {
+      env: { ...process.env, OPENSSL_ENGINES: engines },
+      encoding: 'utf8',
+      timeout: 60_000,
+    });
+    assert.match(result.stdout, /^SEALMESH_ERR_TLS_KEY_ENGINE_/m, `stdout: ${result.stdout}\nstderr: ${result.stderr}`);
+    const session = inspectorSession();
+    try {
+      const left = session.findObjects([{ type: session.api.CKA_LABEL, value: 'engine-fails' }]);
+      assert.equal(left.length, 0, 'no key object of the failed start is left in the token');
+    } finally {
+      session.close();
+    }
   });
 
   test('extractable key is rejected', async () => {
@@ -368,5 +395,10 @@ describe('proxy command with a token key', { skip }, () => {
     assert.match(output, new RegExp(`"tokenLabel":"${hsm.tokenLabel}"`), 'the log names the token label instead of redacting it');
     assert.doesNotMatch(api.running.stderr(), /DEP0183|Warning|Login failed/, 'the engine leaves the log clean');
     assert.doesNotMatch(output, /pin-value/, 'the engine key URI, which contains the PIN, is not logged');
+
+    const apiStatus = JSON.parse((await httpGet(api.adminPort, '/status')).body) as { tlsKey: unknown };
+    assert.deepEqual(apiStatus.tlsKey, { location: 'pkcs11', tokenLabel: hsm.tokenLabel, keyLabel: 'cli-api-tls' });
+    const webStatus = JSON.parse((await httpGet(web.adminPort, '/status')).body) as { tlsKey: unknown };
+    assert.deepEqual(webStatus.tlsKey, { location: 'memory' });
   });
 });

@@ -1,6 +1,6 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { readFileSync, writeFileSync } from 'node:fs';
+import { readFileSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { CODE_ROOT, coveringPaths, permissionFlags } from '../src/hardening/index.ts';
 import { proxyGrant, serverGrant } from '../src/cli/hardening-flags.ts';
@@ -194,5 +194,23 @@ describe('sandboxed production mesh', () => {
       'the restarted server to answer GET /v1/status',
     );
     assert.doesNotMatch(again.stderr(), /SEALMESH_ERR_SANDBOX_DENIED/);
+  });
+});
+
+describe('sandboxed first start', () => {
+  const dir = tempDir('sealmesh-sandbox-first-');
+  const processes: CliProcess[] = [];
+
+  after(async () => {
+    await stopProcesses(processes);
+    dir.remove();
+  });
+
+  test('data directory with missing parents is created', async () => {
+    // The sandbox grants the data directory but not its parents, so the launcher creates them.
+    const server = await startServerProcess(join(dir.path, 'missing', 'parent'), ['--sandbox']);
+    processes.push(server.running);
+    assert.equal(statSync(server.dataDir).mode & 0o777, 0o700);
+    assert.doesNotMatch(server.running.stderr(), /SEALMESH_ERR_SANDBOX_DENIED/);
   });
 });

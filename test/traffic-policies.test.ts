@@ -363,10 +363,9 @@ describe('upstream traffic', () => {
     if (rejected.admitted) return;
     assert.equal(rejected.reason, 'max_concurrent_requests');
     assert.equal(rejected.response.status, 503);
-    assert.equal(rejected.response.headers['content-type'], 'application/json');
-    const body = JSON.parse(rejected.response.body) as { error: { code: string; message: string } };
-    assert.equal(body.error.code, 'SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN');
-    assert.match(body.error.message, /limits\.max_concurrent_requests = 1/);
+    assert.equal(rejected.response.headers['content-type'], 'text/plain; charset=utf-8');
+    assert.equal(rejected.response.headers['x-sealmesh-error'], 'SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN');
+    assert.match(rejected.response.body, /limits\.max_concurrent_requests = 1/);
     if (first.admitted) first.release();
     assert.equal(upstream.admitRequest().admitted, true, 'a released request frees its slot');
   });

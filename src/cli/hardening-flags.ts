@@ -2,7 +2,7 @@
  * The permission grants of `sealmesh server` and `sealmesh proxy`, the sandbox launcher and the
  * run-mode check. The CLI loads this module only when one of the two programs runs.
  */
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { assertProductionProcess, runSandboxed, sandboxActive, sandboxCommand, shellQuote, type SandboxGrant } from '../hardening/index.ts';
 import { defaultKeyFilePath } from '../seal/index.ts';
@@ -71,9 +71,14 @@ export function proxyGrant(flags: ProxyGrantFlags, file: ProxyGrantFile, env: No
  * Starts the sandbox when --sandbox or --sandbox-print requests it and this process is not
  * sandboxed yet. Returns true when the command is finished here: the command line was printed, or
  * the sandboxed child ran and its exit code is in `process.exitCode`. Returns false when this
- * process should run the program itself.
+ * process should run the program itself. `prepare` runs just before the child starts, outside the
+ * sandbox, and not for --sandbox-print.
  */
-export async function launchSandboxIfRequested(flags: HardeningFlags, grant: () => SandboxGrant | Promise<SandboxGrant>): Promise<boolean> {
+export async function launchSandboxIfRequested(
+  flags: HardeningFlags,
+  grant: () => SandboxGrant | Promise<SandboxGrant>,
+  prepare?: () => void,
+): Promise<boolean> {
   if (flags.sandbox !== true && flags.sandboxPrint !== true) return false;
   if (sandboxActive()) return false;
   const args = process.argv.slice(2).filter((argument) => !LAUNCHER_OPTIONS.has(argument));
@@ -82,8 +87,19 @@ export async function launchSandboxIfRequested(flags: HardeningFlags, grant: () 
     process.exitCode = 0;
     return true;
   }
-  process.exitCode = await runSandboxed(args, await grant());
+  const granted = await grant();
+  prepare?.();
+  process.exitCode = await runSandboxed(args, granted);
   return true;
+}
+
+/**
+ * Creates the server's data directory (mode 0700) and its missing parents before a sandboxed start:
+ * the sandbox grants the data directory but not its parents, so the sandboxed server could not
+ * create them on a first start.
+ */
+export function createDataDirectory(dataDir: string): void {
+  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 }
 
 /**

@@ -24,8 +24,15 @@ export function readPermissionsFile(path: string): Permission[] {
   }
   const parsed = permissionsSchema.safeParse(document);
   if (!parsed.success) {
-    const issues = parsed.error.issues.map((issue) => `${issue.path.length > 0 ? issue.path.join('.') : '(list)'}: ${issue.message}`).join('; ');
+    const issues = parsed.error.issues.map((issue) => `${issueLocation(issue.path)}: ${issue.message}`).join('; ');
     throw new SealmeshError('SEALMESH_ERR_L7_PERMISSION_INVALID', `--permissions-file ${path} is invalid: ${issues}`);
   }
   return parsed.data;
+}
+
+/** Names where a problem is, counting permissions from 1: `permission 2, http.pathPrefix`, or `the list`. */
+function issueLocation(path: readonly PropertyKey[]): string {
+  const [first, ...rest] = path;
+  if (typeof first !== 'number') return path.length > 0 ? path.map(String).join('.') : 'the list';
+  return rest.length > 0 ? `permission ${first + 1}, ${rest.map(String).join('.')}` : `permission ${first + 1}`;
 }

@@ -6,7 +6,7 @@ import { parseHostPort } from '../proxy/address.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { parseDuration, readCaFile } from './output.ts';
-import { checkRunMode, launchSandboxIfRequested, serverGrant, type HardeningFlags } from './hardening-flags.ts';
+import { checkRunMode, createDataDirectory, launchSandboxIfRequested, serverGrant, type HardeningFlags } from './hardening-flags.ts';
 import { DEFAULT_LOG_LEVEL, missingSetting, untilSignal } from './run-common.ts';
 
 // The proxy lives in a module of its own, so that `sealmesh proxy` does not load the control plane.
@@ -39,7 +39,7 @@ export async function runServer(
   const file = flags.config === undefined ? {} : await loadLocalConfig(flags.config, 'server');
   const dataDir = flags.dataDir ?? file.dataDir;
   if (dataDir === undefined) throw missingSetting('--data-dir <dir>', 'data_dir');
-  if (await launchSandboxIfRequested(flags, () => serverGrant(flags, dataDir))) return;
+  if (await launchSandboxIfRequested(flags, () => serverGrant(flags, dataDir), () => createDataDirectory(dataDir))) return;
   // The process checks come before any key is read or created.
   checkRunMode(flags);
   const log = createLogger({ component: 'server', level: flags.logLevel ?? file.logLevel ?? DEFAULT_LOG_LEVEL });

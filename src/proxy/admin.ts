@@ -3,6 +3,12 @@ import type { Logger } from '../log/index.ts';
 import { listenUnix, type SocketPermissions, type UnixSocketListener } from '../perimeter/unix-socket.ts';
 import { isUnixAddress, type SocketAddress } from './address.ts';
 import type { SidecarProxy } from './proxy.ts';
+import type { TokenTlsKey } from './token-key.ts';
+
+/** Where the proxy's TLS private key lives, for `/status`: labels only, never the PIN. */
+function tlsKeyLocation(tokenKey: TokenTlsKey | undefined): { location: 'memory' } | { location: 'pkcs11'; tokenLabel: string; keyLabel: string } {
+  return tokenKey === undefined ? { location: 'memory' } : { location: 'pkcs11', tokenLabel: tokenKey.tokenLabel, keyLabel: tokenKey.keyLabel };
+}
 
 export interface AdminOptions {
   listen: SocketAddress;
@@ -68,6 +74,7 @@ export class AdminServer {
           snapshotVersion: proxy.snapshotVersion,
           appHealth: proxy.appHealth,
           attestation: proxy.attestation,
+          tlsKey: tlsKeyLocation(proxy.options.tokenKey),
           manifest: proxy.enforcedManifest === undefined ? null : { version: proxy.enforcedManifest.version, digest: proxy.enforcedManifest.digest, genesisDigest: proxy.enforcedManifest.genesisDigest },
         };
         response.writeHead(200, { 'content-type': 'application/json' }).end(`${JSON.stringify(body)}\n`);

@@ -7,6 +7,21 @@ import type { ManifestService } from './manifest-service.ts';
 import type { Catalog } from './catalog.ts';
 import { formatServiceRef } from '../spiffe/index.ts';
 import { presentedToken } from './request.ts';
+import { manifestDigest, parseSignedManifest } from '../manifest/index.ts';
+
+/**
+ * Names a rejected candidate in its audit entry: the version and digest of a manifest that parses,
+ * or the version it claims when it does not. Nothing else of the body is recorded.
+ */
+function describeCandidate(body: unknown): { version?: number; digest?: string } {
+  try {
+    const { manifest } = parseSignedManifest(body, 'candidate manifest');
+    return { version: manifest.version, digest: manifestDigest(manifest) };
+  } catch {
+    const claimed = (body as { manifest?: { version?: unknown } } | null | undefined)?.manifest?.version;
+    return Number.isSafeInteger(claimed) ? { version: claimed as number } : {};
+  }
+}
 
 /**
  * Routes of the signed manifest: apply a new version (operator token), and read the current
@@ -31,7 +46,7 @@ export function registerManifestRoutes(
           action: 'manifest.reject',
           actor: { kind: 'token', accessorId: token.accessorId },
           subject: 'manifest apply',
-          details: { code: error.code },
+          details: { code: error.code, ...describeCandidate(request.body) },
         });
       }
       throw error;

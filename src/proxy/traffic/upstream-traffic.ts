@@ -38,7 +38,10 @@ export interface TrafficRejection extends BreakerTrip {
   readonly admitted: false;
   /** SEALMESH_ERR_TRAFFIC_CIRCUIT_OPEN, naming the upstream and the limit. */
   error: SealmeshError;
-  /** A 503 response with a JSON body `{"error":{"code","message"}}` for the HTTP path to send. */
+  /**
+   * A 503 response for the HTTP path to send: the error's message as plain text, the code in
+   * `x-sealmesh-error`, as in every other reply the proxy makes itself.
+   */
   response: { status: 503; headers: Record<string, string>; body: string };
 }
 
@@ -181,8 +184,8 @@ export class UpstreamTraffic {
       error,
       response: {
         status: 503,
-        headers: { 'content-type': 'application/json', 'x-sealmesh-circuit-breaker': trip.reason },
-        body: `${JSON.stringify(error.toJSON())}\n`,
+        headers: { 'content-type': 'text/plain; charset=utf-8', 'x-sealmesh-error': error.code, 'x-sealmesh-circuit-breaker': trip.reason },
+        body: `${error.message}\n`,
       },
     };
   }
