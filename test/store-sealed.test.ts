@@ -702,6 +702,25 @@ test('second writer causes a conflict', async (t) => {
   await assert.rejects(store.get('k'), hasCode('SEALMESH_ERR_CONFLICT'), 'the store stays failed');
 });
 
+test('plain backend write causes a conflict', async (t) => {
+  const { store, path } = await openStore(t);
+  await store.put('k', text('1'));
+  const plain = SqliteStore.open(path);
+  const foreignRevision = await plain.put('x/foreign', text('written around the sealed store'));
+  await plain.close();
+
+  await assert.rejects(store.put('k', text('2')), hasCode('SEALMESH_ERR_CONFLICT'));
+  await assert.rejects(store.get('k'), hasCode('SEALMESH_ERR_CONFLICT'), 'the store stays failed');
+  // Closing commits the backend's open batch, so the file shows whatever the rejected write left.
+  await store.close();
+  const db = new DatabaseSync(path);
+  t.after(() => db.close());
+  const newest = db.prepare('SELECT max(mod_revision) AS revision FROM kv').get();
+  assert.equal(newest?.revision, foreignRevision, 'the rejected sealed write left no row');
+  const revision = db.prepare("SELECT value FROM meta WHERE name = 'revision'").get();
+  assert.equal(revision?.value, foreignRevision, 'the rejected sealed write took no revision');
+});
+
 test('record altered while open fails reads', async (t) => {
   const { store, path } = await openStore(t);
   await store.put('svc/a', text('1'));

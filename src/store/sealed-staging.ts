@@ -60,7 +60,15 @@ export class StagingBackend implements Store {
 
   /** Applies the transaction in the backend's open batch and returns its result before the commit. */
   async txn(request: TxnRequest): Promise<TxnResult> {
-    const { result, durable } = this.#inner.stagedTxn(request);
+    return this.txnAtRevision(request, undefined);
+  }
+
+  /**
+   * Applies the transaction as `txn` does, but its compares also fail unless the backend is still
+   * at `revision` (see `SqliteStore.stagedTxn`).
+   */
+  async txnAtRevision(request: TxnRequest, revision: number | undefined): Promise<TxnResult> {
+    const { result, durable } = this.#inner.stagedTxn(request, revision);
     const tracked = durable.catch((error: unknown) => {
       const failure = error instanceof SealmeshError ? error : new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store commit failed: ${String(error)}`, { cause: error });
       this.#onCommitFailure(failure);

@@ -16,7 +16,8 @@ import {
 import { callBackend } from './integrity-errors.ts';
 import { META_KEY, sealDeletedKey, sealRecord, sha256Hex } from './sealed-format.ts';
 import type { SealedState } from './sealed-state.ts';
-import type { Compare, Operation } from './types.ts';
+import { StagingBackend } from './sealed-staging.ts';
+import type { Compare, Operation, TxnResult } from './types.ts';
 
 /** One user operation of a write, with the backend key (`name`) of its plaintext key. */
 export type PlannedOp =
@@ -74,11 +75,10 @@ export class SealedWriter {
 
   /**
    * Commits `plan` as one backend transaction at the next revision and returns that revision. The
-   * transaction requires that the head entry is still the one this store last wrote and that no
-   * entry exists for the next revision, so the revision that the AAD and the chain entry name is
-   * the one the backend assigns. Throws
-   * SEALMESH_ERR_CONFLICT when another writer changed the backend, and records it in the state so
-   * that every later operation fails with it too.
+   * transaction requires that no other writer changed the backend since this store's last write
+   * (see `write`), so the revision that the AAD and the chain entry name is the one the backend
+   * assigns. Throws SEALMESH_ERR_CONFLICT when another writer changed the backend, and records it
+   * in the state so that every later operation fails with it too.
    */
   async commit(plan: PlannedWrite): Promise<number> {
     const state = this.state;
@@ -112,13 +112,9 @@ export class SealedWriter {
     const entryKey = chainKey(revision);
     operations.push({ type: 'put', key: entryKey, value: encodeEntry(entry) });
 
-    const guards: Compare[] = plan.initial === true
-      ? [{ key: META_KEY, modRevision: 0 }, { key: entryKey, modRevision: 0 }]
-      : [{ key: chainKey(head.revision), modRevision: head.revision }, { key: entryKey, modRevision: 0 }];
-    const compare = [...guards, ...(plan.compares ?? [])];
-    const result = await callBackend('write', () => state.backend.txn({ compare, success: operations }));
+    const result = await callBackend('write', () => this.write(plan, head.revision, entryKey, operations));
     if (!result.succeeded || result.revision !== revision) {
-      const found = result.succeeded ? `the backend assigned revision ${result.revision} instead of ${revision}` : 'the chain head or a record read by this write changed';
+      const found = result.succeeded ? `the backend assigned revision ${result.revision} instead of ${revision}` : "the backend changed since this store's last write, or a record read by this write changed";
       state.failure = new SealmeshError(
         'SEALMESH_ERR_CONFLICT',
         `sealed store write at revision ${revision} failed: ${found}, so a concurrent writer uses the same backend. ` +
@@ -142,6 +138,26 @@ export class SealedWriter {
       this.writesSinceRaise += 1;
     }
     return revision;
+  }
+
+  /**
+   * Runs the backend transaction of a write at `headRevision + 1`. Over a `SqliteStore` it requires
+   * that the backend is still at `headRevision`. The revision rises with every write, so a write by
+   * any other writer since this store's last one makes the transaction fail before it applies
+   * anything. Over another backend it requires that the head entry is unchanged and that no entry
+   * exists for the next revision. The first write requires that neither `m/meta` nor the first
+   * entry exists.
+   */
+  private write(plan: PlannedWrite, headRevision: number, entryKey: string, success: Operation[]): Promise<TxnResult> {
+    const backend = this.state.backend;
+    const compares = plan.compares ?? [];
+    if (plan.initial === true) {
+      const compare: Compare[] = [{ key: META_KEY, modRevision: 0 }, { key: entryKey, modRevision: 0 }, ...compares];
+      return backend.txn({ compare, success });
+    }
+    if (backend instanceof StagingBackend) return backend.txnAtRevision({ compare: compares, success }, headRevision);
+    const compare: Compare[] = [{ key: chainKey(headRevision), modRevision: headRevision }, { key: entryKey, modRevision: 0 }, ...compares];
+    return backend.txn({ compare, success });
   }
 
   /** Updates the in-memory state after a committed write. */

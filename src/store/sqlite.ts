@@ -229,13 +229,17 @@ export class SqliteStore implements Store {
 
   /**
    * Applies a transaction in the open batch and returns its result at once, with a promise for its
-   * durability. The caller must not report the write as done before `durable` resolves.
+   * durability. The caller must not report the write as done before `durable` resolves. With
+   * `expectedRevision`, the compares fail unless the store is still at that revision. A single
+   * writer passes the revision of its own last write, so a write by anyone else since then makes
+   * its transaction fail instead of applying at another revision.
    */
-  stagedTxn(request: TxnRequest): StagedTxn {
+  stagedTxn(request: TxnRequest, expectedRevision?: number): StagedTxn {
     checkTxn(request);
+    if (expectedRevision !== undefined) checkInteger('expectedRevision', expectedRevision, 0);
     let succeeded = false;
     const { revision, durable } = this.stage('txn', (next) => {
-      succeeded = request.compare.every((compare) => this.compareMatches(compare));
+      succeeded = (expectedRevision === undefined || next - 1 === expectedRevision) && request.compare.every((compare) => this.compareMatches(compare));
       const operations = succeeded ? request.success : (request.failure ?? []);
       return operations.map((operation) => this.apply(operation, next));
     });
