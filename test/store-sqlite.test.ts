@@ -545,3 +545,19 @@ test('close commits the open batch', async (t) => {
   t.after(() => reopened.close());
   assert.equal(decode((await reopened.get('k'))?.value ?? new Uint8Array()), 'v');
 });
+
+test('snapshot waits for pending writes', async (t) => {
+  const store = openStore(t);
+  const order: string[] = [];
+  const written = store.put('catalog/a', text('1')).then(() => order.push('put'));
+  const snapshot = join(tempDir(t), 'snapshot.db');
+  await store.snapshotTo(snapshot).then(() => order.push('snapshot'));
+  await written;
+  assert.deepEqual(order, ['put', 'snapshot'], 'the write is durable before the snapshot is taken');
+
+  const copy = SqliteStore.open(snapshot);
+  t.after(() => copy.close());
+  const record = await copy.get('catalog/a');
+  assert.ok(record !== undefined, 'the snapshot holds the write');
+  assert.equal(decode(record.value), '1');
+});

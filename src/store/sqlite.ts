@@ -64,6 +64,9 @@ interface WatchState {
   closed: boolean;
 }
 
+/** Group commits a snapshot waits through for a moment with no write between commit and fsync. */
+const SNAPSHOT_SYNC_ATTEMPTS = 20;
+
 /** Writes applied inside the open SQLite transaction that the next group commit makes durable. */
 interface Batch {
   durable: Promise<void>;
@@ -291,8 +294,19 @@ export class SqliteStore implements Store {
    * a sealed store's copy stays sealed. Fails when `path` exists.
    */
   async snapshotTo(path: string): Promise<void> {
-    // VACUUM cannot run inside a transaction, so the open batch commits first.
-    this.commitBatch();
+    // VACUUM cannot run inside a transaction, so the open batch commits first. The copy is taken
+    // only once every committed write is also synced, so it never holds a write that a crash could
+    // still take from the store.
+    for (let attempt = 0; ; attempt += 1) {
+      this.commitBatch();
+      // A failed batch rejected its own writes; a failed fsync makes `run` below throw.
+      await this.lastDurable.catch(() => undefined);
+      const quiet = this.batch === undefined && this.committedRevision === this.run('snapshot', () => this.readMeta('revision'));
+      if (quiet) break;
+      if (attempt >= SNAPSHOT_SYNC_ATTEMPTS) {
+        throw new SealmeshError('SEALMESH_ERR_STORE_OPERATION_FAILED', `store snapshot failed: writes kept arriving through ${SNAPSHOT_SYNC_ATTEMPTS} fsyncs of the WAL; retry when the store is less busy`);
+      }
+    }
     this.run('snapshot', () => {
       (this.db as DatabaseSync).prepare('VACUUM INTO ?').run(path);
     });
