@@ -1,4 +1,5 @@
 import { randomUUID } from 'node:crypto';
+import type { Http2ServerRequest } from 'node:http2';
 import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SealmeshError } from '../errors/index.ts';
@@ -41,6 +42,8 @@ export interface RouteContext {
   version: string;
   seal: SealLifecycle;
   caRotation: CaRotation;
+  /** Clock of the per-request client certificate expiry checks. */
+  now: () => Date;
 }
 
 /** Returns the audit actor of a request made with an ACL token. */
@@ -118,30 +121,97 @@ function summarizeAttestation(instances: Instance[]): { byProvider: Record<strin
 
 /** Interval between heartbeat lines on a watch stream, so that both ends notice a dead peer. */
 const WATCH_HEARTBEAT_MS = 15_000;
-
 /**
- * Returns the SPIFFE ID of the proxy that called over mTLS. Node has already verified the chain
- * against the trust bundle when `authorized` is set; this adds the SVID name checks.
+ * Time a watch stream opened with an SVID stays open after a renewal supersedes that SVID. The
+ * proxy moves its stream to a connection with the new SVID right after the renewal; the server
+ * ends a stream that has not moved by then.
  */
-function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
-  return peerSvid(request, trustDomain).id;
+export const WATCH_SUPERSEDED_GRACE_MS = 10_000;
+
+/** The checked SVID of one TLS connection, parsed at its first request and kept for the later ones. */
+interface ConnectionSvid extends PeerSvid {
+  /** The certificate's notAfter, in ms since the epoch. */
+  notAfterMs: number;
 }
 
-/** Returns the SPIFFE ID and serial number of the SVID the caller presented; see `peerIdentity`. */
-function peerSvid(request: FastifyRequest, trustDomain: string): PeerSvid {
-  const socket = request.raw.socket as TLSSocket;
-  const certificate = socket.getPeerX509Certificate?.();
-  if (certificate === undefined) {
-    throw new SealmeshError('SEALMESH_ERR_PEER_NO_CERTIFICATE', 'this endpoint requires the caller\'s SVID as a TLS client certificate');
+/**
+ * The SVID of each connection, keyed on the TLS socket (HTTP/1.1) or the HTTP/2 session, so that
+ * the requests of a long-lived connection parse its client certificate once.
+ */
+const connectionSvids = new WeakMap<object, ConnectionSvid>();
+
+/**
+ * Returns the connection a request arrived on: a key that is the same object for every request of
+ * that connection, and its TLS socket. An HTTP/2 request's `socket` is a proxy object made per
+ * stream, so the key is the HTTP/2 session instead.
+ */
+function requestConnection(request: FastifyRequest): { key: object; socket: TLSSocket } {
+  const raw = request.raw as FastifyRequest['raw'] | Http2ServerRequest;
+  if ('stream' in raw && raw.stream.session !== undefined) {
+    return { key: raw.stream.session, socket: raw.stream.session.socket as TLSSocket };
   }
-  if (!socket.authorized) {
-    throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `the client certificate was rejected: ${String(socket.authorizationError)}`);
+  return { key: raw.socket, socket: raw.socket as TLSSocket };
+}
+
+/**
+ * Returns the SPIFFE ID and serial number of the SVID the caller presented as the client
+ * certificate of its connection. Node has already verified the chain against the trust bundle when
+ * `authorized` is set; this adds the SVID name checks once per connection. Because a connection
+ * may outlive its certificate, every request checks notAfter against `now` again and fails with
+ * SEALMESH_ERR_PEER_CERT_EXPIRED once it has passed.
+ */
+function peerSvid(request: FastifyRequest, trustDomain: string, now: Date): PeerSvid {
+  const { key, socket } = requestConnection(request);
+  let svid = connectionSvids.get(key);
+  if (svid === undefined) {
+    const certificate = socket.getPeerX509Certificate?.();
+    if (certificate === undefined) {
+      throw new SealmeshError('SEALMESH_ERR_PEER_NO_CERTIFICATE', 'this endpoint requires the caller\'s SVID as a TLS client certificate');
+    }
+    if (!socket.authorized) {
+      throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `the client certificate was rejected: ${String(socket.authorizationError)}`);
+    }
+    svid = {
+      id: spiffeIdFromPeerCertificate(certificate, trustDomain),
+      serial: normalizeSerial(certificate.serialNumber),
+      notAfterMs: Date.parse(certificate.validTo),
+    };
+    connectionSvids.set(key, svid);
   }
-  return { id: spiffeIdFromPeerCertificate(certificate, trustDomain), serial: normalizeSerial(certificate.serialNumber) };
+  if (!(now.getTime() < svid.notAfterMs)) {
+    throw new SealmeshError(
+      'SEALMESH_ERR_PEER_CERT_EXPIRED',
+      `the client certificate (serial ${svid.serial}) of this connection expired at ${new Date(svid.notAfterMs).toISOString()}; open a new connection with the renewed SVID`,
+    );
+  }
+  return { id: svid.id, serial: svid.serial };
+}
+
+/** A watch stream, with the SVID it was opened with, that the server ends once that SVID is no longer current. */
+interface BoundWatchStream {
+  serial: string;
+  /** Ends the stream; logs and counts the reason. */
+  end: (code: 'SEALMESH_ERR_PEER_CERT_EXPIRED' | 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH', reason: string) => void;
 }
 
 export function registerRoutes(app: FastifyInstance, context: RouteContext): void {
   const { acl, ca, catalog, intentions, hub, metrics, log, manifests, audit } = context;
+  /** Open watch streams by instance id. */
+  const watchStreams = new Map<string, Set<BoundWatchStream>>();
+
+  /**
+   * Ends, after WATCH_SUPERSEDED_GRACE_MS, each watch stream of `instanceId` that was opened with
+   * another SVID than `serial`, the one the instance now records.
+   */
+  function endSupersededStreams(instanceId: string, serial: string): void {
+    for (const stream of watchStreams.get(instanceId) ?? []) {
+      if (stream.serial === serial) continue;
+      setTimeout(
+        () => stream.end('SEALMESH_ERR_SVID_INSTANCE_MISMATCH', `a renewal superseded the SVID with serial ${stream.serial} that opened this stream`),
+        WATCH_SUPERSEDED_GRACE_MS,
+      ).unref();
+    }
+  }
 
   app.get('/v1/status', async () => {
     const posture = (await manifests.posture()) ?? null;
@@ -260,12 +330,12 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   async function nonceHolder(request: FastifyRequest): Promise<string> {
     const token = presentedToken(request);
-    const socket = request.raw.socket as TLSSocket;
+    const { socket } = requestConnection(request);
     if (token !== undefined || socket.getPeerX509Certificate?.() === undefined) {
       // Without a client certificate a join token is required; its absence is reported as such.
       return joinHolder(await acl.authorize(token, 'join'));
     }
-    return svidHolder(peerSvid(request, context.trustDomain));
+    return svidHolder(peerSvid(request, context.trustDomain, context.now()));
   }
 
   app.post('/v1/svid/enroll', async (request) => {
@@ -340,7 +410,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   }
 
   app.post('/v1/svid/renew', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.renewBody, request.body, 'request body');
     // Checked first, so that a request for another instance neither uses up a nonce nor gets an SVID.
@@ -373,6 +443,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       throw new SealmeshError('SEALMESH_ERR_SVID_INSTANCE_MISMATCH', `instance ${body.instanceId} of ${formatServiceRef(peer)} was deregistered during renewal; enroll again`);
     }
     metrics.svidsIssued.inc({ kind: 'renew' });
+    endSupersededStreams(body.instanceId, normalizeSerial(svid.serialNumber));
     log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber, attestation: attestation?.provider ?? 'none' }, 'SVID renewed');
     return {
       instanceId: body.instanceId,
@@ -387,7 +458,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.put('/v1/agent/health', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.healthBody, request.body, 'request body');
     await ownInstance(caller, body.instanceId, 'report health for');
@@ -408,7 +479,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   // A proxy whose registration lapsed while the server was unreachable registers again with its
   // SVID; it can only register an instance of the service its SVID names.
   app.post('/v1/agent/register', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.registerBody, request.body, 'request body');
     const existing = await catalog.get(peer.namespace, peer.service, body.instanceId);
@@ -435,7 +506,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.post('/v1/agent/deregister', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.deregisterBody, request.body, 'request body');
     if ((await catalog.get(peer.namespace, peer.service, body.instanceId)) !== undefined) await ownInstance(caller, body.instanceId, 'deregister');
@@ -446,12 +517,15 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.get('/v1/watch', async (request, reply) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
+    const peer = caller.id;
     const query = parseBody(schemas.watchQuery, request.query, 'query');
-    const instance = await catalog.get(peer.namespace, peer.service, query.instance);
-    if (instance === undefined) {
+    const registered = await catalog.get(peer.namespace, peer.service, query.instance);
+    if (registered === undefined) {
       throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${query.instance} of ${formatServiceRef(peer)} is not registered; the proxy must enroll again`);
     }
+    const instance = await ownInstance(caller, query.instance, 'watch');
+    const notAfterMs = connectionSvids.get(requestConnection(request).key)?.notAfterMs ?? 0;
     reply.hijack();
     const response = reply.raw;
     response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
@@ -461,10 +535,42 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       () => response.end(),
     );
     metrics.watchStreams.inc();
-    log.info({ instance: instance.id, spiffeId: instance.spiffeId }, 'watch stream opened');
+    log.info({ instance: instance.id, spiffeId: instance.spiffeId, serial: caller.serial }, 'watch stream opened');
     const heartbeat = setInterval(() => response.write('{"type":"heartbeat"}\n'), WATCH_HEARTBEAT_MS);
+    // A stream lives no longer than the certificate of its connection. Timers cannot wait longer
+    // than 2^31 - 1 ms, about 24.8 days, and a longer-lived SVID's stream is checked again then.
+    let expiry: NodeJS.Timeout | undefined;
+    let open = true;
+    const armExpiry = (): void => {
+      const remaining = notAfterMs - context.now().getTime();
+      expiry = setTimeout(() => {
+        if (notAfterMs - context.now().getTime() > 0) armExpiry();
+        else bound.end('SEALMESH_ERR_PEER_CERT_EXPIRED', `the client certificate with serial ${caller.serial} expired`);
+      }, Math.min(Math.max(remaining, 0), 2 ** 31 - 1));
+      expiry.unref();
+    };
+    const bound: BoundWatchStream = {
+      serial: caller.serial,
+      end: (code, reason) => {
+        if (!open || response.writableEnded) return;
+        metrics.rejections.inc({ code });
+        log.warn({ code, instance: instance.id, serial: caller.serial, reason }, 'watch stream ended by the server');
+        response.end();
+      },
+    };
+    let bindings = watchStreams.get(instance.id);
+    if (bindings === undefined) {
+      bindings = new Set();
+      watchStreams.set(instance.id, bindings);
+    }
+    bindings.add(bound);
+    armExpiry();
     const closed = (): void => {
+      open = false;
       clearInterval(heartbeat);
+      clearTimeout(expiry);
+      bindings.delete(bound);
+      if (bindings.size === 0 && watchStreams.get(instance.id) === bindings) watchStreams.delete(instance.id);
       hub.close(stream);
       metrics.watchStreams.dec();
       log.info({ instance: instance.id }, 'watch stream closed');
