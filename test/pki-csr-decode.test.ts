@@ -209,3 +209,10 @@ test('general names decoding', () => {
   assert.throws(() => decodeGeneralNames(Uint8Array.from([0x30, 0x02, 0x04, 0x00])), /not one of \[0\] to \[8\]/);
   assert.throws(() => decodeGeneralNames(Uint8Array.from([0x30, 0x02, 0xa6, 0x00])), /not a primitive IA5String/);
 });
+
+test('CSR key is returned as exported SPKI', async () => {
+  const keys = await generateKeyPair();
+  const validated = await validateCsr(await generateCsr(entitledUri, keys), entitled);
+  assert.deepEqual(Buffer.from(validated.spkiDer), Buffer.from(validated.publicKey.export({ format: 'der', type: 'spki' })));
+  assert.deepEqual(Buffer.from(validated.spkiDer), Buffer.from(await nodeCrypto.subtle.exportKey('spki', keys.publicKey)));
+});

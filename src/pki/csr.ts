@@ -26,6 +26,21 @@ const ECDSA_SIGNATURE_HASHES: ReadonlyMap<string, string> = new Map([
   ['1.2.840.10045.4.3.4', 'sha512'],
 ]);
 
+/**
+ * DER header of a SubjectPublicKeyInfo with id-ecPublicKey, the named curve P-256 and a 65-byte
+ * BIT STRING (RFC 5480 §2), which an uncompressed point (0x04 || X || Y) follows.
+ */
+const P256_SPKI_HEADER = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
+
+/**
+ * Returns true when `spki` is already the encoding that node:crypto exports for a P-256 key, so
+ * that it can be used without a round trip through export. The key has been parsed and
+ * checked by then; this compares bytes only.
+ */
+function isCanonicalP256Spki(spki: Uint8Array): boolean {
+  return spki.length === P256_SPKI_HEADER.length + 65 && P256_SPKI_HEADER.equals(spki.subarray(0, P256_SPKI_HEADER.length)) && spki[P256_SPKI_HEADER.length] === 0x04;
+}
+
 /** The parts of a validated CSR that the CA uses. */
 export interface ValidatedCsr {
   /** The requester's ECDSA P-256 public key. */
@@ -80,7 +95,7 @@ export async function validateCsr(csrPem: string, entitled: SpiffeId): Promise<V
   } catch (error) {
     throw new SealmeshError('SEALMESH_ERR_CSR_UNSUPPORTED_KEY', `CSR key is not accepted (${(error as Error).message}): generate an ECDSA P-256 key`);
   }
-  const spkiDer = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
+  const spkiDer = isCanonicalP256Spki(request.spkiDer) ? Uint8Array.from(request.spkiDer) : new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
 
   verifyRequestSignature(request, publicKey);
 

@@ -428,6 +428,7 @@ export class ControlPlane {
       this.metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
     });
     const server = app.server as unknown as TlsServer;
+    server.on('secureConnection', () => this.metrics.tlsConnections.inc());
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
       this.metrics.rejections.inc({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED' });
       this.log.warn({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED', reason: error.code ?? error.message, ip: socket.remoteAddress }, 'TLS handshake rejected');
