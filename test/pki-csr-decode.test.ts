@@ -170,7 +170,7 @@ const malformedDer: Array<{ name: string; der: number[]; detail: RegExp }> = [
   {
     name: 'element overrunning its SEQUENCE',
     der: [0x30, 0x05, 0x30, 0x07, 0x02, 0x01, 0x00],
-    detail: /more than its enclosing element holds/,
+    detail: /more than its enclosing element contains/,
   },
 ];
 

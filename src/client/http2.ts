@@ -10,7 +10,7 @@ export interface ApiResponse {
   body: Readable;
 }
 
-/** Raised when a request on the connection sees no activity for its timeout. */
+/** Raised when a request's stream has no activity for its timeout. */
 export class RequestTimeoutError extends Error {
   readonly code = 'ETIMEDOUT';
 }

@@ -12,7 +12,7 @@
 /** A decoding failure; `validateCsr` reports it as SEALMESH_ERR_CSR_MALFORMED. */
 export class CsrDecodeError extends Error {}
 
-/** ASN.1 tags read here (X.690 §8; RFC 2986 §4.1 for the [0] attributes). */
+/** ASN.1 tags read here, from X.690 §8, and RFC 2986 §4.1 for the [0] attributes. */
 const TAG = {
   boolean: 0x01,
   integer: 0x02,
@@ -61,102 +61,105 @@ const EXTENSION_REQUEST_OID = '1.2.840.113549.1.9.14';
 const MAX_LENGTH_BYTES = 4;
 
 /** Reads the element that starts at `offset` and must end by `limit`. */
-function readElement(der: Uint8Array, offset: number, limit: number, what: string): Element {
-  if (offset + 2 > limit) throw new CsrDecodeError(`${what} at offset ${offset} is truncated`);
+function readElement(der: Uint8Array, offset: number, limit: number, label: string): Element {
+  if (offset + 2 > limit) throw new CsrDecodeError(`${label} at offset ${offset} is truncated`);
   const tag = der[offset] as number;
-  if ((tag & 0x1f) === 0x1f) throw new CsrDecodeError(`${what} at offset ${offset} has a multi-byte tag`);
+  if ((tag & 0x1f) === 0x1f) throw new CsrDecodeError(`${label} at offset ${offset} has a multi-byte tag`);
   const first = der[offset + 1] as number;
   let length = first;
   let contentStart = offset + 2;
   if (first >= 0x80) {
     const count = first & 0x7f;
-    if (count === 0) throw new CsrDecodeError(`${what} at offset ${offset} has an indefinite length, which DER forbids`);
-    if (count > MAX_LENGTH_BYTES) throw new CsrDecodeError(`${what} at offset ${offset} has a ${count}-byte length`);
-    if (contentStart + count > limit) throw new CsrDecodeError(`${what} at offset ${offset} has a truncated length`);
+    if (count === 0) throw new CsrDecodeError(`${label} at offset ${offset} has an indefinite length, which DER forbids`);
+    if (count > MAX_LENGTH_BYTES) throw new CsrDecodeError(`${label} at offset ${offset} has a ${count}-byte length`);
+    if (contentStart + count > limit) throw new CsrDecodeError(`${label} at offset ${offset} has a truncated length`);
     length = 0;
     for (let index = 0; index < count; index += 1) length = length * 256 + (der[contentStart + index] as number);
     // X.690 §10.1: the shortest form, so no leading zero byte and no long form below 128.
-    if (der[contentStart] === 0 || length < 0x80) throw new CsrDecodeError(`${what} at offset ${offset} has a length that is not in its shortest form`);
+    if (der[contentStart] === 0 || length < 0x80) throw new CsrDecodeError(`${label} at offset ${offset} has a length that is not in its shortest form`);
     contentStart += count;
   }
   const end = contentStart + length;
-  if (end > limit) throw new CsrDecodeError(`${what} at offset ${offset} declares ${length} bytes of contents, more than its enclosing element holds`);
+  if (end > limit) throw new CsrDecodeError(`${label} at offset ${offset} declares ${length} bytes of contents, more than its enclosing element contains`);
   return { tag, start: offset, contentStart, end };
 }
 
 /** Reads the element at `offset` and checks its tag. */
-function expectElement(der: Uint8Array, offset: number, limit: number, tag: number, what: string): Element {
-  const element = readElement(der, offset, limit, what);
-  if (element.tag !== tag) throw new CsrDecodeError(`${what} at offset ${offset} has tag 0x${element.tag.toString(16)}, expected 0x${tag.toString(16)}`);
+function expectElement(der: Uint8Array, offset: number, limit: number, tag: number, label: string): Element {
+  const element = readElement(der, offset, limit, label);
+  if (element.tag !== tag) throw new CsrDecodeError(`${label} at offset ${offset} has tag 0x${element.tag.toString(16)}, expected 0x${tag.toString(16)}`);
   return element;
 }
 
 /** Returns the elements inside a constructed element, which must fill its contents exactly. */
-function children(der: Uint8Array, parent: Element, what: string): Element[] {
+function children(der: Uint8Array, parent: Element, label: string): Element[] {
   const elements: Element[] = [];
   for (let offset = parent.contentStart; offset < parent.end; ) {
-    const element = readElement(der, offset, parent.end, what);
+    const element = readElement(der, offset, parent.end, label);
     elements.push(element);
     offset = element.end;
   }
   return elements;
 }
 
-/** Returns `count` children of `parent`, or throws naming the count it has. */
-function exactChildren(der: Uint8Array, parent: Element, min: number, max: number, what: string): Element[] {
-  const elements = children(der, parent, `field of ${what}`);
+/** Returns the children of `parent`, which must number from `min` to `max`. */
+function exactChildren(der: Uint8Array, parent: Element, min: number, max: number, label: string): Element[] {
+  const elements = children(der, parent, `field of ${label}`);
   if (elements.length < min || elements.length > max) {
     const expected = min === max ? String(min) : `${min} to ${max}`;
-    throw new CsrDecodeError(`${what} at offset ${parent.start} has ${elements.length} fields, expected ${expected}`);
+    throw new CsrDecodeError(`${label} at offset ${parent.start} has ${elements.length} fields, expected ${expected}`);
   }
   return elements;
 }
 
 /** Decodes an OBJECT IDENTIFIER's contents to dotted decimal (X.690 §8.19). */
-function decodeOid(der: Uint8Array, element: Element, what: string): string {
-  if (element.tag !== TAG.oid) throw new CsrDecodeError(`${what} at offset ${element.start} is not an OBJECT IDENTIFIER`);
-  if (element.end === element.contentStart) throw new CsrDecodeError(`${what} at offset ${element.start} is an empty OBJECT IDENTIFIER`);
+function decodeOid(der: Uint8Array, element: Element, label: string): string {
+  if (element.tag !== TAG.oid) throw new CsrDecodeError(`${label} at offset ${element.start} is not an OBJECT IDENTIFIER`);
+  if (element.end === element.contentStart) throw new CsrDecodeError(`${label} at offset ${element.start} is an empty OBJECT IDENTIFIER`);
   const arcs: number[] = [];
   let value = 0;
   let groupStart = true;
   for (let index = element.contentStart; index < element.end; index += 1) {
     const byte = der[index] as number;
     // X.690 §8.19.2: a subidentifier has no leading 0x80 byte.
-    if (groupStart && byte === 0x80) throw new CsrDecodeError(`${what} at offset ${element.start} has a subidentifier with a leading zero group`);
+    if (groupStart && byte === 0x80) throw new CsrDecodeError(`${label} at offset ${element.start} has a subidentifier with a leading zero group`);
     value = value * 128 + (byte & 0x7f);
-    if (value > Number.MAX_SAFE_INTEGER / 128) throw new CsrDecodeError(`${what} at offset ${element.start} has a subidentifier that is too large`);
+    if (value > Number.MAX_SAFE_INTEGER / 128) throw new CsrDecodeError(`${label} at offset ${element.start} has a subidentifier that is too large`);
     groupStart = (byte & 0x80) === 0;
     if (groupStart) {
       arcs.push(value);
       value = 0;
     }
   }
-  if (!groupStart) throw new CsrDecodeError(`${what} at offset ${element.start} ends inside a subidentifier`);
+  if (!groupStart) throw new CsrDecodeError(`${label} at offset ${element.start} ends inside a subidentifier`);
   const first = arcs[0] as number;
-  const root = first < 40 ? 0 : first < 80 ? 1 : 2;
+  // X.690 §8.19.4: the first subidentifier is 40 * arc1 + arc2, where arc1 is 0, 1 or 2.
+  let root = 2;
+  if (first < 40) root = 0;
+  else if (first < 80) root = 1;
   return [root, first - root * 40, ...arcs.slice(1)].join('.');
 }
 
 /** Decodes a small non-negative INTEGER, such as a version (X.690 §8.3). */
-function decodeSmallInteger(der: Uint8Array, element: Element, what: string): number {
-  if (element.tag !== TAG.integer) throw new CsrDecodeError(`${what} at offset ${element.start} is not an INTEGER`);
+function decodeSmallInteger(der: Uint8Array, element: Element, label: string): number {
+  if (element.tag !== TAG.integer) throw new CsrDecodeError(`${label} at offset ${element.start} is not an INTEGER`);
   const length = element.end - element.contentStart;
-  if (length === 0) throw new CsrDecodeError(`${what} at offset ${element.start} is an empty INTEGER`);
+  if (length === 0) throw new CsrDecodeError(`${label} at offset ${element.start} is an empty INTEGER`);
   if (length > 1 && (der[element.contentStart] === 0 ? ((der[element.contentStart + 1] as number) & 0x80) === 0 : der[element.contentStart] === 0xff && ((der[element.contentStart + 1] as number) & 0x80) !== 0)) {
-    throw new CsrDecodeError(`${what} at offset ${element.start} is an INTEGER that is not in its shortest form`);
+    throw new CsrDecodeError(`${label} at offset ${element.start} is an INTEGER that is not in its shortest form`);
   }
-  if (((der[element.contentStart] as number) & 0x80) !== 0) throw new CsrDecodeError(`${what} at offset ${element.start} is negative`);
-  if (length > 4) throw new CsrDecodeError(`${what} at offset ${element.start} is too large`);
+  if (((der[element.contentStart] as number) & 0x80) !== 0) throw new CsrDecodeError(`${label} at offset ${element.start} is negative`);
+  if (length > 4) throw new CsrDecodeError(`${label} at offset ${element.start} is too large`);
   let value = 0;
   for (let index = element.contentStart; index < element.end; index += 1) value = value * 256 + (der[index] as number);
   return value;
 }
 
 /** Decodes a DER BOOLEAN (X.690 §11.1: true is 0xff). */
-function decodeBoolean(der: Uint8Array, element: Element, what: string): boolean {
-  if (element.tag !== TAG.boolean || element.end - element.contentStart !== 1) throw new CsrDecodeError(`${what} at offset ${element.start} is not a one-byte BOOLEAN`);
+function decodeBoolean(der: Uint8Array, element: Element, label: string): boolean {
+  if (element.tag !== TAG.boolean || element.end - element.contentStart !== 1) throw new CsrDecodeError(`${label} at offset ${element.start} is not a one-byte BOOLEAN`);
   const byte = der[element.contentStart];
-  if (byte !== 0x00 && byte !== 0xff) throw new CsrDecodeError(`${what} at offset ${element.start} is a BOOLEAN other than 0x00 or 0xff`);
+  if (byte !== 0x00 && byte !== 0xff) throw new CsrDecodeError(`${label} at offset ${element.start} is a BOOLEAN other than 0x00 or 0xff`);
   return byte === 0xff;
 }
 
@@ -218,7 +221,8 @@ export function decodeCertificationRequest(der: Uint8Array): DecodedCsr {
   const [info, algorithm, signature] = exactChildren(der, request, 3, 3, 'CertificationRequest') as [Element, Element, Element];
 
   if (info.tag !== TAG.sequence) throw new CsrDecodeError(`CertificationRequestInfo at offset ${info.start} is not a SEQUENCE`);
-  // The attributes are required by RFC 2986, but requests without them are accepted as before.
+  // RFC 2986 requires the attributes field. A request without it is accepted, because it then
+  // requests no extensions and the CA copies nothing else from a request.
   const infoFields = exactChildren(der, info, 3, 4, 'CertificationRequestInfo');
   const [version, subject, spki] = infoFields as [Element, Element, Element];
   const attributes = infoFields[3];
@@ -254,7 +258,7 @@ export function decodeBasicConstraintsCa(der: Uint8Array): boolean {
   const fields = exactChildren(der, constraints, 0, 2, 'basicConstraints');
   const first = fields[0];
   if (first === undefined || first.tag !== TAG.boolean) {
-    // cA is absent, so false (DEFAULT FALSE); what is left may only be pathLenConstraint.
+    // cA is absent, so it is false by default, and the one field left may only be pathLenConstraint.
     if (fields.length > 1) throw new CsrDecodeError('basicConstraints has two fields but no cA');
     if (first !== undefined) decodeSmallInteger(der, first, 'basicConstraints pathLenConstraint');
     return false;

@@ -34,8 +34,8 @@ const P256_SPKI_HEADER = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d03
 
 /**
  * Returns true when `spki` is already the encoding that node:crypto exports for a P-256 key, so
- * that it can be used without a round trip through export. The key has been parsed and
- * checked by then; this compares bytes only.
+ * that it can be used without a round trip through export. It compares bytes only, because the
+ * key has been parsed and checked by then.
  */
 function isCanonicalP256Spki(spki: Uint8Array): boolean {
   return spki.length === P256_SPKI_HEADER.length + 65 && P256_SPKI_HEADER.equals(spki.subarray(0, P256_SPKI_HEADER.length)) && spki[P256_SPKI_HEADER.length] === 0x04;

@@ -123,8 +123,8 @@ function summarizeAttestation(instances: Instance[]): { byProvider: Record<strin
 const WATCH_HEARTBEAT_MS = 15_000;
 /**
  * Time a watch stream opened with an SVID stays open after a renewal supersedes that SVID. The
- * proxy moves its stream to a connection with the new SVID right after the renewal; the server
- * ends a stream that has not moved by then.
+ * proxy moves its stream to a connection with the new SVID right after the renewal, and the
+ * server ends a stream that has not moved by then.
  */
 export const WATCH_SUPERSEDED_GRACE_MS = 10_000;
 
