@@ -2,6 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
+import { connect as connectTcp, createServer as createTcpServer, type Socket } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -190,6 +191,53 @@ describe('persistent control-plane connection', () => {
     await assert.rejects(caller.client.stream(`/v1/watch?instance=${caller.svid.instanceId}`), rejectedWith('SEALMESH_ERR_PEER_CERT_EXPIRED'));
     assert.equal(caller.connection.sessionsOpened, 1, 'the rejected requests used the established connection');
     assert.ok((await rejectionCount(mesh, 'SEALMESH_ERR_PEER_CERT_EXPIRED')) >= before + 4, 'each rejection and the ended stream are counted');
+  });
+
+  test('silent connection is replaced', async () => {
+    // A TCP relay in front of the server that can stop forwarding on its open connections without
+    // closing them, as a vanished peer or a dropped route does.
+    const pairs: Array<[Socket, Socket]> = [];
+    const relay = createTcpServer((client) => {
+      const upstream = connectTcp(mesh.server.address.port, '127.0.0.1');
+      client.pipe(upstream);
+      upstream.pipe(client);
+      client.on('error', () => upstream.destroy());
+      upstream.on('error', () => client.destroy());
+      pairs.push([client, upstream]);
+    });
+    relay.listen(0, '127.0.0.1');
+    await once(relay, 'listening');
+    const relayPort = (relay.address() as { port: number }).port;
+    try {
+      const enrolled = await enrollCaller(mesh, 'queue');
+      enrolled.connection.close();
+      const caller: Caller = { ...enrolled, connection: new ControlConnection(`https://127.0.0.1:${relayPort}`, () => enrolled.context, { intervalMs: 200, timeoutMs: 300 }) };
+      caller.client = mesh.anonymous.with({ url: caller.connection.url, connection: caller.connection });
+      callers.push(caller);
+      const watch = await caller.client.stream(`/v1/watch?instance=${caller.svid.instanceId}`);
+      await reportHealth(caller);
+
+      for (const [client, upstream] of pairs) {
+        client.unpipe(upstream);
+        upstream.unpipe(client);
+        client.pause();
+        upstream.pause();
+      }
+      const ended = await Promise.race([
+        streamEnd(watch).then(() => 'ended'),
+        once(watch, 'error').then(() => 'failed'),
+        new Promise((resolve) => setTimeout(() => resolve('still open'), 5_000)),
+      ]);
+      assert.notEqual(ended, 'still open', 'the watch stream on the silent connection ends');
+      await reportHealth(caller);
+      assert.equal(caller.connection.sessionsOpened, 2, 'the next request opened a new connection');
+    } finally {
+      for (const [client, upstream] of pairs) {
+        client.destroy();
+        upstream.destroy();
+      }
+      relay.close();
+    }
   });
 
   test('curl over HTTP/1.1 and HTTP/2', async () => {

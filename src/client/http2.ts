@@ -10,6 +10,11 @@ export interface ApiResponse {
   body: Readable;
 }
 
+/** Interval of the HTTP/2 PING that checks an open session's peer. */
+const PING_INTERVAL_MS = 15_000;
+/** A session whose PING has no acknowledgement after this long is destroyed. */
+const PING_TIMEOUT_MS = 10_000;
+
 /** Raised when a request's stream has no activity for its timeout. */
 export class RequestTimeoutError extends Error {
   readonly code = 'ETIMEDOUT';
@@ -32,9 +37,13 @@ export class ControlConnection {
   #closed = false;
   #sessionsOpened = 0;
 
-  constructor(url: string, secureContext: () => SecureContext) {
+  readonly #ping: { intervalMs: number; timeoutMs: number };
+
+  /** `ping` sets the PING interval and timeout for tests. Proxies use 15 s and 10 s. */
+  constructor(url: string, secureContext: () => SecureContext, ping = { intervalMs: PING_INTERVAL_MS, timeoutMs: PING_TIMEOUT_MS }) {
     this.url = url;
     this.#secureContext = secureContext;
+    this.#ping = ping;
   }
 
   /** Number of HTTP/2 sessions, each with its own TLS handshake, opened so far. */
@@ -61,6 +70,9 @@ export class ControlConnection {
         stream.setTimeout(timeoutMs, () => {
           timedOut = true;
           stream.close(constants.NGHTTP2_CANCEL);
+          // A request without a response suggests a dead connection, and the PING would notice it
+          // only later, so later requests go over a new one.
+          if (this.#session === session) this.rotate();
         });
       }
       stream.once('response', (responseHeaders: IncomingHttpHeaders) => {
@@ -70,7 +82,7 @@ export class ControlConnection {
       });
       stream.once('error', (error: Error & { code?: string }) => {
         session.off('error', onSessionError);
-        // A stream that a failed session cancels carries a generic code; the session's error,
+        // A stream that a failed session cancels carries a generic code. The session's error,
         // attached as its cause, names the reason.
         const cause = error.code === 'ERR_HTTP2_STREAM_CANCEL' && error.cause instanceof Error ? error.cause : undefined;
         reject(sessionError ?? cause ?? error);
@@ -113,6 +125,24 @@ export class ControlConnection {
     };
     session.once('close', forget);
     session.once('goaway', forget);
+    // A peer that vanished without closing the TCP connection leaves the session open with no
+    // error, and the watch stream and every request on it would hang. A PING that is not
+    // acknowledged in time destroys the session, so that its streams fail and the next request
+    // opens a new one.
+    const keepalive = setInterval(() => {
+      if (session.destroyed || session.closed || session.connecting) return;
+      const timer = setTimeout(() => {
+        session.destroy(new Error(`the control plane did not acknowledge an HTTP/2 PING within ${this.#ping.timeoutMs} ms`));
+      }, this.#ping.timeoutMs);
+      timer.unref();
+      const sent = session.ping((error) => {
+        clearTimeout(timer);
+        if (error !== null) session.destroy(error);
+      });
+      if (!sent) clearTimeout(timer);
+    }, this.#ping.intervalMs);
+    keepalive.unref();
+    session.once('close', () => clearInterval(keepalive));
     // Errors reach the pending requests through their streams; this listener keeps an unhandled
     // session error from ending the process.
     session.on('error', forget);
