@@ -11,7 +11,7 @@ import { promisify } from 'node:util';
 import { ApiClient, ControlConnection } from '../src/client/index.ts';
 import { isSealmeshError, type ErrorCode } from '../src/errors/index.ts';
 import { generateCsr, generateKeyPair, privateKeyToPem } from '../src/pki/index.ts';
-import { WATCH_SUPERSEDED_GRACE_MS } from '../src/server/routes.ts';
+import { WATCH_SUPERSEDED_GRACE_MS } from '../src/server/watch-bindings.ts';
 import { formatSpiffeId } from '../src/spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS } from '../src/tls/index.ts';
 import { joinToken, startServer, tempDir, type TestServer } from './helpers/mesh.ts';

@@ -1,9 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { Http2ServerRequest } from 'node:http2';
-import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SealmeshError } from '../errors/index.ts';
-import { spiffeIdFromPeerCertificate, validateCsr, type CertificateAuthority } from '../pki/index.ts';
+import { validateCsr, type CertificateAuthority } from '../pki/index.ts';
 import { formatServiceRef, formatSpiffeId, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AclService } from './acl.ts';
@@ -13,6 +11,8 @@ import type { ServerMetrics } from './metrics.ts';
 import type { WatchHub } from './watch.ts';
 import * as schemas from './schemas.ts';
 import { parseBody, presentedToken } from './request.ts';
+import { normalizeSerial, peerSvid, requestConnection, type PeerSvid } from './peer-svid.ts';
+import { WatchStreamBindings } from './watch-bindings.ts';
 import { registerOperatorRoutes } from './routes-operator.ts';
 import type { SealLifecycle } from './seal-lifecycle.ts';
 import type { AuditActor, AuditLog } from '../audit/index.ts';
@@ -92,17 +92,6 @@ function svidHolder(peer: PeerSvid): string {
   return `svid:${peer.serial}`;
 }
 
-/** Returns a certificate serial number as lowercase hex without leading zero bytes, as DER may add one. */
-function normalizeSerial(serial: string): string {
-  return serial.toLowerCase().replace(/^(00)+(?=.)/, '');
-}
-
-/** The SVID a proxy presented over mTLS: its SPIFFE ID and the certificate's serial number. */
-interface PeerSvid {
-  id: SpiffeId;
-  serial: string;
-}
-
 /** Counts instances by the provider of their evidence, with the insecure ones apart, for `/v1/status`. */
 function summarizeAttestation(instances: Instance[]): { byProvider: Record<string, number>; insecure: number; unattested: number } {
   const byProvider: Record<string, number> = {};
@@ -121,97 +110,9 @@ function summarizeAttestation(instances: Instance[]): { byProvider: Record<strin
 
 /** Interval between heartbeat lines on a watch stream, so that both ends notice a dead peer. */
 const WATCH_HEARTBEAT_MS = 15_000;
-/**
- * Time a watch stream opened with an SVID stays open after a renewal supersedes that SVID. The
- * proxy moves its stream to a connection with the new SVID right after the renewal, and the
- * server ends a stream that has not moved by then.
- */
-export const WATCH_SUPERSEDED_GRACE_MS = 10_000;
-
-/** The checked SVID of one TLS connection, parsed at its first request and kept for the later ones. */
-interface ConnectionSvid extends PeerSvid {
-  /** The certificate's notAfter, in ms since the epoch. */
-  notAfterMs: number;
-}
-
-/**
- * The SVID of each connection, keyed on the TLS socket (HTTP/1.1) or the HTTP/2 session, so that
- * the requests of a long-lived connection parse its client certificate once.
- */
-const connectionSvids = new WeakMap<object, ConnectionSvid>();
-
-/**
- * Returns the connection a request arrived on: a key that is the same object for every request of
- * that connection, and its TLS socket. An HTTP/2 request's `socket` is a proxy object made per
- * stream, so the key is the HTTP/2 session instead.
- */
-function requestConnection(request: FastifyRequest): { key: object; socket: TLSSocket } {
-  const raw = request.raw as FastifyRequest['raw'] | Http2ServerRequest;
-  if ('stream' in raw && raw.stream.session !== undefined) {
-    return { key: raw.stream.session, socket: raw.stream.session.socket as TLSSocket };
-  }
-  return { key: raw.socket, socket: raw.socket as TLSSocket };
-}
-
-/**
- * Returns the SPIFFE ID and serial number of the SVID the caller presented as the client
- * certificate of its connection. Node has already verified the chain against the trust bundle when
- * `authorized` is set; this adds the SVID name checks once per connection. Because a connection
- * may outlive its certificate, every request checks notAfter against `now` again and fails with
- * SEALMESH_ERR_PEER_CERT_EXPIRED once it has passed.
- */
-function peerSvid(request: FastifyRequest, trustDomain: string, now: Date): PeerSvid {
-  const { key, socket } = requestConnection(request);
-  let svid = connectionSvids.get(key);
-  if (svid === undefined) {
-    const certificate = socket.getPeerX509Certificate?.();
-    if (certificate === undefined) {
-      throw new SealmeshError('SEALMESH_ERR_PEER_NO_CERTIFICATE', 'this endpoint requires the caller\'s SVID as a TLS client certificate');
-    }
-    if (!socket.authorized) {
-      throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `the client certificate was rejected: ${String(socket.authorizationError)}`);
-    }
-    svid = {
-      id: spiffeIdFromPeerCertificate(certificate, trustDomain),
-      serial: normalizeSerial(certificate.serialNumber),
-      notAfterMs: Date.parse(certificate.validTo),
-    };
-    connectionSvids.set(key, svid);
-  }
-  if (!(now.getTime() < svid.notAfterMs)) {
-    throw new SealmeshError(
-      'SEALMESH_ERR_PEER_CERT_EXPIRED',
-      `the client certificate (serial ${svid.serial}) of this connection expired at ${new Date(svid.notAfterMs).toISOString()}; open a new connection with the renewed SVID`,
-    );
-  }
-  return { id: svid.id, serial: svid.serial };
-}
-
-/** A watch stream, with the SVID it was opened with, that the server ends once that SVID is no longer current. */
-interface BoundWatchStream {
-  serial: string;
-  /** Ends the stream; logs and counts the reason. */
-  end: (code: 'SEALMESH_ERR_PEER_CERT_EXPIRED' | 'SEALMESH_ERR_SVID_INSTANCE_MISMATCH', reason: string) => void;
-}
-
 export function registerRoutes(app: FastifyInstance, context: RouteContext): void {
   const { acl, ca, catalog, intentions, hub, metrics, log, manifests, audit } = context;
-  /** Open watch streams by instance id. */
-  const watchStreams = new Map<string, Set<BoundWatchStream>>();
-
-  /**
-   * Ends, after WATCH_SUPERSEDED_GRACE_MS, each watch stream of `instanceId` that was opened with
-   * another SVID than `serial`, the one the instance now records.
-   */
-  function endSupersededStreams(instanceId: string, serial: string): void {
-    for (const stream of watchStreams.get(instanceId) ?? []) {
-      if (stream.serial === serial) continue;
-      setTimeout(
-        () => stream.end('SEALMESH_ERR_SVID_INSTANCE_MISMATCH', `a renewal superseded the SVID with serial ${stream.serial} that opened this stream`),
-        WATCH_SUPERSEDED_GRACE_MS,
-      ).unref();
-    }
-  }
+  const bindings = new WatchStreamBindings({ log, metrics, now: context.now });
 
   app.get('/v1/status', async () => {
     const posture = (await manifests.posture()) ?? null;
@@ -443,7 +344,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       throw new SealmeshError('SEALMESH_ERR_SVID_INSTANCE_MISMATCH', `instance ${body.instanceId} of ${formatServiceRef(peer)} was deregistered during renewal; enroll again`);
     }
     metrics.svidsIssued.inc({ kind: 'renew' });
-    endSupersededStreams(body.instanceId, normalizeSerial(svid.serialNumber));
+    bindings.supersede(body.instanceId, normalizeSerial(svid.serialNumber));
     log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber, attestation: attestation?.provider ?? 'none' }, 'SVID renewed');
     return {
       instanceId: body.instanceId,
@@ -525,7 +426,6 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${query.instance} of ${formatServiceRef(peer)} is not registered; the proxy must enroll again`);
     }
     const instance = await ownInstance(caller, query.instance, 'watch');
-    const notAfterMs = connectionSvids.get(requestConnection(request).key)?.notAfterMs ?? 0;
     reply.hijack();
     const response = reply.raw;
     response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
@@ -537,40 +437,12 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     metrics.watchStreams.inc();
     log.info({ instance: instance.id, spiffeId: instance.spiffeId, serial: caller.serial }, 'watch stream opened');
     const heartbeat = setInterval(() => response.write('{"type":"heartbeat"}\n'), WATCH_HEARTBEAT_MS);
-    // A stream lives no longer than the certificate of its connection. Timers cannot wait longer
-    // than 2^31 - 1 ms, about 24.8 days, and a longer-lived SVID's stream is checked again then.
-    let expiry: NodeJS.Timeout | undefined;
-    let open = true;
-    const armExpiry = (): void => {
-      const remaining = notAfterMs - context.now().getTime();
-      expiry = setTimeout(() => {
-        if (notAfterMs - context.now().getTime() > 0) armExpiry();
-        else bound.end('SEALMESH_ERR_PEER_CERT_EXPIRED', `the client certificate with serial ${caller.serial} expired`);
-      }, Math.min(Math.max(remaining, 0), 2 ** 31 - 1));
-      expiry.unref();
-    };
-    const bound: BoundWatchStream = {
-      serial: caller.serial,
-      end: (code, reason) => {
-        if (!open || response.writableEnded) return;
-        metrics.rejections.inc({ code });
-        log.warn({ code, instance: instance.id, serial: caller.serial, reason }, 'watch stream ended by the server');
-        response.end();
-      },
-    };
-    let bindings = watchStreams.get(instance.id);
-    if (bindings === undefined) {
-      bindings = new Set();
-      watchStreams.set(instance.id, bindings);
-    }
-    bindings.add(bound);
-    armExpiry();
+    const release = bindings.bind(instance.id, caller, () => {
+      if (!response.writableEnded) response.end();
+    });
     const closed = (): void => {
-      open = false;
       clearInterval(heartbeat);
-      clearTimeout(expiry);
-      bindings.delete(bound);
-      if (bindings.size === 0 && watchStreams.get(instance.id) === bindings) watchStreams.delete(instance.id);
+      release();
       hub.close(stream);
       metrics.watchStreams.dec();
       log.info({ instance: instance.id }, 'watch stream closed');
