@@ -2,8 +2,8 @@ import { fork } from 'node:child_process';
 import { join } from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { createSecureContext, type SecureContext } from 'node:tls';
-import type { IncomingMessage } from 'node:http';
-import { ApiClient } from '../src/client/index.ts';
+import type { Readable } from 'node:stream';
+import { ApiClient, ControlConnection } from '../src/client/index.ts';
 import { generateCsr, generateKeyPair, privateKeyToPem } from '../src/pki/index.ts';
 import { formatSpiffeId } from '../src/spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS } from '../src/tls/index.ts';
@@ -29,7 +29,9 @@ interface Simulated {
   keyPem: Buffer;
   instanceId?: string;
   context?: SecureContext;
-  stream?: IncomingMessage;
+  /** The persistent HTTP/2 connection with the current SVID, as a proxy keeps it. */
+  connection?: ControlConnection;
+  stream?: Readable;
   /** Sources of the intentions in the last snapshot received. */
   sources: Set<string>;
   onSnapshot?: () => void;
@@ -46,6 +48,14 @@ async function pool<T>(items: T[], limit: number, work: (item: T, index: number)
     }
   };
   await Promise.all(Array.from({ length: Math.min(limit, items.length) }, worker));
+}
+
+/**
+ * Writes a progress line with the monotonic clock in microseconds, the clock of V8's CPU profiles
+ * on Linux, so that a server profile can be cut at the phases of the run.
+ */
+function progress(message: string): void {
+  process.stderr.write(`controlplane: ${message} [monotonic ${process.hrtime.bigint() / 1000n} us]\n`);
 }
 
 let retries = 0;
@@ -68,11 +78,21 @@ function percentile(sorted: number[], p: number): number {
   return sorted[Math.min(sorted.length - 1, Math.ceil((p / 100) * sorted.length) - 1)] ?? NaN;
 }
 
+/** Makes a new key pair and CSR for each proxy's next renewal, before the timed part. */
+async function renewalKeys(proxies: Simulated[], trustDomain: string): Promise<Array<{ csr: string; keyPem: Buffer }>> {
+  const result: Array<{ csr: string; keyPem: Buffer }> = [];
+  for (const proxy of proxies) {
+    const keys = await generateKeyPair();
+    result.push({ csr: await generateCsr(formatSpiffeId({ trustDomain, namespace: 'default', service: proxy.service }), keys), keyPem: await privateKeyToPem(keys.privateKey) });
+  }
+  return result;
+}
+
 const round = (value: number): number => Math.round(value * 10) / 10;
 const hundredths = (value: number): number => Math.round(value * 100) / 100;
 
 async function openStream(client: ApiClient, proxy: Simulated): Promise<void> {
-  const response = await client.with({ secureContext: proxy.context }).stream(`/v1/watch?instance=${proxy.instanceId}`);
+  const response = await client.with({ connection: proxy.connection }).stream(`/v1/watch?instance=${proxy.instanceId}`);
   proxy.stream = response;
   response.setEncoding('utf8');
   let buffered = '';
@@ -134,7 +154,7 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
     const total = COUNTS[COUNTS.length - 1] ?? 0;
     const rssAtStart = rss();
 
-    process.stderr.write(`controlplane: generating ${total} keys and CSRs\n`);
+    progress(`generating ${total} keys and CSRs`);
     const proxies: Simulated[] = [];
     for (let index = 0; index < total; index += 1) {
       const service = `svc-${index % SERVICES}`;
@@ -147,7 +167,7 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
       tokens[index] = (await withRetry(() => operator.post<{ token: string }>('/v1/acl/tokens', { kind: 'join', service: proxy.service }))).token;
     });
 
-    process.stderr.write(`controlplane: enrolling ${total} simulated proxies\n`);
+    progress(`enrolling ${total} simulated proxies`);
     const enrollStart = performance.now();
     const enrollCpuStart = serverCpuMs();
     await pool(proxies, CONCURRENCY, async (proxy, index) => {
@@ -161,17 +181,18 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
       );
       proxy.instanceId = response.instanceId;
       proxy.context = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: proxy.keyPem, cert: response.chainPem, ca: [...new Set([...started.ca, ...response.bundle])] });
+      proxy.connection = new ControlConnection(started.url, () => proxy.context as SecureContext);
     });
     const enrollSeconds = (performance.now() - enrollStart) / 1000;
     const enrollCpuMs = serverCpuMs() - enrollCpuStart;
-    process.stderr.write(`controlplane: ${total} enrolled in ${enrollSeconds.toFixed(1)} s, ${retries} requests retried\n`);
+    progress(`${total} enrolled in ${enrollSeconds.toFixed(1)} s, ${retries} requests retried`);
     const rssAfterEnroll = rss();
 
     const stages: Record<string, unknown>[] = [];
     let open = 0;
     let sourceIndex = 0;
     for (const count of COUNTS) {
-      process.stderr.write(`controlplane: opening watch streams up to ${count}\n`);
+      progress(`opening watch streams up to ${count}`);
       const opening = proxies.slice(open, count);
       const openStart = performance.now();
       await pool(opening, CONCURRENCY, (proxy) => withRetry(() => openStream(anonymous, proxy)));
@@ -197,27 +218,70 @@ export async function controlplaneBenchmark(): Promise<Record<string, unknown>> 
       });
     }
 
-    process.stderr.write(`controlplane: renewing ${Math.min(RENEWALS, total)} SVIDs with every stream open\n`);
     const renewing = proxies.slice(0, Math.min(RENEWALS, total));
-    const renewCsrs: string[] = [];
-    for (const proxy of renewing) {
-      renewCsrs.push(await generateCsr(formatSpiffeId({ trustDomain, namespace: 'default', service: proxy.service }), await generateKeyPair()));
-    }
+    progress(`renewing ${renewing.length} SVIDs over the persistent connections, with every stream open`);
+    const renewKeys = await renewalKeys(renewing, trustDomain);
     const renewStart = performance.now();
     const renewCpuStart = serverCpuMs();
+    const renewed: Array<{ chainPem: string; bundle: string[] }> = [];
     await pool(renewing, CONCURRENCY, async (proxy, index) => {
-      await withRetry(() => anonymous.with({ secureContext: proxy.context }).post('/v1/svid/renew', { csr: renewCsrs[index], instanceId: proxy.instanceId }));
+      const client = anonymous.with({ connection: proxy.connection });
+      renewed[index] = await withRetry(() => client.post<{ chainPem: string; bundle: string[] }>('/v1/svid/renew', { csr: renewKeys[index]?.csr, instanceId: proxy.instanceId }));
     });
     const renewSeconds = (performance.now() - renewStart) / 1000;
     const renewCpuMs = serverCpuMs() - renewCpuStart;
 
+    // A proxy then moves its calls and its watch stream to a new connection with the new SVID: one
+    // TLS handshake and one new stream each, measured apart from the renewals.
+    progress(`moving ${renewing.length} proxies to connections with their new SVID`);
+    const moveStart = performance.now();
+    const moveCpuStart = serverCpuMs();
+    await pool(renewing, CONCURRENCY, async (proxy, index) => {
+      const response = renewed[index];
+      const keys = renewKeys[index];
+      if (response === undefined || keys === undefined) throw new Error(`renewal ${index} returned no SVID`);
+      proxy.context = createSecureContext({ ...TLS_CLIENT_OPTIONS, key: keys.keyPem, cert: response.chainPem, ca: [...new Set([...started.ca, ...response.bundle])] });
+      proxy.connection?.rotate();
+      const old = proxy.stream;
+      await withRetry(() => openStream(anonymous, proxy));
+      old?.destroy();
+    });
+    const moveSeconds = (performance.now() - moveStart) / 1000;
+    const moveCpuMs = serverCpuMs() - moveCpuStart;
+
+    // The path before persistent connections, side by side: each renewal on a new HTTPS/1.1
+    // connection with its own TLS handshake. Its proxies do not move their streams.
+    progress(`renewing ${renewing.length} SVIDs on a new connection each`);
+    const oldKeys = await renewalKeys(renewing, trustDomain);
+    const oldStart = performance.now();
+    const oldCpuStart = serverCpuMs();
+    await pool(renewing, CONCURRENCY, async (proxy, index) => {
+      await withRetry(() => anonymous.with({ secureContext: proxy.context }).post('/v1/svid/renew', { csr: oldKeys[index]?.csr, instanceId: proxy.instanceId }));
+    });
+    const oldSeconds = (performance.now() - oldStart) / 1000;
+    const oldCpuMs = serverCpuMs() - oldCpuStart;
+    progress('renewals done');
+
     for (const proxy of proxies) proxy.stream?.destroy();
+    for (const proxy of proxies) proxy.connection?.close();
     return {
       parameters: { counts: COUNTS, intentionChanges: CHANGES, concurrency: CONCURRENCY, services: SERVICES, renewals: renewing.length },
-      svidsPerSecond: { enroll: round(total / enrollSeconds), renew: round(renewing.length / renewSeconds) },
+      svidsPerSecond: {
+        enroll: round(total / enrollSeconds),
+        renew: round(renewing.length / renewSeconds),
+        renewWithMove: round(renewing.length / (renewSeconds + moveSeconds)),
+        renewOnNewConnection: round(renewing.length / oldSeconds),
+      },
       // CPU time of the server process per SVID, TLS handshake and HTTP included, which bounds what
-      // one core can issue apart from the benchmark process that shares the machine.
-      serverCpuMsPerSvid: { enroll: hundredths(enrollCpuMs / total), renew: hundredths(renewCpuMs / renewing.length) },
+      // one core can issue apart from the benchmark process that shares the machine. `move` is the
+      // new connection and watch stream that follow each renewal.
+      serverCpuMsPerSvid: {
+        enroll: hundredths(enrollCpuMs / total),
+        renew: hundredths(renewCpuMs / renewing.length),
+        move: hundredths(moveCpuMs / renewing.length),
+        renewWithMove: hundredths((renewCpuMs + moveCpuMs) / renewing.length),
+        renewOnNewConnection: hundredths(oldCpuMs / renewing.length),
+      },
       stages,
       serverRssMiB: { atStart: rssAtStart, afterEnroll: rssAfterEnroll, end: rss() },
       retriedRequests: retries,

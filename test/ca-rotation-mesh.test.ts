@@ -112,6 +112,10 @@ test('traffic flows through a root rotation and prune', async () => {
   assert.equal(status.ca.roots, 2);
   assert.equal(status.ca.rotation?.prunableAfter, rotation.prunableAfter);
 
+  // The server certificate issued after the clock jump is not yet valid to clients on the real
+  // clock, so both watch streams must have moved to the renewed SVIDs before it.
+  const watching = async (proxy: SidecarProxy): Promise<boolean> => (await proxy.metrics.controlPlaneConnected.get()).values[0]?.value === 1;
+  await eventually(async () => (await watching(api)) && (await watching(web)), 10_000, 'both watch streams open with the renewed SVIDs');
   clockOffsetMs = Date.parse(rotation.prunableAfter) - Date.now() + 5_000;
   const pruned = await operator.post<RootPrune>('/v1/operator/ca/prune', {});
   assert.equal(pruned.pruned, true);

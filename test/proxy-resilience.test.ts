@@ -78,6 +78,22 @@ describe('proxy resilience', () => {
     assert.notEqual(api.svid?.serial, before.api);
   });
 
+  test('renewal opens one control-plane connection', async () => {
+    const connections = async (): Promise<number> => {
+      const text = await mesh.operator.get<string>('/v1/metrics');
+      return Number(/^sealmesh_server_tls_connections_total (\d+)/m.exec(text)?.[1] ?? NaN);
+    };
+    const watching = async (): Promise<boolean> => (await web.metrics.controlPlaneConnected.get()).values[0]?.value === 1;
+    await eventually(watching, 10_000, 'web watching the control plane');
+    const before = await connections();
+    const serial = web.svid?.serial;
+    await web.renewNow();
+    assert.notEqual(web.svid?.serial, serial);
+    await eventually(watching, 10_000, 'web watching again with the renewed SVID');
+    // Each metrics read is one connection of the operator client.
+    assert.equal((await connections()) - before, 2, 'the renewal used the open connection; only the move to the new SVID made one');
+  });
+
   test('renewed SVID keeps its identity', () => {
     assert.equal(web.spiffeId, `spiffe://${mesh.server.trustDomain}/ns/default/svc/web`);
   });

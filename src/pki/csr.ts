@@ -6,27 +6,18 @@
  * something else fails loudly with its own error code instead of being silently narrowed.
  */
 import { verify as verifySignature, type KeyObject } from 'node:crypto';
-import { AsnConvert } from '@peculiar/asn1-schema';
-import { CertificationRequest } from '@peculiar/asn1-csr';
-import {
-  BasicConstraints,
-  Extensions,
-  SubjectAlternativeName,
-  id_ce_basicConstraints,
-  id_ce_subjectAltName,
-  type Extension,
-  type GeneralName,
-} from '@peculiar/asn1-x509';
 import { SealmeshError } from '../errors/index.ts';
 import { formatSpiffeId, parseSpiffeId, type SpiffeId } from '../spiffe/index.ts';
+import { CsrDecodeError, decodeBasicConstraintsCa, decodeCertificationRequest, decodeGeneralNames, type DecodedCsr, type GeneralName } from './csr-decode.ts';
 import { p256PublicKeyObject } from './keys.ts';
-import { assertSingleDerElement, decodeSinglePem } from './pem.ts';
+import { decodeSinglePem } from './pem.ts';
 
 /** Largest accepted CSR in bytes of PEM text. A P-256 CSR with one URI SAN is about 500 bytes. */
 export const MAX_CSR_BYTES = 8 * 1024;
 
-// PKCS#9 extensionRequest attribute (RFC 2985 §5.4.2): carries the extensions that a CSR requests.
-const EXTENSION_REQUEST_OID = '1.2.840.113549.1.9.14';
+// Extensions that the CA reads from a request (RFC 5280 §4.2.1.9 and §4.2.1.6).
+const BASIC_CONSTRAINTS_OID = '2.5.29.19';
+const SUBJECT_ALT_NAME_OID = '2.5.29.17';
 
 // Signature algorithms accepted on a CSR, by OID (RFC 5758 §3.2), with the hash node:crypto uses.
 const ECDSA_SIGNATURE_HASHES: ReadonlyMap<string, string> = new Map([
@@ -34,6 +25,21 @@ const ECDSA_SIGNATURE_HASHES: ReadonlyMap<string, string> = new Map([
   ['1.2.840.10045.4.3.3', 'sha384'],
   ['1.2.840.10045.4.3.4', 'sha512'],
 ]);
+
+/**
+ * DER header of a SubjectPublicKeyInfo with id-ecPublicKey, the named curve P-256 and a 65-byte
+ * BIT STRING (RFC 5480 §2), which an uncompressed point (0x04 || X || Y) follows.
+ */
+const P256_SPKI_HEADER = Buffer.from('3059301306072a8648ce3d020106082a8648ce3d030107034200', 'hex');
+
+/**
+ * Returns true when `spki` is already the encoding that node:crypto exports for a P-256 key, so
+ * that it can be used without a round trip through export. It compares bytes only, because the
+ * key has been parsed and checked by then.
+ */
+function isCanonicalP256Spki(spki: Uint8Array): boolean {
+  return spki.length === P256_SPKI_HEADER.length + 65 && P256_SPKI_HEADER.equals(spki.subarray(0, P256_SPKI_HEADER.length)) && spki[P256_SPKI_HEADER.length] === 0x04;
+}
 
 /** The parts of a validated CSR that the CA uses. */
 export interface ValidatedCsr {
@@ -82,25 +88,23 @@ export async function validateCsr(csrPem: string, entitled: SpiffeId): Promise<V
   }
 
   const request = parseRequest(csrPem);
-  const extensions = requestedExtensions(request);
-  const info = request.certificationRequestInfo;
 
   let publicKey: KeyObject;
   try {
-    publicKey = p256PublicKeyObject(new Uint8Array(AsnConvert.serialize(info.subjectPKInfo)));
+    publicKey = p256PublicKeyObject(request.spkiDer);
   } catch (error) {
     throw new SealmeshError('SEALMESH_ERR_CSR_UNSUPPORTED_KEY', `CSR key is not accepted (${(error as Error).message}): generate an ECDSA P-256 key`);
   }
-  const spkiDer = new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
+  const spkiDer = isCanonicalP256Spki(request.spkiDer) ? Uint8Array.from(request.spkiDer) : new Uint8Array(publicKey.export({ format: 'der', type: 'spki' }));
 
   verifyRequestSignature(request, publicKey);
 
-  const basicConstraints = extensions.get(id_ce_basicConstraints);
-  if (basicConstraints !== undefined && decodeExtension(basicConstraints, BasicConstraints).cA) {
+  const basicConstraints = request.extensions.get(BASIC_CONSTRAINTS_OID);
+  if (basicConstraints !== undefined && decodeExtension(BASIC_CONSTRAINTS_OID, () => decodeBasicConstraintsCa(basicConstraints))) {
     throw new SealmeshError('SEALMESH_ERR_CSR_CA_REQUESTED', 'CSR requests a CA certificate (basicConstraints cA=true): remove the basicConstraints extension');
   }
 
-  const requested = spiffeIdFromSan(extensions.get(id_ce_subjectAltName));
+  const requested = spiffeIdFromSan(request.extensions.get(SUBJECT_ALT_NAME_OID));
   const expected = formatSpiffeId(entitled);
   if (formatSpiffeId(requested) !== expected) {
     throw new SealmeshError(
@@ -125,69 +129,46 @@ function sanInvalid(detail: string, cause?: unknown): SealmeshError {
   );
 }
 
-function parseRequest(csrPem: string): CertificationRequest {
+function parseRequest(csrPem: string): DecodedCsr {
   let der: Uint8Array;
   try {
     der = decodeSinglePem(csrPem, 'CERTIFICATE REQUEST');
-    assertSingleDerElement(der);
   } catch (error) {
     throw malformed((error as Error).message, error);
   }
-  let request: CertificationRequest;
+  let request: DecodedCsr;
   try {
-    request = AsnConvert.parse(der, CertificationRequest);
+    request = decodeCertificationRequest(der);
   } catch (error) {
-    throw malformed('DER is not a PKCS#10 CertificationRequest', error);
+    if (error instanceof CsrDecodeError) throw malformed(`DER is not a PKCS#10 CertificationRequest: ${error.message}`, error);
+    throw error;
   }
   // RFC 2986 §4.1: version is 0 (v1) for this version of the standard.
-  if (request.certificationRequestInfo.version !== 0) {
-    throw malformed(`version is ${request.certificationRequestInfo.version}, expected 0 (v1)`);
+  if (request.version !== 0) {
+    throw malformed(`version is ${request.version}, expected 0 (v1)`);
   }
   return request;
 }
 
-/** Returns the extensions of the CSR's extensionRequest attribute, keyed by OID. */
-function requestedExtensions(request: CertificationRequest): Map<string, Extension> {
-  const attributes = (request.certificationRequestInfo.attributes ?? []).filter((attribute) => attribute.type === EXTENSION_REQUEST_OID);
-  const extensions = new Map<string, Extension>();
-  if (attributes.length === 0) return extensions;
-  if (attributes.length > 1) throw malformed('more than one extensionRequest attribute');
-
-  const values = attributes[0]?.values ?? [];
-  if (values.length !== 1 || values[0] === undefined) throw malformed('extensionRequest attribute does not contain exactly one value');
-  let parsed: Extensions;
+function decodeExtension<T>(oid: string, decode: () => T): T {
   try {
-    parsed = AsnConvert.parse(values[0], Extensions);
+    return decode();
   } catch (error) {
-    throw malformed('extensionRequest attribute is not a list of extensions', error);
-  }
-  for (const extension of parsed) {
-    // RFC 5280 §4.2: a certificate must not include more than one instance of an extension.
-    if (extensions.has(extension.extnID)) throw malformed(`extension ${extension.extnID} is requested more than once`);
-    extensions.set(extension.extnID, extension);
-  }
-  return extensions;
-}
-
-function decodeExtension<T>(extension: Extension, type: new () => T): T {
-  try {
-    return AsnConvert.parse(extension.extnValue, type);
-  } catch (error) {
-    throw malformed(`extension ${extension.extnID} cannot be decoded`, error);
+    if (error instanceof CsrDecodeError) throw malformed(`extension ${oid} cannot be decoded: ${error.message}`, error);
+    throw error;
   }
 }
 
-function verifyRequestSignature(request: CertificationRequest, key: KeyObject): void {
-  const oid = request.signatureAlgorithm.algorithm;
+function verifyRequestSignature(request: DecodedCsr, key: KeyObject): void {
+  const oid = request.signatureAlgorithm;
   const hash = ECDSA_SIGNATURE_HASHES.get(oid);
   if (hash === undefined) {
     throw new SealmeshError('SEALMESH_ERR_CSR_BAD_SIGNATURE', `CSR signature algorithm ${oid} is not ECDSA with SHA-256, SHA-384 or SHA-512: sign the CSR with ECDSA SHA-256`);
   }
   // The signature covers the DER bytes of CertificationRequestInfo exactly as received.
-  const signedBytes = request.certificationRequestInfoRaw ?? AsnConvert.serialize(request.certificationRequestInfo);
   let valid: boolean;
   try {
-    valid = verifySignature(hash, new Uint8Array(signedBytes), { key, dsaEncoding: 'der' }, new Uint8Array(request.signature));
+    valid = verifySignature(hash, request.infoDer, { key, dsaEncoding: 'der' }, request.signature);
   } catch {
     valid = false;
   }
@@ -196,15 +177,15 @@ function verifyRequestSignature(request: CertificationRequest, key: KeyObject): 
   }
 }
 
-function spiffeIdFromSan(extension: Extension | undefined): SpiffeId {
+function spiffeIdFromSan(extension: Uint8Array | undefined): SpiffeId {
   if (extension === undefined) throw sanInvalid('the CSR has no subjectAltName extension');
-  const names = decodeExtension(extension, SubjectAlternativeName);
+  const names = decodeExtension(SUBJECT_ALT_NAME_OID, () => decodeGeneralNames(extension));
   const name = names[0];
   if (name === undefined) throw sanInvalid('it contains no names');
   if (names.length > 1) {
     throw sanInvalid(`it contains ${names.length} names, ${names.map(describeGeneralName).join(' and ')}`);
   }
-  const uri = name.uniformResourceIdentifier;
+  const uri = name.uri;
   if (uri === undefined) throw sanInvalid(`it contains ${describeGeneralName(name)} instead of a URI`);
   try {
     return parseSpiffeId(uri);
@@ -215,12 +196,22 @@ function spiffeIdFromSan(extension: Extension | undefined): SpiffeId {
 
 /** Names the type of a GeneralName (RFC 5280 §4.2.1.6) for error messages, without its value. */
 function describeGeneralName(name: GeneralName): string {
-  if (name.uniformResourceIdentifier !== undefined) return 'a URI';
-  if (name.dNSName !== undefined) return 'a DNS name';
-  if (name.iPAddress !== undefined) return 'an IP address';
-  if (name.rfc822Name !== undefined) return 'an email address';
-  if (name.directoryName !== undefined) return 'a directory name';
-  if (name.otherName !== undefined) return 'an otherName';
-  if (name.registeredID !== undefined) return 'a registered ID';
-  return 'an unsupported name type';
+  switch (name.kind) {
+    case 'uniformResourceIdentifier':
+      return 'a URI';
+    case 'dNSName':
+      return 'a DNS name';
+    case 'iPAddress':
+      return 'an IP address';
+    case 'rfc822Name':
+      return 'an email address';
+    case 'directoryName':
+      return 'a directory name';
+    case 'otherName':
+      return 'an otherName';
+    case 'registeredID':
+      return 'a registered ID';
+    default:
+      return 'an unsupported name type';
+  }
 }

@@ -168,7 +168,9 @@ export async function enroll(
 
 /**
  * Renews over mTLS with the current SVID, with a new key pair (or the same token key) and, with a
- * provider, fresh evidence.
+ * provider, fresh evidence. With a `connection` in `client`, the request goes over that persistent
+ * connection, whose client certificate must be the current SVID; without one it opens a connection
+ * with `current.control`.
  */
 export async function renew(
   client: ApiClient,
@@ -181,7 +183,7 @@ export async function renew(
   tokenKey?: TokenTlsKey,
 ): Promise<{ response: SvidResponse; contexts: SvidContexts }> {
   const { publicKey, privateKey, csr } = await newKeyAndCsr(identity, tokenKey);
-  const mtlsClient = client.with({ secureContext: current.control, token: undefined });
+  const mtlsClient = client.options.connection !== undefined ? client.with({ token: undefined }) : client.with({ secureContext: current.control, token: undefined });
   const attested = evidenceProvider === undefined ? undefined : await collectEvidence(mtlsClient, evidenceProvider, publicKey);
   const response = await mtlsClient.post<SvidResponse>('/v1/svid/renew', {
     csr,

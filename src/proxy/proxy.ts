@@ -1,4 +1,4 @@
-import { ApiClient } from '../client/index.ts';
+import { ApiClient, ControlConnection } from '../client/index.ts';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { silentLogger, type Logger } from '../log/index.ts';
 import { decide, type Decision } from '../policy/index.ts';
@@ -129,6 +129,11 @@ export class SidecarProxy {
   #receivedVersion: string | undefined;
   readonly #manifestGuard: ManifestGuard;
   #client: ApiClient;
+  /**
+   * The one HTTP/2 connection, authenticated with the current SVID, that carries the watch stream,
+   * renewals, health reports and registrations. Created when the first SVID is installed.
+   */
+  #control: ControlConnection | undefined;
   #inbound: InboundListener | undefined;
   readonly #outbound = new Map<string, OutboundListener>();
   readonly #traffic = new Map<string, UpstreamTraffic>();
@@ -336,7 +341,7 @@ export class SidecarProxy {
     );
 
     this.#watch = new WatchClient({
-      client: () => this.#client.with({ secureContext: this.#svid?.control }),
+      client: () => this.#controlClient(),
       instanceId: () => this.#instanceId,
       onSnapshot: (snapshot) => this.#applySnapshot(snapshot),
       onConnected: (connected) => this.metrics.controlPlaneConnected.set(connected ? 1 : 0),
@@ -511,7 +516,7 @@ export class SidecarProxy {
     if (current === undefined) throw new SealmeshError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID to renew; it must enroll first');
     try {
       const { response, contexts } = await renew(
-        this.#client,
+        this.#controlClient(),
         current,
         { trustDomain: this.#trustDomain, ...this.identity },
         this.#instanceId,
@@ -546,13 +551,14 @@ export class SidecarProxy {
     }
     if (this.#svid !== undefined && this.#instanceId !== '') {
       try {
-        await this.#client.with({ secureContext: this.#svid.control, timeoutMs: 3_000 }).post('/v1/agent/deregister', { instanceId: this.#instanceId });
+        await this.#controlClient().with({ timeoutMs: 3_000 }).post('/v1/agent/deregister', { instanceId: this.#instanceId });
         this.log.info({ instance: this.#instanceId }, 'deregistered');
       } catch (error) {
         this.log.warn({ reason: (error as Error).message }, 'failed to deregister; the server removes the instance when its lease lapses');
       }
     }
     this.#watch?.stop();
+    this.#control?.close();
     const deadline = Date.now() + (this.options.drainSeconds ?? DEFAULT_DRAIN_SECONDS) * 1000;
     while (this.#activeConnections() > 0 && Date.now() < deadline) {
       await new Promise((resolve) => setTimeout(resolve, 100));
@@ -584,8 +590,22 @@ export class SidecarProxy {
     contexts.inboundOptions.key = undefined;
     this.metrics.svidExpirySeconds.set((contexts.notAfter.getTime() - Date.now()) / 1000);
     this.#scheduleRenewal(renewalDelayMs(contexts));
-    // The watch stream authenticates with the SVID; move it to the new certificate.
-    if (previous !== undefined) this.#watch?.reconnect();
+    if (this.#control === undefined) {
+      // Sessions open with the context current at that time, which a trust bundle update replaces too.
+      this.#control = new ControlConnection(this.options.serverUrl, () => (this.#svid ?? contexts).control);
+    } else if (previous !== undefined) {
+      // The server accepts a superseded SVID's requests no more, and ends its watch stream after a
+      // grace period. Later requests and the watch stream move to a session with the new SVID, and
+      // the old session closes once the old watch stream has ended.
+      this.#control.rotate();
+      this.#watch?.reconnect();
+    }
+  }
+
+  /** Returns the client for the mTLS endpoints, which sends over the persistent control-plane connection. */
+  #controlClient(): ApiClient {
+    if (this.#control === undefined) throw new SealmeshError('SEALMESH_ERR_ENROLLMENT_FAILED', 'the proxy has no SVID yet; it must enroll first');
+    return this.#client.with({ connection: this.#control, token: undefined });
   }
 
   #scheduleRenewal(delayMs: number, retryMs = RENEW_RETRY_MIN_MS): void {
@@ -696,7 +716,7 @@ export class SidecarProxy {
   }
 
   async #registerAgain(advertise: HostPort): Promise<void> {
-    await this.#client.with({ secureContext: this.#svid?.control }).post('/v1/agent/register', {
+    await this.#controlClient().post('/v1/agent/register', {
       instanceId: this.#instanceId,
       address: advertise.host,
       port: advertise.port === 0 ? this.#inboundPort : advertise.port,
@@ -710,7 +730,7 @@ export class SidecarProxy {
 
   async #reportHealth(report: HealthReport): Promise<void> {
     const enforced = this.#manifestGuard.enforced;
-    await this.#client.with({ secureContext: this.#svid?.control }).put('/v1/agent/health', {
+    await this.#controlClient().put('/v1/agent/health', {
       instanceId: this.#instanceId,
       ...report,
       ...(enforced !== undefined ? { manifest: { version: enforced.version, digest: enforced.digest } } : {}),

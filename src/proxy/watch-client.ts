@@ -1,4 +1,4 @@
-import type { IncomingMessage } from 'node:http';
+import type { Readable } from 'node:stream';
 import type { ApiClient } from '../client/index.ts';
 import { isSealmeshError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -30,7 +30,7 @@ export class WatchClient {
   #stopped = false;
   /** Set when the stream is dropped on purpose, for a new certificate, so its end is not a warning. */
   #reconnecting = false;
-  #response: IncomingMessage | undefined;
+  #response: Readable | undefined;
   #retryTimer: NodeJS.Timeout | undefined;
   #backoffMs = INITIAL_BACKOFF_MS;
 
@@ -51,6 +51,8 @@ export class WatchClient {
   /** Drops the current stream so that the next one uses a new client certificate. */
   reconnect(): void {
     this.#reconnecting = true;
+    // Reported at once, so that the gauge reads connected only once the new stream is open.
+    if (this.#response !== undefined) this.#options.onConnected(false);
     this.#response?.destroy();
   }
 
@@ -89,7 +91,7 @@ export class WatchClient {
     this.#scheduleReconnect();
   }
 
-  async #read(response: IncomingMessage): Promise<void> {
+  async #read(response: Readable): Promise<void> {
     let idle: NodeJS.Timeout | undefined;
     const resetIdle = (): void => {
       if (idle !== undefined) clearTimeout(idle);

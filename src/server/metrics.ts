@@ -18,6 +18,12 @@ export class ServerMetrics {
     registers: [this.registry],
   });
 
+  readonly tlsConnections = new Counter({
+    name: 'sealmesh_server_tls_connections_total',
+    help: 'TLS connections whose handshake completed, each one full handshake or resumption.',
+    registers: [this.registry],
+  });
+
   readonly svidsIssued = new Counter({
     name: 'sealmesh_server_svids_issued_total',
     help: 'SVIDs issued, by kind of request (enroll or renew).',

@@ -1,8 +1,7 @@
 import { randomUUID } from 'node:crypto';
-import type { TLSSocket } from 'node:tls';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SealmeshError } from '../errors/index.ts';
-import { spiffeIdFromPeerCertificate, validateCsr, type CertificateAuthority } from '../pki/index.ts';
+import { validateCsr, type CertificateAuthority } from '../pki/index.ts';
 import { formatServiceRef, formatSpiffeId, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Logger } from '../log/index.ts';
 import type { AclService } from './acl.ts';
@@ -12,6 +11,8 @@ import type { ServerMetrics } from './metrics.ts';
 import type { WatchHub } from './watch.ts';
 import * as schemas from './schemas.ts';
 import { parseBody, presentedToken } from './request.ts';
+import { normalizeSerial, peerSvid, requestConnection, type PeerSvid } from './peer-svid.ts';
+import { WatchStreamBindings } from './watch-bindings.ts';
 import { registerOperatorRoutes } from './routes-operator.ts';
 import type { SealLifecycle } from './seal-lifecycle.ts';
 import type { AuditActor, AuditLog } from '../audit/index.ts';
@@ -41,6 +42,8 @@ export interface RouteContext {
   version: string;
   seal: SealLifecycle;
   caRotation: CaRotation;
+  /** Clock of the per-request client certificate expiry checks. */
+  now: () => Date;
 }
 
 /** Returns the audit actor of a request made with an ACL token. */
@@ -89,17 +92,6 @@ function svidHolder(peer: PeerSvid): string {
   return `svid:${peer.serial}`;
 }
 
-/** Returns a certificate serial number as lowercase hex without leading zero bytes, as DER may add one. */
-function normalizeSerial(serial: string): string {
-  return serial.toLowerCase().replace(/^(00)+(?=.)/, '');
-}
-
-/** The SVID a proxy presented over mTLS: its SPIFFE ID and the certificate's serial number. */
-interface PeerSvid {
-  id: SpiffeId;
-  serial: string;
-}
-
 /** Counts instances by the provider of their evidence, with the insecure ones apart, for `/v1/status`. */
 function summarizeAttestation(instances: Instance[]): { byProvider: Record<string, number>; insecure: number; unattested: number } {
   const byProvider: Record<string, number> = {};
@@ -118,30 +110,9 @@ function summarizeAttestation(instances: Instance[]): { byProvider: Record<strin
 
 /** Interval between heartbeat lines on a watch stream, so that both ends notice a dead peer. */
 const WATCH_HEARTBEAT_MS = 15_000;
-
-/**
- * Returns the SPIFFE ID of the proxy that called over mTLS. Node has already verified the chain
- * against the trust bundle when `authorized` is set; this adds the SVID name checks.
- */
-function peerIdentity(request: FastifyRequest, trustDomain: string): SpiffeId {
-  return peerSvid(request, trustDomain).id;
-}
-
-/** Returns the SPIFFE ID and serial number of the SVID the caller presented; see `peerIdentity`. */
-function peerSvid(request: FastifyRequest, trustDomain: string): PeerSvid {
-  const socket = request.raw.socket as TLSSocket;
-  const certificate = socket.getPeerX509Certificate?.();
-  if (certificate === undefined) {
-    throw new SealmeshError('SEALMESH_ERR_PEER_NO_CERTIFICATE', 'this endpoint requires the caller\'s SVID as a TLS client certificate');
-  }
-  if (!socket.authorized) {
-    throw new SealmeshError('SEALMESH_ERR_PEER_CERT_UNTRUSTED', `the client certificate was rejected: ${String(socket.authorizationError)}`);
-  }
-  return { id: spiffeIdFromPeerCertificate(certificate, trustDomain), serial: normalizeSerial(certificate.serialNumber) };
-}
-
 export function registerRoutes(app: FastifyInstance, context: RouteContext): void {
   const { acl, ca, catalog, intentions, hub, metrics, log, manifests, audit } = context;
+  const bindings = new WatchStreamBindings({ log, metrics, now: context.now });
 
   app.get('/v1/status', async () => {
     const posture = (await manifests.posture()) ?? null;
@@ -260,12 +231,12 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
 
   async function nonceHolder(request: FastifyRequest): Promise<string> {
     const token = presentedToken(request);
-    const socket = request.raw.socket as TLSSocket;
+    const { socket } = requestConnection(request);
     if (token !== undefined || socket.getPeerX509Certificate?.() === undefined) {
       // Without a client certificate a join token is required; its absence is reported as such.
       return joinHolder(await acl.authorize(token, 'join'));
     }
-    return svidHolder(peerSvid(request, context.trustDomain));
+    return svidHolder(peerSvid(request, context.trustDomain, context.now()));
   }
 
   app.post('/v1/svid/enroll', async (request) => {
@@ -340,7 +311,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   }
 
   app.post('/v1/svid/renew', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.renewBody, request.body, 'request body');
     // Checked first, so that a request for another instance neither uses up a nonce nor gets an SVID.
@@ -373,6 +344,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       throw new SealmeshError('SEALMESH_ERR_SVID_INSTANCE_MISMATCH', `instance ${body.instanceId} of ${formatServiceRef(peer)} was deregistered during renewal; enroll again`);
     }
     metrics.svidsIssued.inc({ kind: 'renew' });
+    bindings.supersede(body.instanceId, normalizeSerial(svid.serialNumber));
     log.info({ spiffeId: svid.spiffeId, instance: body.instanceId, serial: svid.serialNumber, attestation: attestation?.provider ?? 'none' }, 'SVID renewed');
     return {
       instanceId: body.instanceId,
@@ -387,7 +359,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.put('/v1/agent/health', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.healthBody, request.body, 'request body');
     await ownInstance(caller, body.instanceId, 'report health for');
@@ -408,7 +380,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   // A proxy whose registration lapsed while the server was unreachable registers again with its
   // SVID; it can only register an instance of the service its SVID names.
   app.post('/v1/agent/register', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.registerBody, request.body, 'request body');
     const existing = await catalog.get(peer.namespace, peer.service, body.instanceId);
@@ -435,7 +407,7 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.post('/v1/agent/deregister', async (request) => {
-    const caller = peerSvid(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
     const peer = caller.id;
     const body = parseBody(schemas.deregisterBody, request.body, 'request body');
     if ((await catalog.get(peer.namespace, peer.service, body.instanceId)) !== undefined) await ownInstance(caller, body.instanceId, 'deregister');
@@ -446,12 +418,14 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
   });
 
   app.get('/v1/watch', async (request, reply) => {
-    const peer = peerIdentity(request, context.trustDomain);
+    const caller = peerSvid(request, context.trustDomain, context.now());
+    const peer = caller.id;
     const query = parseBody(schemas.watchQuery, request.query, 'query');
-    const instance = await catalog.get(peer.namespace, peer.service, query.instance);
-    if (instance === undefined) {
+    const registered = await catalog.get(peer.namespace, peer.service, query.instance);
+    if (registered === undefined) {
       throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `instance ${query.instance} of ${formatServiceRef(peer)} is not registered; the proxy must enroll again`);
     }
+    const instance = await ownInstance(caller, query.instance, 'watch');
     reply.hijack();
     const response = reply.raw;
     response.writeHead(200, { 'content-type': 'application/x-ndjson', 'cache-control': 'no-store' });
@@ -461,10 +435,14 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
       () => response.end(),
     );
     metrics.watchStreams.inc();
-    log.info({ instance: instance.id, spiffeId: instance.spiffeId }, 'watch stream opened');
+    log.info({ instance: instance.id, spiffeId: instance.spiffeId, serial: caller.serial }, 'watch stream opened');
     const heartbeat = setInterval(() => response.write('{"type":"heartbeat"}\n'), WATCH_HEARTBEAT_MS);
+    const release = bindings.bind(instance.id, caller, () => {
+      if (!response.writableEnded) response.end();
+    });
     const closed = (): void => {
       clearInterval(heartbeat);
+      release();
       hub.close(stream);
       metrics.watchStreams.dec();
       log.info({ instance: instance.id }, 'watch stream closed');

@@ -37,6 +37,11 @@ export const DEFAULT_LEASE_SECONDS = 30;
 const BODY_LIMIT_BYTES = 512 * 1024;
 /** A TLS client that has not finished its handshake by then is disconnected. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
+/**
+ * An HTTP/2 connection without any frame for this long is closed. A proxy's watch stream carries a
+ * heartbeat every 15 s, so only connections without a watch stream reach it.
+ */
+const HTTP2_IDLE_TIMEOUT_MS = 120_000;
 const SERVER_CERT_TTL_SECONDS = 7 * 24 * 3600;
 const PACKAGE_VERSION = '0.1.0';
 
@@ -267,12 +272,18 @@ export class ControlPlane {
     this.#hub = hub;
 
     const tlsOptions = await this.#serverTlsOptions(host);
+    // HTTP/2 lets a proxy send its watch stream, renewals and health reports over one long-lived
+    // connection; ALPN falls back to HTTP/1.1 for the CLI, curl and other HTTP/1.1 clients. Routes
+    // are written against the HTTP/1.1 request and response types, and the HTTP/2 compatibility API
+    // provides the members they use, so the instance is typed as an HTTP/1.1 one.
     const app = fastify({
       logger: false,
       bodyLimit: BODY_LIMIT_BYTES,
-      https: { ...TLS_SERVER_OPTIONS, ...tlsOptions, requestCert: true, rejectUnauthorized: false, handshakeTimeout: HANDSHAKE_TIMEOUT_MS },
+      http2: true,
+      https: { ...TLS_SERVER_OPTIONS, ...tlsOptions, allowHTTP1: true, requestCert: true, rejectUnauthorized: false, handshakeTimeout: HANDSHAKE_TIMEOUT_MS },
+      http2SessionTimeout: HTTP2_IDLE_TIMEOUT_MS,
       forceCloseConnections: true,
-    });
+    }) as unknown as FastifyInstance;
     // The TLS layer has its own copy of the key now; this buffer is no longer needed.
     tlsOptions.key.fill(0);
     this.#app = app;
@@ -296,6 +307,8 @@ export class ControlPlane {
       version: PACKAGE_VERSION,
       seal: this.#seal,
       caRotation: rotation,
+      // The clock TLS verified the client certificate with at the handshake, not the CA's clock.
+      now: () => new Date(),
     });
 
     await hub.start();
@@ -415,6 +428,7 @@ export class ControlPlane {
       this.metrics.requestSeconds.observe({ route }, reply.elapsedTime / 1000);
     });
     const server = app.server as unknown as TlsServer;
+    server.on('secureConnection', () => this.metrics.tlsConnections.inc());
     server.on('tlsClientError', (error: Error & { code?: string }, socket: TLSSocket) => {
       this.metrics.rejections.inc({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED' });
       this.log.warn({ code: 'SEALMESH_ERR_TLS_HANDSHAKE_FAILED', reason: error.code ?? error.message, ip: socket.remoteAddress }, 'TLS handshake rejected');

@@ -83,6 +83,12 @@ export class WatchHub {
   readonly #streams = new Map<string, WatchStream>();
   /** Deadline (ms since epoch) of each instance that has no open stream. */
   readonly #leaseDeadlines = new Map<string, number>();
+  /**
+   * Number of open streams of each instance. A proxy that renews opens its new stream before the
+   * old one ends, and closing a stream must not scan every other stream, because after a renewal
+   * each proxy closes one.
+   */
+  readonly #openStreams = new Map<string, number>();
   #watcher: Watcher | undefined;
   #pending: NodeJS.Timeout | undefined;
   #reaper: NodeJS.Timeout | undefined;
@@ -127,6 +133,7 @@ export class WatchHub {
   stop(): void {
     for (const stream of this.#streams.values()) stream.end();
     this.#streams.clear();
+    this.#openStreams.clear();
     this.#watcher?.close();
     if (this.#pending !== undefined) clearTimeout(this.#pending);
     if (this.#reaper !== undefined) clearInterval(this.#reaper);
@@ -140,7 +147,9 @@ export class WatchHub {
   async open(instance: WatchStream['instance'], send: WatchStream['send'], end: WatchStream['end']): Promise<WatchStream> {
     const stream: WatchStream = { id: randomUUID(), instance, send, end };
     this.#streams.set(stream.id, stream);
-    this.#leaseDeadlines.delete(instanceRef(instance));
+    const ref = instanceRef(instance);
+    this.#openStreams.set(ref, (this.#openStreams.get(ref) ?? 0) + 1);
+    this.#leaseDeadlines.delete(ref);
     // A change that lands while this state loads resets the cache and schedules a push, which
     // sends this stream the newer snapshot.
     const shared = await this.#currentShared();
@@ -152,8 +161,13 @@ export class WatchHub {
   close(stream: WatchStream): void {
     if (!this.#streams.delete(stream.id)) return;
     const ref = instanceRef(stream.instance);
-    const stillConnected = [...this.#streams.values()].some((other) => instanceRef(other.instance) === ref);
-    if (!stillConnected) this.#leaseDeadlines.set(ref, Date.now() + this.#options.leaseSeconds * 1000);
+    const open = (this.#openStreams.get(ref) ?? 1) - 1;
+    if (open > 0) {
+      this.#openStreams.set(ref, open);
+      return;
+    }
+    this.#openStreams.delete(ref);
+    this.#leaseDeadlines.set(ref, Date.now() + this.#options.leaseSeconds * 1000);
   }
 
   /** Forgets the lease of an instance that deregistered itself. */
