@@ -1,4 +1,4 @@
-import { createReadStream } from 'node:fs';
+import { open } from 'node:fs/promises';
 
 /** Reachability of a listening socket's bound address from other hosts. */
 export type BindScope = 'loopback' | 'wildcard' | 'external';
@@ -81,26 +81,35 @@ function parseSocketLine(line: string, family: 4 | 6): ListeningSocket | undefin
 }
 
 /**
- * Reads one socket table in chunks of 64 KiB and parses only the rows whose state field is
- * `0A`. On a busy host the table has a row for every connection, tens of thousands of rows and
- * several MiB of text. Reading it as one string and splitting every row made the proxy's heap grow
- * by more than the table itself, and the memory stayed resident after the check.
+ * Reads one socket table in blocks of 64 KiB into one reused buffer and parses only the rows whose
+ * state field is `0A`. On a busy host the table has a row for every connection, tens of thousands
+ * of rows and several MiB of text. Reading it as one string and splitting every row made the
+ * proxy's heap grow by more than the table itself, and the memory stayed resident after the check.
  */
 async function readSocketTable(path: string, family: 4 | 6): Promise<ListeningSocket[]> {
   const sockets: ListeningSocket[] = [];
-  let partial = '';
   const take = (line: string): void => {
     // Every row has single spaces around its state field, so this skips the other rows cheaply.
     if (!line.includes(` ${TCP_LISTEN} `)) return;
     const socket = parseSocketLine(line, family);
     if (socket !== undefined) sockets.push(socket);
   };
-  for await (const chunk of createReadStream(path, { encoding: 'utf8', highWaterMark: 64 * 1024 })) {
-    const lines = (partial + (chunk as string)).split('\n');
-    partial = lines.pop() ?? '';
-    for (const line of lines) take(line);
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(64 * 1024);
+    let partial = '';
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      // The kernel writes the tables in ASCII.
+      const lines = (partial + buffer.toString('latin1', 0, bytesRead)).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) take(line);
+    }
+    take(partial);
+  } finally {
+    await handle.close();
   }
-  take(partial);
   return sockets;
 }
 
