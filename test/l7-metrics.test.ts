@@ -38,6 +38,15 @@ describe('HTTP metrics after known traffic', () => {
     await mesh?.stop();
   });
 
+  test('process metrics served with admin endpoint', () => {
+    // prom-client's default metrics load only with the admin endpoint; both proxies have one.
+    for (const text of [apiText, webText]) {
+      assert.match(text, /^sealmesh_proxy_process_cpu_user_seconds_total \d/m);
+      assert.match(text, /^sealmesh_proxy_process_resident_memory_bytes \d/m);
+      assert.match(text, /^sealmesh_proxy_nodejs_eventloop_lag_seconds \d/m);
+    }
+  });
+
   test('inbound requests by status class', () => {
     const labels = (status: string): string => `direction="inbound",source="web",destination="api",method="GET",status="${status}"`;
     assert.equal(series(apiText, 'sealmesh_proxy_http_requests_total', labels('2xx')), 3);

@@ -1,7 +1,10 @@
 import { after, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer, type Server } from 'node:net';
-import { checkAppExposure, checkTcpAppExposure, classifyAddress, formatBinding, isLoopbackHost, parseSocketTable } from '../src/perimeter/index.ts';
+import { mkdtempSync, rmSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import { join } from 'node:path';
+import { checkAppExposure, checkTcpAppExposure, classifyAddress, formatBinding, isLoopbackHost, parseSocketTable, readListeningSockets } from '../src/perimeter/index.ts';
 
 const HEADER = '  sl  local_address rem_address   st tx_queue rx_queue tr tm->when retrnsmt   uid  timeout inode';
 
@@ -51,6 +54,28 @@ describe('socket table parsing', () => {
       ],
     );
     assert.deepEqual(sockets.map(formatBinding), ['[::1]:8080', '[::]:9090', '[::ffff:127.0.0.1]:7070']);
+  });
+
+  test('large tables read in chunks', async () => {
+    // 20,000 established rows put the listeners at many chunk boundaries of the 64 KiB reads.
+    const established = TCP4.split('\n')[4] ?? '';
+    const rows = [HEADER];
+    for (let index = 0; index < 20_000; index += 1) {
+      rows.push(established);
+      if (index % 5_000 === 4_999) rows.push(...TCP4.split('\n').slice(1, 4));
+    }
+    const directory = mkdtempSync(join(tmpdir(), 'sealmesh-socket-table-'));
+    try {
+      const tcp = rows.join('\n');
+      writeFileSync(join(directory, 'tcp'), tcp);
+      writeFileSync(join(directory, 'tcp6'), TCP6);
+      const sockets = await readListeningSockets(directory);
+      assert.equal(sockets.length, 15);
+      assert.deepEqual(sockets, [...parseSocketTable(tcp, 4), ...parseSocketTable(TCP6, 6)]);
+      assert.equal(sockets.filter((socket) => socket.inode === 44444).length, 0);
+    } finally {
+      rmSync(directory, { recursive: true, force: true });
+    }
   });
 
   test('malformed lines ignored', () => {

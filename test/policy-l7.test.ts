@@ -1,6 +1,9 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
-import { compilePermissions, decideRequest, normaliseRequestPath, permissionsSchema, type Permission, type RequestFacts } from '../src/policy/index.ts';
+import { compilePermissions, decideRequest, loadPermissionsSchema, normaliseRequestPath, type Permission, type RequestFacts } from '../src/policy/index.ts';
+import { permissionsSchema } from '../src/policy/permissions-schema.ts';
+
+await loadPermissionsSchema();
 
 describe('request path normalisation', () => {
   const accepted: Array<[string, string]> = [

@@ -2,37 +2,13 @@
  * The permission grants of `sealmesh server` and `sealmesh proxy`, the sandbox launcher and the
  * run-mode check. The CLI loads this module only when one of the two programs runs.
  */
-import { existsSync, mkdirSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import { assertProductionProcess, runSandboxed, sandboxActive, sandboxCommand, shellQuote, type SandboxGrant } from '../hardening/index.ts';
-import { defaultKeyFilePath } from '../seal/index.ts';
-import { defaultUnsealSocketPath } from '../server/seal-setup.ts';
 import { isUnixAddress, parseSocketAddress, parseUpstream, type SocketAddress } from '../proxy/index.ts';
-import { checkSocketAncestors } from '../perimeter/index.ts';
-import type { SealFlags } from './seal-flags.ts';
+import { checkSocketAncestors } from '../perimeter/unix-socket.ts';
 import { LAUNCHER_OPTIONS, type HardeningFlags } from './hardening-options.ts';
 
 export type { HardeningFlags } from './hardening-options.ts';
-
-/**
- * Returns the grant of a server: the data directory, the key file, the sealed-state control
- * socket, the --config file and /proc/self/limits. The key file's directory is granted only while
- * the key file does not exist yet, because creating it also creates and syncs that directory.
- */
-export function serverGrant(flags: HardeningFlags & SealFlags & { config?: string }, dataDir: string, env: NodeJS.ProcessEnv = process.env): SandboxGrant {
-  const read = ['/proc/self/limits', ...flags.sandboxAllowRead];
-  const write = [dataDir, ...flags.sandboxAllowWrite];
-  if (flags.config !== undefined) read.push(flags.config);
-  if (flags.seal === 'keyfile') {
-    const keyFile = resolve(flags.sealKeyFile ?? defaultKeyFilePath(dataDir, env));
-    write.push(keyFile);
-    if (!existsSync(keyFile)) write.push(dirname(keyFile));
-  }
-  if (flags.seal === 'shamir') write.push(flags.unsealSocket ?? defaultUnsealSocketPath(dataDir));
-  const pkcs11 = flags.seal === 'pkcs11' || flags.counter === 'pkcs11';
-  if (pkcs11 && flags.pkcs11Module !== undefined) read.push(flags.pkcs11Module);
-  return { read, write, addons: pkcs11, childProcess: false };
-}
 
 type ProxyGrantFlags = HardeningFlags & { config?: string; caFile?: string; upstream: string[]; admin?: string; socketOwner?: string; socketGroup?: string; accessLogPath?: string };
 type ProxyGrantFile = { caFile?: string; admin?: SocketAddress; upstreams?: Array<{ listen: SocketAddress }>; accessLogPath?: string };
@@ -91,15 +67,6 @@ export async function launchSandboxIfRequested(
   prepare?.();
   process.exitCode = await runSandboxed(args, granted);
   return true;
-}
-
-/**
- * Creates the server's data directory (mode 0700) and its missing parents before a sandboxed start:
- * the sandbox grants the data directory but not its parents, so the sandboxed server could not
- * create them on a first start.
- */
-export function createDataDirectory(dataDir: string): void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
 }
 
 /**

@@ -1,4 +1,4 @@
-import { request } from 'node:http';
+import { request } from '../node/http.ts';
 import { writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isErrorCode, SealmeshError } from '../errors/index.ts';

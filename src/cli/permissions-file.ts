@@ -1,7 +1,8 @@
 import { readFileSync } from 'node:fs';
 import { parse as parseYaml } from 'yaml';
 import { SealmeshError } from '../errors/index.ts';
-import { permissionsSchema, type Permission } from '../policy/index.ts';
+import type { Permission } from '../policy/index.ts';
+import { permissionsSchema } from '../policy/permissions-schema.ts';
 
 /**
  * Reads the L7 permissions of `intention create --permissions-file`: a YAML or JSON list of

@@ -6,7 +6,8 @@ import { parseHostPort } from '../proxy/address.ts';
 import { counterFromFlags, sealFromFlags, type SealFlags } from './seal-flags.ts';
 import { caCustodyFromFlags, DEFAULT_CA_PIN_ENV, type CaCustodyFlags } from './ca-flags.ts';
 import { parseDuration, readCaFile } from './output.ts';
-import { checkRunMode, createDataDirectory, launchSandboxIfRequested, serverGrant, type HardeningFlags } from './hardening-flags.ts';
+import { checkRunMode, launchSandboxIfRequested, type HardeningFlags } from './hardening-flags.ts';
+import { createDataDirectory, serverGrant } from './server-grant.ts';
 import { DEFAULT_LOG_LEVEL, missingSetting, untilSignal } from './run-common.ts';
 
 // The proxy lives in a module of its own, so that `sealmesh proxy` does not load the control plane.

@@ -6,7 +6,10 @@ import { readFileSync } from 'node:fs';
 import { resolve } from 'node:path';
 import type { Command } from 'commander';
 import { SealmeshError } from '../errors/index.ts';
-import { DEFAULT_TOKEN_KEY_LABEL, type TokenKeyOptions } from '../proxy/token-key.ts';
+import type { TokenKeyOptions } from '../proxy/token-key.ts';
+
+/** CKA_LABEL of the proxy's key pair when --tls-key-pkcs11-key-label is not given. */
+export const DEFAULT_TOKEN_KEY_LABEL = 'sealmesh-proxy-tls';
 
 /** Flags that place the proxy's TLS key in a token. */
 export interface TlsKeyFlags {

@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { SealmeshError, isSealmeshError } from '../errors/index.ts';
 import { MAX_SVID_TTL_SECONDS, MIN_SVID_TTL_SECONDS } from '../pki/index.ts';
 import { normaliseIntentionEnds } from '../policy/intentions.ts';
-import { permissionsSchema } from '../policy/permissions.ts';
+import { permissionsSchema } from '../policy/permissions-schema.ts';
 import { assertTrustDomain, parseServiceRef } from '../spiffe/index.ts';
 
 /**

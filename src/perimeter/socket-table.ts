@@ -1,4 +1,4 @@
-import { readFile } from 'node:fs/promises';
+import { open } from 'node:fs/promises';
 
 /** Reachability of a listening socket's bound address from other hosts. */
 export type BindScope = 'loopback' | 'wildcard' | 'external';
@@ -56,20 +56,59 @@ export function classifyAddress(family: 4 | 6, address: string): BindScope {
 export function parseSocketTable(text: string, family: 4 | 6): ListeningSocket[] {
   const sockets: ListeningSocket[] = [];
   for (const line of text.split('\n').slice(1)) {
-    const fields = line.trim().split(/\s+/);
-    if (fields.length < 10 || fields[3] !== TCP_LISTEN) continue;
-    const [addressHex, portHex] = (fields[1] ?? '').split(':');
-    if (addressHex === undefined || portHex === undefined) continue;
-    if (addressHex.length !== (family === 4 ? 8 : 32)) continue;
-    const address = family === 4 ? decodeIpv4(addressHex) : decodeIpv6(addressHex);
-    sockets.push({
-      family,
-      address,
-      port: Number.parseInt(portHex, 16),
-      scope: classifyAddress(family, address),
-      uid: Number(fields[7]),
-      inode: Number(fields[9]),
-    });
+    const socket = parseSocketLine(line, family);
+    if (socket !== undefined) sockets.push(socket);
+  }
+  return sockets;
+}
+
+/** Parses one row of a socket table; undefined for the header, a malformed row or a socket that does not listen. */
+function parseSocketLine(line: string, family: 4 | 6): ListeningSocket | undefined {
+  const fields = line.trim().split(/\s+/);
+  if (fields.length < 10 || fields[3] !== TCP_LISTEN) return undefined;
+  const [addressHex, portHex] = (fields[1] ?? '').split(':');
+  if (addressHex === undefined || portHex === undefined) return undefined;
+  if (addressHex.length !== (family === 4 ? 8 : 32)) return undefined;
+  const address = family === 4 ? decodeIpv4(addressHex) : decodeIpv6(addressHex);
+  return {
+    family,
+    address,
+    port: Number.parseInt(portHex, 16),
+    scope: classifyAddress(family, address),
+    uid: Number(fields[7]),
+    inode: Number(fields[9]),
+  };
+}
+
+/**
+ * Reads one socket table in blocks of 64 KiB into one reused buffer and parses only the rows whose
+ * state field is `0A`. On a busy host the table has a row for every connection, tens of thousands
+ * of rows and several MiB of text. Reading it as one string and splitting every row made the
+ * proxy's heap grow by more than the table itself, and the memory stayed resident after the check.
+ */
+async function readSocketTable(path: string, family: 4 | 6): Promise<ListeningSocket[]> {
+  const sockets: ListeningSocket[] = [];
+  const take = (line: string): void => {
+    // Every row has single spaces around its state field, so this skips the other rows cheaply.
+    if (!line.includes(` ${TCP_LISTEN} `)) return;
+    const socket = parseSocketLine(line, family);
+    if (socket !== undefined) sockets.push(socket);
+  };
+  const handle = await open(path, 'r');
+  try {
+    const buffer = Buffer.allocUnsafe(64 * 1024);
+    let partial = '';
+    for (;;) {
+      const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
+      if (bytesRead === 0) break;
+      // The kernel writes the tables in ASCII.
+      const lines = (partial + buffer.toString('latin1', 0, bytesRead)).split('\n');
+      partial = lines.pop() ?? '';
+      for (const line of lines) take(line);
+    }
+    take(partial);
+  } finally {
+    await handle.close();
   }
   return sockets;
 }
@@ -82,7 +121,7 @@ export async function readListeningSockets(procNet = '/proc/net'): Promise<Liste
   const tables = await Promise.all(
     ([['tcp', 4], ['tcp6', 6]] as const).map(async ([name, family]) => {
       try {
-        return parseSocketTable(await readFile(`${procNet}/${name}`, 'utf8'), family);
+        return await readSocketTable(`${procNet}/${name}`, family);
       } catch (error) {
         if ((error as NodeJS.ErrnoException).code === 'ENOENT') return [];
         throw error;

@@ -11,7 +11,8 @@ export {
 export {
   decideRequest,
   compilePermissions,
-  permissionsSchema,
+  loadPermissionsSchema,
+  preparePermissionsSchema,
   HTTP_METHODS,
   type Permission,
   type HttpMatch,

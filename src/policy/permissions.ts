@@ -1,7 +1,7 @@
-import { RE2JS } from 're2js';
-import { z } from 'zod';
 import { SealmeshError } from '../errors/index.ts';
-import { normaliseRequestPath } from './path.ts';
+import type { HeaderMatch, Permission } from './permissions-schema.ts';
+
+export type { HeaderMatch, HttpMatch, Permission } from './permissions-schema.ts';
 
 /**
  * L7 permissions of an intention whose destination speaks HTTP, HTTP/2 or gRPC. The proxy checks
@@ -10,6 +10,8 @@ import { normaliseRequestPath } from './path.ts';
  *
  * Regular expressions run on RE2JS, a pure-JavaScript port of RE2 whose matching time is linear in
  * the input, so no pattern can backtrack catastrophically. Patterns are compiled once per snapshot.
+ * The schema and RE2JS load with `loadPermissionsSchema`, which must have completed before
+ * `compilePermissions` or `decideRequest` runs; until then both raise SEALMESH_ERR_INTERNAL.
  */
 
 /** HTTP methods a permission may name: the RFC 9110 methods and PATCH. */
@@ -20,71 +22,6 @@ export const MAX_REGEX_LENGTH = 1024;
 
 /** Most permissions one intention may hold. */
 export const MAX_PERMISSIONS = 64;
-
-const HEADER_NAME = /^[a-z0-9!#$%&'*+\-.^_`|~]+$/;
-
-function checkRegex(pattern: string, context: z.RefinementCtx): void {
-  try {
-    RE2JS.compile(pattern);
-  } catch (error) {
-    context.addIssue({ code: 'custom', message: `regular expression ${JSON.stringify(pattern)} is invalid for RE2 syntax: ${(error as Error).message}` });
-  }
-}
-
-/** A path in a rule must be in the form request paths are normalised to, or it could never match. */
-const rulePathSchema = z
-  .string()
-  .startsWith('/')
-  .max(1024)
-  .superRefine((path, context) => {
-    const normalised = normaliseRequestPath(path);
-    if (!normalised.ok) context.addIssue({ code: 'custom', message: `path ${JSON.stringify(path)} is invalid: ${normalised.reason}` });
-    else if (normalised.path !== path) context.addIssue({ code: 'custom', message: `path ${JSON.stringify(path)} is not normalised; write ${JSON.stringify(normalised.path)}` });
-  });
-
-const regexSchema = z.string().min(1).max(MAX_REGEX_LENGTH).superRefine(checkRegex);
-
-export const headerMatchSchema = z
-  .strictObject({
-    name: z.string().min(1).max(128).transform((name) => name.toLowerCase()).pipe(z.string().regex(HEADER_NAME, 'use an HTTP header name (RFC 9110 token characters)')),
-    present: z.literal(true).optional(),
-    exact: z.string().max(1024).optional(),
-    prefix: z.string().min(1).max(1024).optional(),
-    suffix: z.string().min(1).max(1024).optional(),
-    regex: regexSchema.optional(),
-    invert: z.boolean().optional(),
-  })
-  .superRefine((match, context) => {
-    const set = ['present', 'exact', 'prefix', 'suffix', 'regex'].filter((key) => match[key as keyof typeof match] !== undefined);
-    if (set.length !== 1) context.addIssue({ code: 'custom', message: `a header match sets exactly one of present, exact, prefix, suffix and regex; this one sets ${set.length === 0 ? 'none' : set.join(', ')}` });
-  });
-
-export const httpMatchSchema = z
-  .strictObject({
-    pathExact: rulePathSchema.optional(),
-    pathPrefix: rulePathSchema.optional(),
-    pathRegex: regexSchema.optional(),
-    methods: z.array(z.enum(HTTP_METHODS)).min(1).max(HTTP_METHODS.length).optional(),
-    header: z.array(headerMatchSchema).min(1).max(32).optional(),
-  })
-  .superRefine((match, context) => {
-    const paths = [match.pathExact, match.pathPrefix, match.pathRegex].filter((value) => value !== undefined);
-    if (paths.length > 1) context.addIssue({ code: 'custom', message: 'set at most one of pathExact, pathPrefix and pathRegex' });
-    if (paths.length === 0 && match.methods === undefined && match.header === undefined) {
-      context.addIssue({ code: 'custom', message: 'an http match needs a path, methods or a header match; an empty one would match every request' });
-    }
-  });
-
-export const permissionSchema = z.strictObject({
-  action: z.enum(['allow', 'deny']),
-  http: httpMatchSchema,
-});
-
-export const permissionsSchema = z.array(permissionSchema).min(1).max(MAX_PERMISSIONS);
-
-export type HeaderMatch = z.output<typeof headerMatchSchema>;
-export type HttpMatch = z.output<typeof httpMatchSchema>;
-export type Permission = z.output<typeof permissionSchema>;
 
 /** Request attributes a permission matches: the normalised path, the method and lower-case headers. */
 export interface RequestFacts {
@@ -105,11 +42,44 @@ export interface PermissionDecision {
   permission?: number;
 }
 
+type PermissionsSchemaModule = typeof import('./permissions-schema.ts');
+
+let schemaModule: PermissionsSchemaModule | undefined;
+let schemaLoad: Promise<void> | undefined;
+
+/**
+ * Loads the permission schema with zod and RE2JS, which together add several MiB of resident
+ * memory to a process. Loading twice is harmless.
+ */
+export function loadPermissionsSchema(): Promise<void> {
+  schemaLoad ??= import('./permissions-schema.ts').then((module) => {
+    schemaModule = module;
+  });
+  return schemaLoad;
+}
+
+/**
+ * Returns a promise to wait for before deciding requests when the permission schema is still
+ * loading or `needed` is true and it has not loaded, and undefined when requests can be decided now.
+ */
+export function preparePermissionsSchema(needed: boolean): Promise<void> | undefined {
+  if (schemaModule !== undefined) return undefined;
+  if (schemaLoad !== undefined || needed) return loadPermissionsSchema();
+  return undefined;
+}
+
+function loadedSchema(): PermissionsSchemaModule {
+  if (schemaModule === undefined) {
+    throw new SealmeshError('SEALMESH_ERR_INTERNAL', 'L7 permissions were checked before the permission schema loaded; call loadPermissionsSchema first');
+  }
+  return schemaModule;
+}
+
 /** Compiled permission lists, keyed by the array the snapshot holds, so each list compiles once. */
 const compiled = new WeakMap<readonly Permission[], CompiledPermission[]>();
 
-function compileHeader(match: HeaderMatch): (request: RequestFacts) => boolean {
-  const regex = match.regex !== undefined ? RE2JS.compile(match.regex) : undefined;
+function compileHeader(match: HeaderMatch, schema: PermissionsSchemaModule): (request: RequestFacts) => boolean {
+  const regex = match.regex !== undefined ? schema.compileRegex(match.regex) : undefined;
   const test = (value: string | undefined): boolean => {
     if (match.present === true) return value !== undefined;
     if (value === undefined) return false;
@@ -122,10 +92,10 @@ function compileHeader(match: HeaderMatch): (request: RequestFacts) => boolean {
   return (request) => test(request.header(match.name)) !== (match.invert === true);
 }
 
-function compilePermission(permission: Permission): CompiledPermission {
+function compilePermission(permission: Permission, schema: PermissionsSchemaModule): CompiledPermission {
   const http = permission.http;
-  const pathRegex = http.pathRegex !== undefined ? RE2JS.compile(http.pathRegex) : undefined;
-  const headers = (http.header ?? []).map(compileHeader);
+  const pathRegex = http.pathRegex !== undefined ? schema.compileRegex(http.pathRegex) : undefined;
+  const headers = (http.header ?? []).map((match) => compileHeader(match, schema));
   const methods = http.methods !== undefined ? new Set<string>(http.methods) : undefined;
   return {
     action: permission.action,
@@ -143,11 +113,12 @@ function compilePermission(permission: Permission): CompiledPermission {
 export function compilePermissions(permissions: readonly Permission[]): CompiledPermission[] {
   let list = compiled.get(permissions);
   if (list !== undefined) return list;
-  const parsed = permissionsSchema.safeParse(permissions);
+  const schema = loadedSchema();
+  const parsed = schema.permissionsSchema.safeParse(permissions);
   if (!parsed.success) {
     throw new SealmeshError('SEALMESH_ERR_L7_PERMISSION_INVALID', `invalid permissions: ${parsed.error.issues.map((issue) => `${issue.path.join('.')}: ${issue.message}`).join('; ')}`);
   }
-  list = parsed.data.map(compilePermission);
+  list = parsed.data.map((permission) => compilePermission(permission, schema));
   compiled.set(permissions, list);
   return list;
 }

@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { createServer } from '../node/http.ts';
 import type { Logger } from '../log/index.ts';
 import { listenUnix, type SocketPermissions, type UnixSocketListener } from '../perimeter/unix-socket.ts';
 import { isUnixAddress, type SocketAddress } from './address.ts';

@@ -1,4 +1,4 @@
-import { request } from 'node:http';
+import { request } from '../node/http.ts';
 import { connect } from 'node:net';
 import { SealmeshError } from '../errors/index.ts';
 import { formatSocketAddress, isUnixAddress, type SocketAddress } from './address.ts';

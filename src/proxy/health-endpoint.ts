@@ -1,4 +1,5 @@
-import { createServer, type Server } from 'node:http';
+import type { Server } from 'node:http';
+import { createServer } from '../node/http.ts';
 import type { Logger } from '../log/index.ts';
 import type { HostPort } from './address.ts';
 import type { HealthReport } from './app-monitor.ts';

@@ -1,4 +1,4 @@
-import { Counter, Gauge, Registry, collectDefaultMetrics } from 'prom-client';
+import { Counter, Gauge, Registry, collectDefaultMetrics } from './prom-client.ts';
 import { HttpMetrics } from './http/metrics.ts';
 import { TrafficMetrics } from './traffic/metrics.ts';
 
@@ -101,7 +101,16 @@ export class ProxyMetrics {
   /** Metrics of load balancing, retries, outlier detection and circuit breaking. */
   readonly traffic = new TrafficMetrics(this.registry);
 
-  constructor() {
-    collectDefaultMetrics({ register: this.registry, prefix: 'sealmesh_proxy_' });
+  #processMetrics = false;
+
+  /**
+   * Adds prom-client's default metrics of the process (`sealmesh_proxy_process_*` and
+   * `sealmesh_proxy_nodejs_*`). The proxy calls it when it starts its admin endpoint, the only place
+   * that serves the registry, so a proxy without one does not load or run their collectors.
+   */
+  collectProcessMetrics(): void {
+    if (this.#processMetrics) return;
+    this.#processMetrics = true;
+    collectDefaultMetrics(this.registry, 'sealmesh_proxy_');
   }
 }

@@ -1,12 +1,12 @@
 import { ApiClient, ControlConnection } from '../client/index.ts';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import { silentLogger, type Logger } from '../log/index.ts';
-import { decide, type Decision } from '../policy/index.ts';
+import { decide, preparePermissionsSchema, type Decision } from '../policy/index.ts';
 import { formatServiceRef, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Endpoint, ProxySnapshot } from '../server/index.ts';
 import { checkTcpAppExposure, describeExposure, type ExposureReport, type PerimeterMode } from '../perimeter/exposure.ts';
 import { DEFAULT_SOCKET_MODE, type SocketPermissions } from '../perimeter/unix-socket.ts';
-import { AdminServer } from './admin.ts';
+import type { AdminServer } from './admin.ts';
 import { formatHostPort, formatSocketAddress, isUnixAddress, type HostPort, type SocketAddress, type UpstreamSpec } from './address.ts';
 import { AppMonitor, type HealthReport } from './app-monitor.ts';
 import { HealthEndpoint } from './health-endpoint.ts';
@@ -406,6 +406,8 @@ export class SidecarProxy {
       this.log.info({ upstream: upstream.service, listen: formatSocketAddress(address) }, 'upstream listener started');
     }
     if (this.options.admin !== undefined) {
+      this.metrics.collectProcessMetrics();
+      const { AdminServer } = await import('./admin.ts');
       this.#admin = new AdminServer({ listen: this.options.admin, socketPermissions: this.#socketPermissions(), proxy: this, log: this.log.child({ subsystem: 'admin' }) });
       await this.#admin.start();
     }
@@ -623,14 +625,16 @@ export class SidecarProxy {
   }
 
   #applySnapshot(received: ProxySnapshot): void {
-    // The first manifest chain loads the verifier, and this snapshot and later ones wait for it in order.
-    const verifierLoad = this.#manifestGuard.prepare(received);
-    if (verifierLoad !== undefined) {
-      verifierLoad.then(
+    // The first manifest chain loads the verifier, and the first L7 permissions load their schema.
+    // This snapshot and later ones wait for them in order. A manifest can carry permissions too.
+    const needsPermissions = (received.manifestChain ?? []).length > 0 || received.intentions.some((intention) => (intention.permissions?.length ?? 0) > 0);
+    const loads = [this.#manifestGuard.prepare(received), preparePermissionsSchema(needsPermissions)].filter((load) => load !== undefined);
+    if (loads.length > 0) {
+      Promise.all(loads).then(
         () => this.#applySnapshot(received),
         (error: unknown) => {
           this.metrics.rejections.inc({ code: 'SEALMESH_ERR_INTERNAL' });
-          this.log.error({ code: 'SEALMESH_ERR_INTERNAL', version: received.version, reason: (error as Error).message }, 'failed to load the manifest verifier; the snapshot is rejected and the current configuration stays in force');
+          this.log.error({ code: 'SEALMESH_ERR_INTERNAL', version: received.version, reason: (error as Error).message }, 'failed to load the manifest verifier or the L7 permission schema; the snapshot is rejected and the current configuration stays in force');
         },
       );
       return;

@@ -37,8 +37,6 @@ export interface TokenKeyOptions {
   pinFile?: string;
 }
 
-/** Key label used when none is given. */
-export const DEFAULT_TOKEN_KEY_LABEL = 'sealmesh-proxy-tls';
 /** OpenSSL engine id of libengine-pkcs11-openssl. */
 export const PKCS11_ENGINE_ID = 'pkcs11';
 

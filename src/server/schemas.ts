@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { permissionsSchema } from '../policy/index.ts';
+import { permissionsSchema } from '../policy/permissions-schema.ts';
 
 /**
  * Schemas of every API request body. All objects are strict: an unknown field is an error, so a

@@ -1,4 +1,5 @@
-import { request as httpRequest, type Agent, type IncomingMessage } from 'node:http';
+import type { Agent, IncomingMessage } from 'node:http';
+import { request as httpRequest } from '../../node/http.ts';
 import { constants as h2, type ClientHttp2Session, type ClientHttp2Stream, type IncomingHttpHeaders as Http2IncomingHeaders } from 'node:http2';
 import { finished } from 'node:stream';
 import type { ProxyRequest, ResponseSink } from './exchange.ts';

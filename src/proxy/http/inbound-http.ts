@@ -1,5 +1,6 @@
 import { createHash } from 'node:crypto';
-import { Agent, createServer as createHttp1Server, type IncomingMessage, type Server as Http1Server, type ServerResponse } from 'node:http';
+import type { IncomingMessage, Server as Http1Server, ServerResponse } from 'node:http';
+import { Agent, createServer as createHttp1Server } from '../../node/http.ts';
 import {
   connect as http2Connect,
   performServerHandshake,

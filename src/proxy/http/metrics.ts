@@ -1,4 +1,4 @@
-import { Counter, Gauge, Histogram, type Registry } from 'prom-client';
+import { Counter, Gauge, Histogram, type Registry } from '../prom-client.ts';
 import { HTTP_METHODS } from '../../policy/index.ts';
 
 const KNOWN_METHODS = new Set<string>(HTTP_METHODS);

@@ -1,6 +1,6 @@
 import { connect as tlsConnect, type PeerCertificate, type SecureContext, type TLSSocket } from 'node:tls';
 import { isSealmeshError, SealmeshError } from '../../errors/index.ts';
-import { spiffeIdFromPeerCertificate } from '../../pki/index.ts';
+import { spiffeIdFromPeerCertificate } from '../../pki/peer.ts';
 import type { Endpoint } from '../../server/index.ts';
 import type { PeerSessionCache } from '../tls-sessions.ts';
 import type { TrafficRejection } from '../traffic/index.ts';

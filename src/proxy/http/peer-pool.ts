@@ -1,4 +1,5 @@
-import { Agent, type AgentOptions } from 'node:http';
+import type { AgentOptions } from 'node:http';
+import { Agent } from '../../node/http.ts';
 import { connect as http2Connect, type ClientHttp2Session } from 'node:http2';
 import type { Duplex } from 'node:stream';
 import type { SecureContext } from 'node:tls';

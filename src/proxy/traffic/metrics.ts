@@ -1,4 +1,4 @@
-import { Counter, Gauge, type Registry } from 'prom-client';
+import { Counter, Gauge, type Registry } from '../prom-client.ts';
 
 /** Live counts that the gauges read from each upstream when metrics are scraped. */
 export interface TrafficGaugeSource {
