@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { SidecarProxy } from '../src/proxy/index.ts';
-import { BufferedReader, READ_BUFFER_BYTES, relay } from '../src/proxy/relay.ts';
+import { BufferedReader, closeAfterFlush, READ_BUFFER_BYTES, relay } from '../src/proxy/relay.ts';
 import { MAX_SESSION_AGE_MS, PeerSessionCache } from '../src/proxy/tls-sessions.ts';
 import { allow, startEchoApp, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
@@ -137,6 +137,37 @@ describe('relay', () => {
   });
 });
 
+describe('close after flush', () => {
+  test('slow reader still gets queued bytes', async () => {
+    const payload = randomBytes(4 * 1024 * 1024);
+    let queued = 0;
+    const front = await listen((socket) => {
+      socket.write(payload);
+      queued = socket.writableLength;
+      closeAfterFlush(socket);
+    });
+    const received = await slowReaderRoundTrip(front.port, Buffer.alloc(0));
+    assert.ok(queued > 0, 'the test client read the payload before the close, so nothing was queued');
+    assert.equal(received.length, payload.length);
+    assert.equal(digest(received), digest(payload));
+    front.close();
+  });
+
+  test('idle socket destroyed at once', async () => {
+    const closed = new Promise<boolean>((resolve) => {
+      void listen((socket) => {
+        socket.once('close', () => resolve(true));
+        closeAfterFlush(socket);
+      }).then(({ port, close }) => {
+        const client = connect({ host: '127.0.0.1', port });
+        client.on('error', () => undefined);
+        client.on('close', close);
+      });
+    });
+    assert.equal(await closed, true);
+  });
+});
+
 describe('buffered reader', () => {
   test('carries 8 MiB both ways into a slow sink', async () => {
     const echo = await listen((socket) => socket.pipe(socket));
@@ -144,8 +175,8 @@ describe('buffered reader', () => {
       const reader = new BufferedReader();
       const upstream = connect({ host: '127.0.0.1', port: echo.port, allowHalfOpen: true, onread: reader.onread });
       relay(socket, upstream, { b: reader });
-      socket.on('close', () => upstream.destroy());
-      upstream.on('close', () => socket.destroy());
+      socket.on('close', () => closeAfterFlush(upstream));
+      upstream.on('close', () => closeAfterFlush(socket));
     });
     const payload = randomBytes(8 * 1024 * 1024);
     // The client reads slowly at first, so the reader's writes queue up and it must switch buffers.

@@ -9,7 +9,7 @@ import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { isUnixAddress, type HostPort, type SocketAddress } from './address.ts';
 import type { InboundHttp } from './http/inbound-http.ts';
-import { BufferedReader, relay } from './relay.ts';
+import { BufferedReader, closeAfterFlush, relay } from './relay.ts';
 
 /** A TLS client that has not finished its handshake by then is disconnected. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -216,22 +216,31 @@ export class InboundListener {
     const connection: InboundConnection = { downstream, app, peer };
     this.#connections.add(connection);
     this.#activeCount.inc();
-    let finished = false;
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
+    // The connection counts as active until both sockets have closed.
+    let open = 2;
+    const closed = (): void => {
+      open -= 1;
+      if (open > 0) return;
       this.#connections.delete(connection);
       this.#activeCount.dec();
+    };
+    const destroyBoth = (): void => {
       downstream.destroy();
       app.destroy();
     };
     app.once('error', (error: Error & { code?: string }) => {
       this.#options.log.warn({ source: formatServiceRef(peer), destination, app: this.#options.app, reason: error.code ?? error.message }, 'connection to the app failed');
-      finish();
+      destroyBoth();
     });
-    downstream.once('error', finish);
-    downstream.once('close', finish);
-    app.once('close', finish);
+    downstream.once('error', destroyBoth);
+    downstream.once('close', () => {
+      closed();
+      closeAfterFlush(app);
+    });
+    app.once('close', () => {
+      closed();
+      closeAfterFlush(downstream);
+    });
     relay(downstream, app, { b: reader });
   }
 

@@ -10,7 +10,7 @@ import { DEFAULT_SOCKET_MODE, listenUnix, type SocketPermissions, type UnixSocke
 import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.ts';
 import type { OutboundHttp } from './http/outbound-http.ts';
 import type { ServiceProtocol } from './http/protocol.ts';
-import { BufferedReader, relay } from './relay.ts';
+import { BufferedReader, closeAfterFlush, relay } from './relay.ts';
 import { PeerSessionCache } from './tls-sessions.ts';
 import { DEFAULT_TRAFFIC_SETTINGS, UpstreamTraffic, type Admission } from './traffic/index.ts';
 
@@ -256,8 +256,8 @@ export class OutboundListener {
       this.#connectedCount.inc();
       if (remote.isSessionReused()) this.#resumedCount.inc();
       remote.once('error', () => client.destroy());
-      remote.once('close', () => client.destroy());
-      client.once('close', () => remote.destroy());
+      remote.once('close', () => closeAfterFlush(client));
+      client.once('close', () => closeAfterFlush(remote));
       relay(client, remote, { b: reader });
       client.resume();
     });

@@ -30,6 +30,21 @@ export function relay(a: Socket, b: Socket, readers: { a?: BufferedReader; b?: B
   else forward(b, a);
 }
 
+/**
+ * Closes `socket` after the other leg of its connection closed: at once when it has nothing queued,
+ * otherwise after ending it and writing out what it holds, so that a slow reader still receives
+ * the last bytes that its peer sent before closing. Errors are handled by destroying at once.
+ */
+export function closeAfterFlush(socket: Socket): void {
+  if (socket.destroyed) return;
+  if (socket.writableLength === 0) {
+    socket.destroy();
+    return;
+  }
+  socket.once('finish', () => socket.destroy());
+  if (!socket.writableEnded) socket.end();
+}
+
 function forward(source: Socket, sink: Socket): void {
   const resume = (): void => {
     source.resume();
