@@ -153,6 +153,30 @@ describe('close after flush', () => {
     front.close();
   });
 
+  test('reader that never reads is cut off', async () => {
+    let queued = 0;
+    let serverClosed!: () => void;
+    const closed = new Promise<void>((resolve) => {
+      serverClosed = resolve;
+    });
+    const front = await listen((socket) => {
+      socket.once('close', serverClosed);
+      socket.write(randomBytes(4 * 1024 * 1024));
+      queued = socket.writableLength;
+      closeAfterFlush(socket, 200);
+    });
+    const client = connect({ host: '127.0.0.1', port: front.port });
+    client.pause();
+    client.on('error', () => undefined);
+    try {
+      await closed;
+      assert.ok(queued > 0, 'the payload was still queued when the other leg closed');
+    } finally {
+      client.destroy();
+      front.close();
+    }
+  });
+
   test('idle socket destroyed at once', async () => {
     const closed = new Promise<boolean>((resolve) => {
       void listen((socket) => {

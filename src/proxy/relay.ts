@@ -30,17 +30,24 @@ export function relay(a: Socket, b: Socket, readers: { a?: BufferedReader; b?: B
   else forward(b, a);
 }
 
+/** Time a socket gets to write out its queued bytes after the other leg closed. */
+export const FLUSH_TIMEOUT_MS = 30_000;
+
 /**
  * Closes `socket` after the other leg of its connection closed: at once when it has nothing queued,
  * otherwise after ending it and writing out what it holds, so that a slow reader still receives
- * the last bytes that its peer sent before closing. Errors are handled by destroying at once.
+ * the last bytes that its peer sent before closing. A reader that takes longer than `timeoutMs`
+ * is cut off, so a peer that stops reading cannot hold the socket and its data open.
  */
-export function closeAfterFlush(socket: Socket): void {
+export function closeAfterFlush(socket: Socket, timeoutMs = FLUSH_TIMEOUT_MS): void {
   if (socket.destroyed) return;
   if (socket.writableLength === 0) {
     socket.destroy();
     return;
   }
+  const timer = setTimeout(() => socket.destroy(), timeoutMs);
+  timer.unref();
+  socket.once('close', () => clearTimeout(timer));
   socket.once('finish', () => socket.destroy());
   if (!socket.writableEnded) socket.end();
 }
