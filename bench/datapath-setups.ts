@@ -155,9 +155,12 @@ async function startBackend(dir: string): Promise<{ port: number; child: ChildPr
 async function startHaproxy(dir: string, backendPort: number, client: { combined: string; bundle: string }, server: { combined: string; bundle: string }): Promise<ProxyPair> {
   const clientPort = await freePort();
   const serverPort = await freePort();
+  // HAProxy's buffer size (tune.bufsize) bounds each read and each TLS write; 16 KiB is HAProxy's default.
+  const bufsize = Number(process.env.SEALMESH_BENCH_HAPROXY_BUFSIZE ?? 16384);
   const common = `global
   nbthread 1
   maxconn 8000
+  tune.bufsize ${bufsize}
 defaults
   mode tcp
   timeout connect 5s

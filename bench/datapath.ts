@@ -37,6 +37,8 @@ interface WrkFigures {
   rps: number;
   mibPerSecond: number;
   errors: number;
+  /** CPU time (user plus system) of the setup's proxy processes per 1,000 requests; 0 for the direct setup. */
+  cpuMsPer1000: number;
 }
 
 interface RoundFigures {
@@ -73,8 +75,13 @@ export function checkTools(): Record<string, string> {
 
 const BYTE_UNITS: Record<string, number> = { B: 1, KB: 1024, MB: 1024 ** 2, GB: 1024 ** 3 };
 
-/** Runs wrk for DURATION_S and returns requests per second, MiB per second and failed requests. */
-function runWrk(port: number, path: string, connections: number, extraArgs: string[] = []): WrkFigures {
+/**
+ * Runs wrk for DURATION_S and returns requests per second, MiB per second, failed requests and the
+ * CPU time that the setup's proxies spent per 1,000 requests.
+ */
+function runWrk(target: Target, path: string, connections: number, extraArgs: string[] = []): WrkFigures {
+  const { port } = target;
+  const cpuBefore = target.pids.map((pid) => processUsage(pid).cpuMs);
   const result = spawnSync('wrk', ['-t1', `-c${connections}`, `-d${DURATION_S}s`, ...extraArgs, `http://127.0.0.1:${port}${path}`], { encoding: 'utf8', timeout: (DURATION_S + 30) * 1000 });
   const output = result.stdout;
   const rps = Number(/Requests\/sec:\s+([\d.]+)/.exec(output)?.[1] ?? NaN);
@@ -86,7 +93,10 @@ function runWrk(port: number, path: string, connections: number, extraArgs: stri
   const closing = extraArgs.includes('Connection: close');
   const socketErrors = socket === null ? 0 : Number(socket[1]) + (closing ? 0 : Number(socket[2])) + Number(socket[3]) + Number(socket[4]);
   if (Number.isNaN(rps)) process.stderr.write(`wrk printed no result for port ${port}: ${output}${result.stderr}\n`);
-  return { rps, mibPerSecond, errors: non2xx + socketErrors };
+  const cpuMs = target.pids.reduce((sum, pid, index) => sum + processUsage(pid).cpuMs - (cpuBefore[index] ?? 0), 0);
+  const requests = Number(/(\d+) requests in/.exec(output)?.[1] ?? NaN);
+  const cpuMsPer1000 = target.pids.length === 0 ? 0 : (cpuMs / requests) * 1000;
+  return { rps, mibPerSecond, errors: non2xx + socketErrors, cpuMsPer1000 };
 }
 
 /** Runs the fixed-rate scenario and reads the proxies' CPU time and peak RSS over it. */
@@ -107,11 +117,11 @@ async function runLatency(target: Target, rate: number): Promise<LatencyFigures 
 
 async function runRound(target: Target): Promise<RoundFigures> {
   const latency: RoundFigures['latency'] = {};
-  const skipped: WrkFigures = { rps: NaN, mibPerSecond: NaN, errors: 0 };
+  const skipped: WrkFigures = { rps: NaN, mibPerSecond: NaN, errors: 0, cpuMsPer1000: NaN };
   if (wanted('latency')) for (const rate of RATES) latency[String(rate)] = await runLatency(target, rate);
-  const saturation = wanted('saturation') ? runWrk(target.port, '/1k', SATURATION_CONNECTIONS) : skipped;
-  const bulk = wanted('bulk') ? runWrk(target.port, '/1m', BULK_CONNECTIONS) : skipped;
-  const newConnections = wanted('connections') ? runWrk(target.port, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']) : skipped;
+  const saturation = wanted('saturation') ? runWrk(target, '/1k', SATURATION_CONNECTIONS) : skipped;
+  const bulk = wanted('bulk') ? runWrk(target, '/1m', BULK_CONNECTIONS) : skipped;
+  const newConnections = wanted('connections') ? runWrk(target, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']) : skipped;
   return { latency, saturation, bulk, newConnections };
 }
 
@@ -233,6 +243,12 @@ function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<strin
   throughput('saturationRps', (figures) => figures.saturation.rps);
   throughput('bulkMiBPerSecond', (figures) => figures.bulk.mibPerSecond);
   throughput('newConnectionsPerSecond', (figures) => figures.newConnections.rps);
+  const cpu = (pick: (figures: RoundFigures) => WrkFigures) => Object.fromEntries(proxies.map((name) => [name, spread((rounds[name] ?? []).map((figures) => pick(figures).cpuMsPer1000))]));
+  results.cpuMsPer1000Requests = {
+    saturation: cpu((figures) => figures.saturation),
+    bulk: cpu((figures) => figures.bulk),
+    newConnections: cpu((figures) => figures.newConnections),
+  };
   results.wrkErrors = {
     saturation: perSetup((figures) => figures.saturation.errors),
     bulk: perSetup((figures) => figures.bulk.errors),

@@ -4,7 +4,7 @@ import { createHash, randomBytes } from 'node:crypto';
 import { connect, createServer, type Server, type Socket } from 'node:net';
 import { createSecureContext } from 'node:tls';
 import type { SidecarProxy } from '../src/proxy/index.ts';
-import { relay } from '../src/proxy/relay.ts';
+import { BufferedReader, closeAfterFlush, READ_BUFFER_BYTES, relay } from '../src/proxy/relay.ts';
 import { MAX_SESSION_AGE_MS, PeerSessionCache } from '../src/proxy/tls-sessions.ts';
 import { allow, startEchoApp, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
@@ -67,6 +67,23 @@ function echoRoundTrip(port: number, payload: Buffer): Promise<Buffer> {
   });
 }
 
+/** Like halfCloseRoundTrip, but reads nothing for the first 300 ms, so that writes towards the client queue up. */
+function slowReaderRoundTrip(port: number, payload: Buffer): Promise<Buffer> {
+  return new Promise((resolve, reject) => {
+    const socket = connect({ host: '127.0.0.1', port, allowHalfOpen: true });
+    const chunks: Buffer[] = [];
+    socket.pause();
+    setTimeout(() => socket.resume(), 300);
+    socket.on('data', (chunk: Buffer) => chunks.push(chunk));
+    socket.on('end', () => {
+      resolve(Buffer.concat(chunks));
+      socket.destroy();
+    });
+    socket.on('error', reject);
+    socket.end(payload);
+  });
+}
+
 const digest = (data: Buffer): string => createHash('sha256').update(data).digest('hex');
 
 describe('relay', () => {
@@ -117,6 +134,130 @@ describe('relay', () => {
     client.destroy();
     front.close();
     sink.close();
+  });
+});
+
+describe('close after flush', () => {
+  test('slow reader still gets queued bytes', async () => {
+    const payload = randomBytes(4 * 1024 * 1024);
+    let queued = 0;
+    const front = await listen((socket) => {
+      socket.write(payload);
+      queued = socket.writableLength;
+      closeAfterFlush(socket);
+    });
+    const received = await slowReaderRoundTrip(front.port, Buffer.alloc(0));
+    assert.ok(queued > 0, 'the test client read the payload before the close, so nothing was queued');
+    assert.equal(received.length, payload.length);
+    assert.equal(digest(received), digest(payload));
+    front.close();
+  });
+
+  test('reader that never reads is cut off', async () => {
+    let queued = 0;
+    let serverClosed!: () => void;
+    const closed = new Promise<void>((resolve) => {
+      serverClosed = resolve;
+    });
+    const front = await listen((socket) => {
+      socket.once('close', serverClosed);
+      socket.write(randomBytes(4 * 1024 * 1024));
+      queued = socket.writableLength;
+      closeAfterFlush(socket, 200);
+    });
+    const client = connect({ host: '127.0.0.1', port: front.port });
+    client.pause();
+    client.on('error', () => undefined);
+    try {
+      await closed;
+      assert.ok(queued > 0, 'the payload was still queued when the other leg closed');
+    } finally {
+      client.destroy();
+      front.close();
+    }
+  });
+
+  test('idle socket destroyed at once', async () => {
+    const closed = new Promise<boolean>((resolve) => {
+      void listen((socket) => {
+        socket.once('close', () => resolve(true));
+        closeAfterFlush(socket);
+      }).then(({ port, close }) => {
+        const client = connect({ host: '127.0.0.1', port });
+        client.on('error', () => undefined);
+        client.on('close', close);
+      });
+    });
+    assert.equal(await closed, true);
+  });
+});
+
+describe('buffered reader', () => {
+  test('carries 8 MiB both ways into a slow sink', async () => {
+    const echo = await listen((socket) => socket.pipe(socket));
+    const front = await listen((socket) => {
+      const reader = new BufferedReader();
+      const upstream = connect({ host: '127.0.0.1', port: echo.port, allowHalfOpen: true, onread: reader.onread });
+      relay(socket, upstream, { b: reader });
+      socket.on('close', () => closeAfterFlush(upstream));
+      upstream.on('close', () => closeAfterFlush(socket));
+    });
+    const payload = randomBytes(8 * 1024 * 1024);
+    // The client reads slowly at first, so the reader's writes queue up and it must switch buffers.
+    const received = await slowReaderRoundTrip(front.port, payload);
+    assert.equal(received.length, payload.length);
+    assert.equal(digest(received), digest(payload));
+    front.close();
+    echo.close();
+  });
+
+  test('delivers chunks read before start', async () => {
+    const greeting = randomBytes(3 * READ_BUFFER_BYTES);
+    const origin = await listen((socket) => socket.end(greeting));
+    const front = await listen((socket) => {
+      const reader = new BufferedReader();
+      const upstream = connect({ host: '127.0.0.1', port: origin.port, allowHalfOpen: true, onread: reader.onread });
+      // The origin's bytes and its end arrive before the relay starts.
+      setTimeout(() => relay(socket, upstream, { b: reader }), 200);
+      upstream.on('close', () => socket.destroy());
+    });
+    const received = await halfCloseRoundTrip(front.port, Buffer.alloc(0));
+    assert.equal(received.length, greeting.length);
+    assert.equal(digest(received), digest(greeting));
+    front.close();
+    origin.close();
+  });
+
+  test('pauses the source while the sink is full', async () => {
+    let paused = false;
+    const firehose = await listen((socket) => {
+      const chunk = Buffer.alloc(READ_BUFFER_BYTES);
+      const send = (): void => {
+        while (!socket.destroyed && socket.write(chunk));
+        if (!socket.destroyed) socket.once('drain', send);
+      };
+      send();
+    });
+    const front = await listen((socket) => {
+      const reader = new BufferedReader();
+      const upstream = connect({ host: '127.0.0.1', port: firehose.port, onread: reader.onread });
+      upstream.on('error', () => socket.destroy());
+      upstream.on('pause', () => {
+        paused = true;
+      });
+      relay(socket, upstream, { b: reader });
+      socket.on('close', () => upstream.destroy());
+    });
+    // Never reads, so the front's write buffer towards this client fills.
+    const client = connect({ host: '127.0.0.1', port: front.port });
+    client.pause();
+    client.on('error', () => {});
+    const deadline = Date.now() + 10_000;
+    while (!paused && Date.now() < deadline) await new Promise((resolve) => setTimeout(resolve, 20));
+    assert.ok(paused, 'the reader never paused its source socket');
+    client.destroy();
+    front.close();
+    firehose.close();
   });
 });
 
@@ -203,6 +344,36 @@ describe('upstream TLS session resumption', () => {
     assert.equal(await resumed(), 0);
     assert.equal(digest(await echoRoundTrip(port, payload)), digest(payload));
     assert.equal(await resumed(), 1);
+  });
+
+  test('later connections reuse the first ticket', async () => {
+    const port = web.upstreamPort('api')!;
+    const payload = randomBytes(1024);
+    const before = await resumed();
+    for (let index = 0; index < 4; index += 1) assert.equal(digest(await echoRoundTrip(port, payload)), digest(payload));
+    // Resumed connections store no new ticket, so all four resumed the session of an earlier full handshake.
+    assert.equal(await resumed(), before + 4);
+  });
+
+  test('declined session is replaced by a new one', async () => {
+    const port = web.upstreamPort('api')!;
+    const payload = randomBytes(1024);
+    // The server-side proxy's new context comes with new ticket keys, so it cannot resume the cached session.
+    await api.renewNow();
+    const before = await resumed();
+    assert.equal(digest(await echoRoundTrip(port, payload)), digest(payload));
+    assert.equal(await resumed(), before);
+    assert.equal(digest(await echoRoundTrip(port, payload)), digest(payload));
+    assert.equal(await resumed(), before + 1);
+  });
+
+  test('carries 8 MiB through both proxies to a slow client', async () => {
+    // The server-side proxy writes the app's reads to TLS and the client-side proxy writes TLS
+    // reads to the client, both from reused read buffers, while their writes queue up.
+    const payload = randomBytes(8 * 1024 * 1024);
+    const received = await slowReaderRoundTrip(web.upstreamPort('api')!, payload);
+    assert.equal(received.length, payload.length);
+    assert.equal(digest(received), digest(payload));
   });
 
   test('renewed SVID starts with a full handshake', async () => {

@@ -12,8 +12,14 @@ export interface ListeningSocket {
   inode: number;
 }
 
-/** TCP state code of a listening socket in the kernel's socket tables (`TCP_LISTEN`). */
-const TCP_LISTEN = '0A';
+/**
+ * A line of a listening socket (state `0A`, TCP_LISTEN) in `/proc/net/tcp` or `/proc/net/tcp6`:
+ * slot, local address and port, remote address and port, state, then tx/rx queue, timer and
+ * retransmits, uid, timeout and inode. Lines of other states fail at the state field, so a table
+ * with tens of thousands of TIME_WAIT entries costs one regular-expression scan rather than a
+ * split of every line.
+ */
+const LISTEN_LINE = /^ *\d+: ([0-9A-F]+):([0-9A-F]+) [0-9A-F]+:[0-9A-F]+ 0A +\S+ +\S+ +\S+ +(\d+) +\S+ +(\d+)/gm;
 
 /**
  * Decodes an IPv4 address as the kernel prints it in `/proc/net/tcp`: eight hex digits of the
@@ -55,45 +61,35 @@ export function classifyAddress(family: 4 | 6, address: string): BindScope {
 /** Parses the text of `/proc/net/tcp` or `/proc/net/tcp6` and returns its listening sockets. */
 export function parseSocketTable(text: string, family: 4 | 6): ListeningSocket[] {
   const sockets: ListeningSocket[] = [];
-  for (const line of text.split('\n').slice(1)) {
-    const socket = parseSocketLine(line, family);
-    if (socket !== undefined) sockets.push(socket);
-  }
+  collectListening(text, family, sockets);
   return sockets;
 }
 
-/** Parses one row of a socket table; undefined for the header, a malformed row or a socket that does not listen. */
-function parseSocketLine(line: string, family: 4 | 6): ListeningSocket | undefined {
-  const fields = line.trim().split(/\s+/);
-  if (fields.length < 10 || fields[3] !== TCP_LISTEN) return undefined;
-  const [addressHex, portHex] = (fields[1] ?? '').split(':');
-  if (addressHex === undefined || portHex === undefined) return undefined;
-  if (addressHex.length !== (family === 4 ? 8 : 32)) return undefined;
-  const address = family === 4 ? decodeIpv4(addressHex) : decodeIpv6(addressHex);
-  return {
-    family,
-    address,
-    port: Number.parseInt(portHex, 16),
-    scope: classifyAddress(family, address),
-    uid: Number(fields[7]),
-    inode: Number(fields[9]),
-  };
+/** Appends the listening sockets of the whole lines in `text` to `sockets`. */
+function collectListening(text: string, family: 4 | 6, sockets: ListeningSocket[]): void {
+  for (const match of text.matchAll(LISTEN_LINE)) {
+    const [, addressHex = '', portHex = '', uid, inode] = match;
+    if (addressHex.length !== (family === 4 ? 8 : 32)) continue;
+    const address = family === 4 ? decodeIpv4(addressHex) : decodeIpv6(addressHex);
+    sockets.push({
+      family,
+      address,
+      port: Number.parseInt(portHex, 16),
+      scope: classifyAddress(family, address),
+      uid: Number(uid),
+      inode: Number(inode),
+    });
+  }
 }
 
 /**
- * Reads one socket table in blocks of 64 KiB into one reused buffer and parses only the rows whose
- * state field is `0A`. On a busy host the table has a row for every connection, tens of thousands
- * of rows and several MiB of text. Reading it as one string and splitting every row made the
- * proxy's heap grow by more than the table itself, and the memory stayed resident after the check.
+ * Reads one socket table in blocks of 64 KiB into one reused buffer and scans the whole lines of
+ * each block for listening rows. On a busy host the table has a row for every connection, tens of
+ * thousands of rows and several MiB of text. Reading it as one string and splitting every row made
+ * the proxy's heap grow by more than the table itself, and the memory stayed resident after the check.
  */
 async function readSocketTable(path: string, family: 4 | 6): Promise<ListeningSocket[]> {
   const sockets: ListeningSocket[] = [];
-  const take = (line: string): void => {
-    // Every row has single spaces around its state field, so this skips the other rows cheaply.
-    if (!line.includes(` ${TCP_LISTEN} `)) return;
-    const socket = parseSocketLine(line, family);
-    if (socket !== undefined) sockets.push(socket);
-  };
   const handle = await open(path, 'r');
   try {
     const buffer = Buffer.allocUnsafe(64 * 1024);
@@ -101,12 +97,13 @@ async function readSocketTable(path: string, family: 4 | 6): Promise<ListeningSo
     for (;;) {
       const { bytesRead } = await handle.read(buffer, 0, buffer.length, null);
       if (bytesRead === 0) break;
-      // The kernel writes the tables in ASCII.
-      const lines = (partial + buffer.toString('latin1', 0, bytesRead)).split('\n');
-      partial = lines.pop() ?? '';
-      for (const line of lines) take(line);
+      // The kernel writes the tables in ASCII. A line cut at the block's end waits for the next block.
+      const text = partial + buffer.toString('latin1', 0, bytesRead);
+      const end = text.lastIndexOf('\n') + 1;
+      collectListening(text.slice(0, end), family, sockets);
+      partial = text.slice(end);
     }
-    take(partial);
+    collectListening(partial, family, sockets);
   } finally {
     await handle.close();
   }

@@ -9,7 +9,7 @@ import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { isUnixAddress, type HostPort, type SocketAddress } from './address.ts';
 import type { InboundHttp } from './http/inbound-http.ts';
-import { relay } from './relay.ts';
+import { BufferedReader, closeAfterFlush, relay } from './relay.ts';
 
 /** A TLS client that has not finished its handshake by then is disconnected. */
 const HANDSHAKE_TIMEOUT_MS = 10_000;
@@ -56,6 +56,8 @@ export class InboundListener {
   /** Labelled metric children, resolved once instead of on every connection. */
   readonly #allowedCount: Counter.Internal;
   readonly #activeCount: Gauge.Internal<"direction">;
+  readonly #fullHandshakeCount: Counter.Internal;
+  readonly #resumedHandshakeCount: Counter.Internal;
 
   constructor(options: InboundOptions) {
     this.#options = options;
@@ -63,6 +65,8 @@ export class InboundListener {
     this.#destination = formatServiceRef(options.self);
     this.#allowedCount = options.metrics.inboundConnections.labels('allowed');
     this.#activeCount = options.metrics.activeConnections.labels('inbound');
+    this.#fullHandshakeCount = options.metrics.http.handshakes.labels({ direction: 'inbound', resumed: 'false' });
+    this.#resumedHandshakeCount = options.metrics.http.handshakes.labels({ direction: 'inbound', resumed: 'true' });
   }
 
   get activeConnections(): number {
@@ -184,7 +188,7 @@ export class InboundListener {
       downstream.destroy();
       return;
     }
-    this.#options.metrics.http.handshakes.inc({ direction: 'inbound', resumed: String(downstream.isSessionReused()) });
+    (downstream.isSessionReused() ? this.#resumedHandshakeCount : this.#fullHandshakeCount).inc();
     // An HTTP service decides each request, so that a denied caller gets a 403 (or gRPC status 7)
     // that names the intention instead of a closed connection.
     const decision = this.#options.authorize(peer);
@@ -204,28 +208,40 @@ export class InboundListener {
     // of ending our side too. This is set only now, because before the handshake an end must close
     // the socket.
     downstream.allowHalfOpen = true;
-    const app = isUnixAddress(target) ? netConnect({ path: target.path, allowHalfOpen: true }) : netConnect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true });
+    const reader = new BufferedReader();
+    const app = isUnixAddress(target)
+      ? netConnect({ path: target.path, allowHalfOpen: true, onread: reader.onread })
+      : netConnect({ host: target.host, port: target.port, noDelay: true, allowHalfOpen: true, onread: reader.onread });
     downstream.setNoDelay(true);
     const connection: InboundConnection = { downstream, app, peer };
     this.#connections.add(connection);
     this.#activeCount.inc();
-    let finished = false;
-    const finish = (): void => {
-      if (finished) return;
-      finished = true;
+    // The connection counts as active until both sockets have closed.
+    let open = 2;
+    const closed = (): void => {
+      open -= 1;
+      if (open > 0) return;
       this.#connections.delete(connection);
       this.#activeCount.dec();
+    };
+    const destroyBoth = (): void => {
       downstream.destroy();
       app.destroy();
     };
     app.once('error', (error: Error & { code?: string }) => {
       this.#options.log.warn({ source: formatServiceRef(peer), destination, app: this.#options.app, reason: error.code ?? error.message }, 'connection to the app failed');
-      finish();
+      destroyBoth();
     });
-    downstream.once('error', finish);
-    downstream.once('close', finish);
-    app.once('close', finish);
-    relay(downstream, app);
+    downstream.once('error', destroyBoth);
+    downstream.once('close', () => {
+      closed();
+      closeAfterFlush(app);
+    });
+    app.once('close', () => {
+      closed();
+      closeAfterFlush(downstream);
+    });
+    relay(downstream, app, { b: reader });
   }
 
   /**

@@ -10,7 +10,7 @@ import { DEFAULT_SOCKET_MODE, listenUnix, type SocketPermissions, type UnixSocke
 import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.ts';
 import type { OutboundHttp } from './http/outbound-http.ts';
 import type { ServiceProtocol } from './http/protocol.ts';
-import { relay } from './relay.ts';
+import { BufferedReader, closeAfterFlush, relay } from './relay.ts';
 import { PeerSessionCache } from './tls-sessions.ts';
 import { DEFAULT_TRAFFIC_SETTINGS, UpstreamTraffic, type Admission } from './traffic/index.ts';
 
@@ -180,14 +180,15 @@ export class OutboundListener {
     const instanceAttempt = traffic.startAttempt(endpoint);
     const expected = { namespace: this.#options.upstream.namespace, service: this.#options.upstream.name };
     const trustDomain = this.#options.trustDomain();
-    // tls.connect passes allowHalfOpen on to the TLSSocket, although @types/node does not declare it.
-    const halfOpen = { allowHalfOpen: true } as object;
+    // tls.connect passes allowHalfOpen and onread on to the TLSSocket, although @types/node declares neither.
+    const reader = new BufferedReader();
+    const socketOptions = { allowHalfOpen: true, onread: reader.onread } as object;
     const sessionKey = `${endpoint.instanceId}@${endpoint.address}:${endpoint.port}`;
     const session = this.#sessions.get(sessionKey, secureContext, upstream);
     /** notAfter of the certificate that passed the identity check; unknown on a resumed connection. */
     let verifiedNotAfter: number | undefined;
     const remote: TLSSocket = tlsConnect({
-      ...halfOpen,
+      ...socketOptions,
       host: endpoint.address,
       port: endpoint.port,
       secureContext,
@@ -210,12 +211,16 @@ export class OutboundListener {
     });
     remote.setNoDelay(true);
     // Node calls checkServerIdentity only in a full handshake, so a session is stored only from a
-    // connection that passed it or resumed a session that had.
-    remote.on('session', (ticket: Buffer) => {
-      if (remote.authorized && (verifiedNotAfter !== undefined || remote.isSessionReused())) {
+    // connection that passed it. A resumed connection stores none: its tickets would keep the
+    // expiry of the session it resumed, and a Node.js server accepts a TLS 1.3 ticket more than
+    // once, so the cached one serves until that expiry. Without a 'session' listener Node does not
+    // serialize the tickets that the server sends.
+    const storeSession = (ticket: Buffer): void => {
+      if (remote.authorized && verifiedNotAfter !== undefined) {
         this.#sessions.set(sessionKey, secureContext, upstream, ticket, verifiedNotAfter);
       }
-    });
+    };
+    if (session === undefined) remote.on('session', storeSession);
     const connectTimeoutMs = traffic.settings.connectTimeoutMs;
     remote.setTimeout(connectTimeoutMs, () => remote.destroy(new Error(`no TLS handshake within ${connectTimeoutMs} ms`)));
     const onConnectError = (error: Error & { code?: string }): void => {
@@ -236,6 +241,13 @@ export class OutboundListener {
       instanceAttempt.connected();
       dial.releaseRetry?.();
       remote.once('close', () => instanceAttempt.finish());
+      if (session !== undefined && !remote.isSessionReused()) {
+        // The server declined the offered session (its ticket keys changed, or the ticket expired
+        // there), so the tickets of this full handshake replace it. They arrive only after the
+        // client's Finished, so a listener added now receives them.
+        this.#sessions.delete(sessionKey);
+        remote.on('session', storeSession);
+      }
       if (client.destroyed) {
         remote.destroy();
         return;
@@ -244,9 +256,9 @@ export class OutboundListener {
       this.#connectedCount.inc();
       if (remote.isSessionReused()) this.#resumedCount.inc();
       remote.once('error', () => client.destroy());
-      remote.once('close', () => client.destroy());
-      client.once('close', () => remote.destroy());
-      relay(client, remote);
+      remote.once('close', () => closeAfterFlush(client));
+      client.once('close', () => closeAfterFlush(remote));
+      relay(client, remote, { b: reader });
       client.resume();
     });
   }
