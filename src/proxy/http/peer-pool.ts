@@ -33,6 +33,8 @@ export interface PeerPoolOptions {
 }
 
 interface PeerEntry {
+  /** The client context the HTTP/2 session was dialled with; a renewal or a new trust bundle replaces it. */
+  context?: SecureContext;
   h2?: Promise<ClientHttp2Session>;
   /** True while the HTTP/2 session is connected. */
   ready?: boolean;
@@ -57,6 +59,12 @@ export class PeerPool {
   async channel(endpoint: Endpoint): Promise<PeerChannel> {
     const key = endpointKey(endpoint);
     let entry = this.#peers.get(key);
+    // A session dialled with an earlier SVID or trust bundle is retired, so that no session outlives
+    // the renewal of its client certificate. Its requests in flight finish first.
+    if (entry?.context !== undefined && entry.context !== this.#options.secureContext()) {
+      this.forget(endpoint);
+      entry = undefined;
+    }
     if (entry === undefined) {
       entry = {};
       this.#peers.set(key, entry);
@@ -131,9 +139,13 @@ export class PeerPool {
    */
   async #openSession(endpoint: Endpoint, key: string, entry: PeerEntry): Promise<ClientHttp2Session> {
     const alpn = this.#options.alpn();
+    entry.context = this.#options.secureContext();
     const socket = await this.#dial(endpoint, alpn);
     if (socket.alpnProtocol === 'http/1.1') {
       socket.destroy();
+      // NOTE: the keep-alive agent of an HTTP/1.1 peer is not retired at a renewal, so its idle
+      // connections stay in use with the certificates of their handshakes.
+      entry.context = undefined;
       entry.agent = this.#http1Agent(endpoint);
       return undefined as unknown as ClientHttp2Session;
     }
