@@ -55,8 +55,11 @@ export class PeerPool {
     this.#options = options;
   }
 
-  /** Returns a channel to `endpoint`, connecting and verifying the peer when no channel is open. */
-  async channel(endpoint: Endpoint): Promise<PeerChannel> {
+  /**
+   * Returns a channel to `endpoint`, connecting and verifying the peer when no channel is open.
+   * `retried` is set on the one internal retry after a session closed during the wait.
+   */
+  async channel(endpoint: Endpoint, retried = false): Promise<PeerChannel> {
     const key = endpointKey(endpoint);
     let entry = this.#peers.get(key);
     // A session dialled with an earlier SVID or trust bundle is retired, so that no session outlives
@@ -79,6 +82,8 @@ export class PeerPool {
     }
     const session = await entry.h2;
     if (session === undefined) return { kind: 'h1', agent: entry.agent! };
+    // A session retired by a renewal while this call waited takes no new streams; dial once more.
+    if (session.closed && !retried) return this.channel(endpoint, true);
     return { kind: 'h2', session };
   }
 
