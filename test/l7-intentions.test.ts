@@ -200,6 +200,17 @@ describe('L7 permissions in the API and CLI', () => {
     assert.notEqual(result.code, 0);
     assert.match(result.stderr, /SEALMESH_ERR_L7_PERMISSION_INVALID/);
     assert.match(result.stderr, /not normalised; write "\/b"/);
-    assert.match(result.stderr, /is invalid: permission 1, http\.pathPrefix: /, 'the problem is located by permission number and field');
+    assert.match(result.stderr, /is invalid: permission 1, http\.pathPrefix \(line 1, column \d+\): /, 'the problem is located by permission number and field');
+  });
+
+  test('CLI locates a bad value by line', async () => {
+    const file = join(tempDir().path, 'permissions.yaml');
+    writeFileSync(file, '- action: deny\n  http:\n    pathPrefix: /admin\n- action: allow\n  http:\n    pathPrefix: /\n    methods: [GET, POTS]\n');
+    const connection = ['--addr', mesh.url, '--ca-file', caFile, '--token', mesh.operatorToken];
+    const result = await runCli(['intention', 'create', 'web', 'billing', '--deny', '--replace', '--permissions-file', file, ...connection]);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /SEALMESH_ERR_L7_PERMISSION_INVALID/);
+    assert.match(result.stderr, /permission 2, http\.methods\[1\] \(line 7, column 20\): /, 'list positions are bracketed and the line and column are given');
+    assert.match(result.stderr, /; found "POTS"/, 'the rejected value is named');
   });
 });

@@ -339,6 +339,8 @@ describe('sealed snapshots', () => {
   let operatorToken = '';
   let joinToken = '';
   let saveResult: Awaited<ReturnType<typeof runCli>> | undefined;
+  let existingFileResult: Awaited<ReturnType<typeof runCli>> | undefined;
+  let missingDirectoryResult: Awaited<ReturnType<typeof runCli>> | undefined;
   let beforeSnapshot: string[] = [];
   let afterSnapshot: string[] = [];
 
@@ -356,6 +358,10 @@ describe('sealed snapshots', () => {
         { timeoutMs: CLI_TIMEOUT_MS },
       );
 
+      const connection = ['--addr', `${address.host}:${address.port}`, '--ca-file', bundle, '--token', operatorToken];
+      existingFileResult = await runCli(['operator', 'snapshot', 'save', snapshotFile, ...connection], { timeoutMs: CLI_TIMEOUT_MS });
+      missingDirectoryResult = await runCli(['operator', 'snapshot', 'save', join(dir.path, 'missing', 'snapshot.db'), ...connection], { timeoutMs: CLI_TIMEOUT_MS });
+
       await allow(client, 'after-snapshot-web', 'after-snapshot-db');
       afterSnapshot = await intentionSources(client);
     });
@@ -368,6 +374,22 @@ describe('sealed snapshots', () => {
     assert.equal(fileMode(snapshotFile), 0o600);
     const output = parseCliJson<{ file: string; bytes: number }>(saveResult);
     assert.equal(output.bytes, statSync(snapshotFile).size);
+  });
+
+  test('snapshot save keeps an existing file', () => {
+    assert.ok(existingFileResult !== undefined);
+    assert.equal(existingFileResult.code, 1, describeCli(existingFileResult));
+    assert.equal(cliErrorCode(existingFileResult.stderr), 'SEALMESH_ERR_CONFLICT', existingFileResult.stderr);
+    assert.match(existingFileResult.stderr, /already exists/);
+    assert.equal(statSync(snapshotFile).size, parseCliJson<{ bytes: number }>(saveResult ?? existingFileResult).bytes, 'the first snapshot is unchanged');
+  });
+
+  test('snapshot save names a missing directory', () => {
+    assert.ok(missingDirectoryResult !== undefined);
+    assert.equal(missingDirectoryResult.code, 2, describeCli(missingDirectoryResult));
+    assert.equal(cliErrorCode(missingDirectoryResult.stderr), 'SEALMESH_ERR_CONFIG_INVALID', missingDirectoryResult.stderr);
+    assert.match(missingDirectoryResult.stderr, /cannot create the snapshot file .*missing.*snapshot\.db/);
+    assert.ok(!existsSync(join(dir.path, 'missing')), 'no directory was created');
   });
 
   test('snapshot has no plaintext secrets', () => {

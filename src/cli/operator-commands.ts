@@ -1,5 +1,5 @@
 import { request } from '../node/http.ts';
-import { writeFileSync } from 'node:fs';
+import { closeSync, openSync, rmSync, writeFileSync } from 'node:fs';
 import type { Command } from 'commander';
 import { isErrorCode, SealmeshError } from '../errors/index.ts';
 import { clientFromFlags, print, type ClientFlags } from './output.ts';
@@ -233,12 +233,23 @@ export function addOperatorCommands(operator: Command, addClientOptions: (comman
       .description('save a sealed snapshot of a running server\'s store to FILE (mode 0600)')
       .argument('<file>')
       .action(async (file: string, flags: ClientFlags) => {
-        const client = clientFromFlags(flags);
-        const response = await client.stream('/v1/operator/snapshot');
-        const chunks: Buffer[] = [];
-        for await (const chunk of response) chunks.push(chunk as Buffer);
-        const bytes = Buffer.concat(chunks);
-        writeFileSync(file, bytes, { mode: 0o600, flag: 'wx' });
+        // Creating the file before the download reports an existing file or a missing directory at
+        // once, instead of after the server has streamed the whole store.
+        const descriptor = openSnapshotFile(file);
+        let bytes: Buffer;
+        try {
+          const client = clientFromFlags(flags);
+          const response = await client.stream('/v1/operator/snapshot');
+          const chunks: Buffer[] = [];
+          for await (const chunk of response) chunks.push(chunk as Buffer);
+          bytes = Buffer.concat(chunks);
+          writeFileSync(descriptor, bytes);
+        } catch (error) {
+          closeSync(descriptor);
+          rmSync(file, { force: true });
+          throw error;
+        }
+        closeSync(descriptor);
         print(flags, { file, bytes: bytes.length }, () => `Saved a sealed snapshot of ${bytes.length} bytes to ${file}.`);
       }),
   );
@@ -293,4 +304,15 @@ export function addOperatorCommands(operator: Command, addClientOptions: (comman
         print(flags, result, () => `Data key rotated; ${result.recordsUnderOldKeys} records are being re-encrypted in the background.`);
       }),
   );
+}
+
+/** Creates the output file of `snapshot save` with mode 0600, never replacing an existing file. */
+function openSnapshotFile(file: string): number {
+  try {
+    return openSync(file, 'wx', 0o600);
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST') throw new SealmeshError('SEALMESH_ERR_CONFLICT', `${file} already exists; snapshot save never overwrites a file, so choose another FILE or remove it first`);
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `cannot create the snapshot file ${file}: ${(error as Error).message}; check that its directory exists and is writable`);
+  }
 }

@@ -148,15 +148,19 @@ export async function enroll(
   const { publicKey, privateKey, csr } = await newKeyAndCsr(identity, request.tokenKey);
   const joinClient = client.with({ token: request.joinToken });
   const attested = request.evidenceProvider === undefined ? undefined : await collectEvidence(joinClient, request.evidenceProvider, publicKey);
-  const response = await joinClient.post<SvidResponse>('/v1/svid/enroll', {
-    csr,
-    address: request.address,
-    port: request.port,
-    upstreams: request.upstreams,
-    ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
-    ...(request.ttlSeconds !== undefined ? { ttlSeconds: request.ttlSeconds } : {}),
-    ...(attested !== undefined ? attested : {}),
-  });
+  const response = await joinClient
+    .post<SvidResponse>('/v1/svid/enroll', {
+      csr,
+      address: request.address,
+      port: request.port,
+      upstreams: request.upstreams,
+      ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
+      ...(request.ttlSeconds !== undefined ? { ttlSeconds: request.ttlSeconds } : {}),
+      ...(attested !== undefined ? attested : {}),
+    })
+    .catch((error: unknown) => {
+      throw explainEnrollError(error, identity);
+    });
   if (response.spiffeId !== formatSpiffeId({ ...identity, trustDomain: response.trustDomain })) {
     throw new SealmeshError(
       'SEALMESH_ERR_ENROLLMENT_FAILED',
@@ -164,6 +168,23 @@ export async function enroll(
     );
   }
   return { response, contexts: await buildContexts(privateKey, response, controlCa) };
+}
+
+/**
+ * Restates a CSR identity mismatch at enrollment in the proxy's terms. The proxy writes its CSR
+ * for --service itself, so the server's advice to change the URI SAN cannot be followed; the cause
+ * is a join token created for another service.
+ */
+function explainEnrollError(error: unknown, identity: SpiffeId): unknown {
+  if (!(error instanceof SealmeshError) || error.code !== 'SEALMESH_ERR_CSR_IDENTITY_MISMATCH') return error;
+  const service = identity.namespace === 'default' ? identity.service : `${identity.namespace}/${identity.service}`;
+  // The server's message names the identity the token entitles; without it the cause stays generic.
+  const entitled = /entitled only to (spiffe:\/\/[^\s:]+)/.exec(error.message)?.[1];
+  return new SealmeshError(
+    'SEALMESH_ERR_CSR_IDENTITY_MISMATCH',
+    `the join token is bound to ${entitled ?? 'another service'}, not to service ${service}; create a join token with \`sealmesh token create --service ${service}\`, or start the proxy with --service set to the token's service`,
+    { cause: error },
+  );
 }
 
 /**

@@ -33,6 +33,8 @@ export interface PeerPoolOptions {
 }
 
 interface PeerEntry {
+  /** The client context the HTTP/2 session was dialled with; a renewal or a new trust bundle replaces it. */
+  context?: SecureContext;
   h2?: Promise<ClientHttp2Session>;
   /** True while the HTTP/2 session is connected. */
   ready?: boolean;
@@ -53,10 +55,19 @@ export class PeerPool {
     this.#options = options;
   }
 
-  /** Returns a channel to `endpoint`, connecting and verifying the peer when no channel is open. */
-  async channel(endpoint: Endpoint): Promise<PeerChannel> {
+  /**
+   * Returns a channel to `endpoint`, connecting and verifying the peer when no channel is open.
+   * `retried` is set on the one internal retry after a session closed during the wait.
+   */
+  async channel(endpoint: Endpoint, retried = false): Promise<PeerChannel> {
     const key = endpointKey(endpoint);
     let entry = this.#peers.get(key);
+    // A session dialled with an earlier SVID or trust bundle is retired, so that no session outlives
+    // the renewal of its client certificate. Its requests in flight finish first.
+    if (entry?.context !== undefined && entry.context !== this.#options.secureContext()) {
+      this.forget(endpoint);
+      entry = undefined;
+    }
     if (entry === undefined) {
       entry = {};
       this.#peers.set(key, entry);
@@ -71,6 +82,8 @@ export class PeerPool {
     }
     const session = await entry.h2;
     if (session === undefined) return { kind: 'h1', agent: entry.agent! };
+    // A session retired by a renewal while this call waited takes no new streams; dial once more.
+    if (session.closed && !retried) return this.channel(endpoint, true);
     return { kind: 'h2', session };
   }
 
@@ -131,9 +144,13 @@ export class PeerPool {
    */
   async #openSession(endpoint: Endpoint, key: string, entry: PeerEntry): Promise<ClientHttp2Session> {
     const alpn = this.#options.alpn();
+    entry.context = this.#options.secureContext();
     const socket = await this.#dial(endpoint, alpn);
     if (socket.alpnProtocol === 'http/1.1') {
       socket.destroy();
+      // NOTE: the keep-alive agent of an HTTP/1.1 peer is not retired at a renewal, so its idle
+      // connections stay in use with the certificates of their handshakes.
+      entry.context = undefined;
       entry.agent = this.#http1Agent(endpoint);
       return undefined as unknown as ClientHttp2Session;
     }
