@@ -185,7 +185,7 @@ describe('proxy TLS key in a PKCS#11 token', { skip }, () => {
 
   test('failed engine load removes the generated pair', () => {
     // A pkcs11.so that is not an engine passes the directory check and fails the load after the
-    // pair was generated; a child process keeps this process's engine registration intact.
+    // pair was generated. The child process keeps this process's engine registration intact.
     const engines = join(pinDir, 'broken-engines');
     mkdirSync(engines);
     writeFileSync(join(engines, 'pkcs11.so'), 'not an engine');

@@ -6,7 +6,7 @@ import { isUnixAddress, type SocketAddress } from './address.ts';
 import type { SidecarProxy } from './proxy.ts';
 import type { TokenTlsKey } from './token-key.ts';
 
-/** Where the proxy's TLS private key lives, for `/status`: labels only, never the PIN. */
+/** Returns where the proxy's TLS private key lives, for `/status`: labels only, never the PIN. */
 function tlsKeyLocation(tokenKey: TokenTlsKey | undefined): { location: 'memory' } | { location: 'pkcs11'; tokenLabel: string; keyLabel: string } {
   return tokenKey === undefined ? { location: 'memory' } : { location: 'pkcs11', tokenLabel: tokenKey.tokenLabel, keyLabel: tokenKey.keyLabel };
 }

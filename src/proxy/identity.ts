@@ -172,8 +172,8 @@ export async function enroll(
 
 /**
  * Restates a CSR identity mismatch at enrollment in the proxy's terms. The proxy writes its CSR
- * for --service itself, so the server's advice to change the URI SAN cannot be followed; the cause
- * is a join token created for another service.
+ * for --service itself, so the server's advice to change the URI SAN does not apply. The cause is
+ * a join token created for another service.
  */
 function explainEnrollError(error: unknown, identity: SpiffeId): unknown {
   if (!(error instanceof SealmeshError) || error.code !== 'SEALMESH_ERR_CSR_IDENTITY_MISMATCH') return error;

@@ -34,10 +34,10 @@ export function relay(a: Socket, b: Socket, readers: { a?: BufferedReader; b?: B
 export const FLUSH_TIMEOUT_MS = 30_000;
 
 /**
- * Closes `socket` after the other leg of its connection closed: at once when it has nothing queued,
- * otherwise after ending it and writing out what it holds, so that a slow reader still receives
- * the last bytes that its peer sent before closing. A reader that takes longer than `timeoutMs`
- * is cut off, so a peer that stops reading cannot hold the socket and its data open.
+ * Closes `socket` after the other leg of its connection closed. With nothing queued it is destroyed
+ * at once. Otherwise it is ended and destroyed once its queued bytes are written, so a slow reader
+ * still receives the last bytes its peer sent. A reader slower than `timeoutMs` is cut off, so a
+ * peer that stops reading cannot keep the socket and its data open.
  */
 export function closeAfterFlush(socket: Socket, timeoutMs = FLUSH_TIMEOUT_MS): void {
   if (socket.destroyed) return;

@@ -294,9 +294,8 @@ export class SqliteStore implements Store {
    * a sealed store's copy stays sealed. Fails when `path` exists.
    */
   async snapshotTo(path: string): Promise<void> {
-    // VACUUM cannot run inside a transaction, so the open batch commits first. The copy is taken
-    // only once every committed write is also synced, so it never holds a write that a crash could
-    // still take from the store.
+    // VACUUM cannot run inside a transaction, so the open batch commits first. The copy waits until
+    // every committed write is also synced, so it contains no write that a crash could still undo.
     for (let attempt = 0; ; attempt += 1) {
       this.commitBatch();
       // A failed batch rejected its own writes; a failed fsync makes `run` below throw.
