@@ -73,7 +73,7 @@ async function svidTtlFor(manifests: ManifestService, requested: number | undefi
  * Throws SEALMESH_ERR_PRODUCTION_MODE_REQUIRED when the applied manifest requires production mode
  * and the enrolling proxy declares another mode. The declared mode is not proven, so this only
  * spares the join token of a proxy started in the wrong mode. The security check is the proxy's
- * own check of the verified manifest in its first snapshot.
+ * own check of every verified manifest it receives in a snapshot.
  */
 async function assertEnrollmentMode(manifests: ManifestService, mode: RunMode): Promise<void> {
   const violation = requiredModeViolation(await manifests.posture(), mode, 'the enrolling proxy');
