@@ -7,6 +7,7 @@ import { formatSpiffeId, type SpiffeId } from '../spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../tls/index.ts';
 import { enrollmentReportData, type Evidence, type EvidenceProvider } from '../attest/index.ts';
 import type { TokenTlsKey } from './token-key.ts';
+import type { RunMode } from '../hardening/production.ts';
 
 /** The control plane's response to an enrollment or a renewal. */
 export interface SvidResponse {
@@ -62,6 +63,8 @@ export interface EnrollRequest {
   evidenceProvider?: EvidenceProvider;
   /** A key pair in a PKCS#11 token to use in place of a new in-memory key. */
   tokenKey?: TokenTlsKey;
+  /** The proxy's run mode, which the server checks against the manifest before it uses the token. */
+  mode: RunMode;
 }
 
 /**
@@ -154,6 +157,7 @@ export async function enroll(
       address: request.address,
       port: request.port,
       upstreams: request.upstreams,
+      mode: request.mode,
       ...(request.protocol !== undefined ? { protocol: request.protocol } : {}),
       ...(request.ttlSeconds !== undefined ? { ttlSeconds: request.ttlSeconds } : {}),
       ...(attested !== undefined ? attested : {}),

@@ -157,6 +157,8 @@ export class SidecarProxy {
   #joinToken: string | undefined;
   readonly #accessLog: AccessLog | undefined;
   readonly #halt = Promise.withResolvers<SealmeshError>();
+  /** The error that stopped inbound traffic for good, once `#refuseToRun` has run. */
+  #refusal: SealmeshError | undefined;
 
   constructor(options: ProxyOptions) {
     this.#joinToken = options.joinToken;
@@ -176,7 +178,8 @@ export class SidecarProxy {
       log: this.log.child({ subsystem: 'app-monitor' }),
       report: (report) => this.#reportHealth(report),
       setServing: (serving, reason) => {
-        if (serving) this.#inbound?.resume();
+        // A proxy that refused to run stays suspended whatever the app's exposure.
+        if (serving && this.#refusal === undefined) this.#inbound?.resume();
         else this.#inbound?.suspend('SEALMESH_ERR_APP_EXPOSED', reason);
       },
       ...(options.appHealthPath !== undefined ? { httpPath: options.appHealthPath } : {}),
@@ -320,6 +323,7 @@ export class SidecarProxy {
         port: advertise.port === 0 ? this.#inboundPort : advertise.port,
         upstreams: this.options.upstreams.map((upstream) => upstream.service),
         protocol: this.protocol,
+        mode: this.options.runMode ?? 'development',
         ...(this.options.svidTtlSeconds !== undefined ? { ttlSeconds: this.options.svidTtlSeconds } : {}),
         ...(this.#evidenceProvider !== undefined ? { evidenceProvider: this.#evidenceProvider } : {}),
         ...(this.options.tokenKey !== undefined ? { tokenKey: this.options.tokenKey } : {}),
@@ -355,6 +359,9 @@ export class SidecarProxy {
       this.options.healthCheckIntervalMs ?? DEFAULT_HEALTH_CHECK_INTERVAL_MS,
       this.options.exposureCheckIntervalMs ?? DEFAULT_EXPOSURE_CHECK_INTERVAL_MS,
     );
+    // The first snapshot can arrive during start. A proxy that refused to run has logged why and
+    // serves nothing, so it does not report that it started.
+    if (this.#refusal !== undefined) return;
     this.log.info(
       { protocol: this.protocol, inbound: formatHostPort({ host: this.options.listen.host, port: this.#inboundPort }), app: formatSocketAddress(this.options.app) },
       'sealmesh proxy started',
@@ -682,6 +689,7 @@ export class SidecarProxy {
 
   /** Stops inbound traffic for good, logs and counts `error`, and settles `halted` with it. */
   #refuseToRun(error: SealmeshError): void {
+    this.#refusal = error;
     this.metrics.rejections.inc({ code: error.code });
     this.log.error({ code: error.code, reason: error.message }, 'proxy stops serving: the manifest requires production mode');
     this.#inbound?.suspend(error.code, error.message);

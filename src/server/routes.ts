@@ -1,6 +1,8 @@
 import { randomUUID } from 'node:crypto';
 import type { FastifyInstance, FastifyRequest } from 'fastify';
 import { SealmeshError } from '../errors/index.ts';
+import { requiredModeViolation } from '../hardening/required-mode.ts';
+import type { RunMode } from '../hardening/production.ts';
 import { validateCsr, type CertificateAuthority } from '../pki/index.ts';
 import { formatServiceRef, formatSpiffeId, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Logger } from '../log/index.ts';
@@ -65,6 +67,18 @@ async function svidTtlFor(manifests: ManifestService, requested: number | undefi
     'SEALMESH_ERR_TTL_OUT_OF_BOUNDS',
     `requested SVID TTL ${requested}s is outside the bounds of the cluster's posture: request ${svidTtl.minSeconds}s to ${svidTtl.maxSeconds}s, or omit it for the default of ${svidTtl.defaultSeconds}s`,
   );
+}
+
+/**
+ * Throws SEALMESH_ERR_PRODUCTION_MODE_REQUIRED when the applied manifest requires production mode
+ * and the enrolling proxy declares another mode. The declared mode is not proven, so this only
+ * spares the join token of a proxy started in the wrong mode. The security check is the proxy's
+ * own check of every verified manifest it receives in a snapshot.
+ */
+async function assertEnrollmentMode(manifests: ManifestService, mode: RunMode): Promise<void> {
+  const violation = requiredModeViolation(await manifests.posture(), mode, 'the enrolling proxy');
+  if (violation === undefined) return;
+  throw new SealmeshError(violation.code, `${violation.message}; the join token was not used and is still valid`);
 }
 
 /** Throws when the applied manifest manages intentions, so the API may not write them. */
@@ -243,8 +257,9 @@ export function registerRoutes(app: FastifyInstance, context: RouteContext): voi
     const token = await acl.authorize(presentedToken(request), 'join');
     const body = parseBody(schemas.enrollBody, request.body, 'request body');
     const entitled: SpiffeId = { trustDomain: context.trustDomain, namespace: token.namespace ?? 'default', service: token.service ?? '' };
-    // The CSR and the evidence are checked before the token is consumed, so a malformed or
-    // rejected request does not burn it.
+    // The mode, the CSR and the evidence are checked before the token is consumed, so a malformed
+    // or rejected request does not burn it.
+    await assertEnrollmentMode(manifests, body.mode);
     const ttlSeconds = await svidTtlFor(manifests, body.ttlSeconds, 'reject');
     const csr = await validateCsr(body.csr, entitled);
     const attestation = await context.attestation.check({

@@ -1,5 +1,6 @@
 import { z } from 'zod';
 import { permissionsSchema } from '../policy/permissions-schema.ts';
+import { RUN_MODES } from '../hardening/production.ts';
 
 /**
  * Schemas of every API request body. All objects are strict: an unknown field is an error, so a
@@ -51,6 +52,8 @@ export const enrollBody = z.strictObject({
   ttlSeconds: z.number().int().positive().optional(),
   evidence: evidence.optional(),
   nonce: nonce.optional(),
+  /** The proxy's `--mode`. Proxies that predate the field send none and count as development. */
+  mode: z.enum(RUN_MODES).default('development'),
 });
 
 export const renewBody = z.strictObject({
