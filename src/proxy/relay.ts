@@ -79,8 +79,8 @@ function forwardEnd(source: Socket, sink: Socket): void {
  *
  * Without it, Node.js allocates a new buffer of up to 64 KiB for every read (every TLS record on a
  * TLS socket), and under bulk traffic the garbage collector spends a large share of the process's
- * CPU time freeing them. A chunk must stay unchanged until the sink has consumed it, so the next
- * read reuses the buffer only when the sink took the chunk at once; otherwise it gets a new buffer:
+ * CPU time freeing them. A chunk must stay unchanged until the sink has consumed it. So the next
+ * read reuses the buffer only when the sink took the chunk at once, and gets a new buffer otherwise:
  *
  * - A write to a sink with nothing queued goes straight to the socket's handle. A TCP socket is
  *   done with the chunk when the write completed at once (`writableLength` is 0 afterwards).
