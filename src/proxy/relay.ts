@@ -57,7 +57,7 @@ function forward(source: Socket, sink: Socket): void {
     source.resume();
   };
   source.on('data', (chunk: Buffer) => {
-    // A destroyed sink drops the chunk; its 'close' makes the caller tear down both sides.
+    // A destroyed sink drops the chunk. Its 'close' makes the caller tear down both sides.
     if (sink.destroyed) return;
     if (!sink.write(chunk)) {
       source.pause();
@@ -85,9 +85,9 @@ function forwardEnd(source: Socket, sink: Socket): void {
  * - A write to a sink with nothing queued goes straight to the socket's handle. A TCP socket is
  *   done with the chunk when the write completed at once (`writableLength` is 0 afterwards).
  * - A TLS socket's handle (Node.js 24's TLSWrap) encrypts the whole chunk into its own buffer
- *   within the write call once the handshake is done, so it is done with the chunk as soon as the
+ *   within the write call once the handshake is done. It is done with the chunk as soon as the
  *   chunk went to the handle, even while the encrypted bytes wait for the network.
- * - A write while an earlier one is pending stays queued in the stream, holding the chunk.
+ * - A write while an earlier one is pending stays queued in the stream, and keeps the chunk.
  *
  * Chunks that arrive before `start`, such as data a TLS server sends right after its handshake
  * while the caller still checks the peer, are copied and written on `start`, followed by the end

@@ -298,7 +298,7 @@ export class SqliteStore implements Store {
     // every committed write is also synced, so it contains no write that a crash could still undo.
     for (let attempt = 0; ; attempt += 1) {
       this.commitBatch();
-      // A failed batch rejected its own writes; a failed fsync makes `run` below throw.
+      // A failed batch rejected its own writes, and a failed fsync makes `run` below throw.
       await this.lastDurable.catch(() => undefined);
       const quiet = this.batch === undefined && this.committedRevision === this.run('snapshot', () => this.readMeta('revision'));
       if (quiet) break;

@@ -33,7 +33,7 @@ export interface PeerPoolOptions {
 }
 
 interface PeerEntry {
-  /** The client context the HTTP/2 session was dialled with; a renewal or a new trust bundle replaces it. */
+  /** The client context the HTTP/2 session was dialled with. A renewal or a new trust bundle replaces it. */
   context?: SecureContext;
   h2?: Promise<ClientHttp2Session>;
   /** True while the HTTP/2 session is connected. */
@@ -55,11 +55,13 @@ export class PeerPool {
     this.#options = options;
   }
 
-  /**
-   * Returns a channel to `endpoint`, connecting and verifying the peer when no channel is open.
-   * `retried` is set on the one internal retry after a session closed during the wait.
-   */
-  async channel(endpoint: Endpoint, retried = false): Promise<PeerChannel> {
+  /** Returns a channel to `endpoint`, connecting and verifying the peer when no channel is open. */
+  channel(endpoint: Endpoint): Promise<PeerChannel> {
+    return this.#channel(endpoint, false);
+  }
+
+  /** Implements `channel`. `retried` is set on the one retry after a session closed during the wait. */
+  async #channel(endpoint: Endpoint, retried: boolean): Promise<PeerChannel> {
     const key = endpointKey(endpoint);
     let entry = this.#peers.get(key);
     // A session dialled with an earlier SVID or trust bundle is retired, so that no session outlives
@@ -82,8 +84,8 @@ export class PeerPool {
     }
     const session = await entry.h2;
     if (session === undefined) return { kind: 'h1', agent: entry.agent! };
-    // A session retired by a renewal while this call waited takes no new streams; dial once more.
-    if (session.closed && !retried) return this.channel(endpoint, true);
+    // A session retired by a renewal while this call waited takes no new streams, so dial once more.
+    if (session.closed && !retried) return this.#channel(endpoint, true);
     return { kind: 'h2', session };
   }
 
