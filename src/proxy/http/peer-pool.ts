@@ -33,7 +33,7 @@ export interface PeerPoolOptions {
 }
 
 interface PeerEntry {
-  /** The client context the HTTP/2 session was dialled with. A renewal or a new trust bundle replaces it. */
+  /** The client context the channel was opened with. A renewal or a new trust bundle replaces it. */
   context?: SecureContext;
   h2?: Promise<ClientHttp2Session>;
   /** True while the HTTP/2 session is connected. */
@@ -64,10 +64,11 @@ export class PeerPool {
   async #channel(endpoint: Endpoint, retried: boolean): Promise<PeerChannel> {
     const key = endpointKey(endpoint);
     let entry = this.#peers.get(key);
-    // A session dialled with an earlier SVID or trust bundle is retired, so that no session outlives
-    // the renewal of its client certificate. Its requests in flight finish first.
+    // A channel opened with an earlier SVID or trust bundle is retired, so that no pooled connection
+    // outlives the renewal of its client certificate. Its requests in flight finish first.
     if (entry?.context !== undefined && entry.context !== this.#options.secureContext()) {
-      this.forget(endpoint);
+      this.#peers.delete(key);
+      retire(entry);
       entry = undefined;
     }
     if (entry === undefined) {
@@ -109,7 +110,7 @@ export class PeerPool {
     this.#peers.clear();
   }
 
-  /** Drops the pooled channel of an instance, such as one that left the catalog or was ejected. */
+  /** Drops the pooled channel of an instance, such as one that left the catalog or was ejected, and closes its connections. */
   forget(endpoint: Endpoint): void {
     const key = endpointKey(endpoint);
     const entry = this.#peers.get(key);
@@ -150,9 +151,6 @@ export class PeerPool {
     const socket = await this.#dial(endpoint, alpn);
     if (socket.alpnProtocol === 'http/1.1') {
       socket.destroy();
-      // NOTE: the keep-alive agent of an HTTP/1.1 peer is not retired at a renewal, so its idle
-      // connections stay in use with the certificates of their handshakes.
-      entry.context = undefined;
       entry.agent = this.#http1Agent(endpoint);
       return undefined as unknown as ClientHttp2Session;
     }
@@ -193,4 +191,17 @@ export class PeerPool {
     };
     return agent;
   }
+}
+
+/**
+ * Retires the channel of an entry dialled with an earlier SVID or trust bundle: no new request uses
+ * it, and its requests in flight finish first. An HTTP/2 session closes once its streams end; an
+ * HTTP/1.1 agent closes its idle connections now and each busy one when its response ends.
+ */
+function retire(entry: PeerEntry): void {
+  void entry.h2?.then((session) => session?.close(), () => undefined);
+  const agent = entry.agent;
+  if (agent === undefined) return;
+  agent.keepSocketAlive = () => false;
+  for (const sockets of Object.values(agent.freeSockets)) for (const socket of sockets ?? []) socket.destroy();
 }
