@@ -2,9 +2,11 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { createServer as createHttpServer, request, type Server as HttpServer } from 'node:http';
 import { createServer as createNetServer, type Server as NetServer, type Socket } from 'node:net';
+import { AppMonitor, type HealthReport } from '../src/proxy/app-monitor.ts';
 import type { SidecarProxy } from '../src/proxy/index.ts';
+import { ProxyMetrics } from '../src/proxy/metrics.ts';
 import type { ServiceSummary } from '../src/server/index.ts';
-import { allow, eventually, httpGet, startProxy, startServer, tempDir, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
+import { allow, eventually, httpGet, startProxy, startServer, tempDir, testLogger, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
 /** Starts an HTTP app whose /healthz responds with the status code `status()` returns. */
 async function startHealthApp(status: () => number, port = 0): Promise<{ server: HttpServer; port: number }> {
@@ -186,5 +188,36 @@ describe('proxy health endpoint', () => {
     status = 200;
     await eventually(async () => (await instanceOf(mesh, 'health-api'))?.health === 'passing', 5_000, 'the instance to pass again');
     await waitForEndpoints(web, 'health-api');
+  });
+});
+
+describe('app monitor', () => {
+  test('start sends one report with the measured health', async () => {
+    const app = await startHealthApp(() => 503);
+    const reports: HealthReport[] = [];
+    const monitor = new AppMonitor({
+      app: { host: '127.0.0.1', port: app.port },
+      httpPath: '/healthz',
+      perimeter: 'warn',
+      timeoutMs: 2_000,
+      metrics: new ProxyMetrics(),
+      log: testLogger('app-monitor'),
+      report: async (report) => {
+        reports.push(report);
+      },
+      setServing: () => undefined,
+    });
+    try {
+      await monitor.start(60_000, 60_000);
+      await eventually(() => reports.length > 0, 5_000, 'the first report');
+      // A report sent between the two first checks would claim `passing` for an app that fails.
+      await new Promise((resolve) => setTimeout(resolve, 100));
+      assert.equal(reports.length, 1);
+      assert.equal(reports[0]?.status, 'critical');
+      assert.equal(reports[0]?.appExposure?.exposed, false);
+    } finally {
+      monitor.stop();
+      await closeServer(app.server);
+    }
   });
 });

@@ -46,6 +46,8 @@ export class AppMonitor {
   #timers: NodeJS.Timeout[] = [];
   /** Reports go out only between `start` and `stop`, while the proxy has a registered instance. */
   #reporting = false;
+  /** True while `start` runs its first checks, which send one report together instead of one each. */
+  #starting = false;
 
   constructor(options: AppMonitorOptions) {
     this.#options = options;
@@ -90,7 +92,7 @@ export class AppMonitor {
     const previous = this.#health;
     this.#health = result;
     if (previous?.status !== result.status) this.#options.log.info({ status: result.status, output: result.output }, 'app health changed');
-    void this.sync();
+    if (!this.#starting) void this.sync();
     return this.current();
   }
 
@@ -133,7 +135,7 @@ export class AppMonitor {
     if (strict && (previous?.exposed ?? false) !== report.exposed) {
       this.#options.setServing(!report.exposed, report.exposed ? describeExposure(report, app.port) : 'the app listens on loopback only');
     }
-    void this.sync();
+    if (!this.#starting) void this.sync();
     return report;
   }
 
@@ -152,9 +154,17 @@ export class AppMonitor {
   /** Starts reporting, runs both checks once, then runs them periodically until `stop`. */
   async start(healthIntervalMs: number, exposureIntervalMs: number): Promise<void> {
     this.#reporting = true;
-    await this.checkExposure();
-    await this.checkHealth();
+    // The first report carries both results: a report after the exposure check alone would claim a
+    // health that no check has measured yet.
+    this.#starting = true;
+    try {
+      await this.checkExposure();
+      await this.checkHealth();
+    } finally {
+      this.#starting = false;
+    }
     if (!this.#reporting) return;
+    void this.sync();
     const health = setInterval(() => void this.checkHealth(), healthIntervalMs);
     const exposure = setInterval(() => void this.checkExposure(), exposureIntervalMs);
     health.unref();
