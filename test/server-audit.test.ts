@@ -82,6 +82,8 @@ describe('audit log of a running server', () => {
   });
 
   test('audit list prints entries', async () => {
+    // A rejection entry, whose code the text output shows in its own column.
+    await assert.rejects(mesh.operator.post('/v1/manifest', { manifest: { version: 1 }, signatures: [] }));
     const result = await runCli(['audit', 'list', ...connection(mesh), '--json'], { timeoutMs: CLI_TIMEOUT_MS });
     assert.equal(result.code, 0, describeResult(result));
     const listed = JSON.parse(result.stdout) as { entries: AuditEntry[] };
@@ -89,6 +91,8 @@ describe('audit log of a running server', () => {
     const text = await runCli(['audit', 'list', ...connection(mesh)], { timeoutMs: CLI_TIMEOUT_MS });
     assert.equal(text.code, 0, describeResult(text));
     assert.match(text.stdout, /token\.revoke/);
+    assert.match(text.stdout, /SUBJECT +CODE/);
+    assert.match(text.stdout, /manifest\.reject .* SEALMESH_ERR_MANIFEST_[A-Z_]+/);
   });
 
   test('audit list rejects a bad time', async () => {

@@ -21,8 +21,8 @@ export function addAuditCommands(audit: Command, addClientOptions: (command: Com
         const { entries } = await clientFromFlags(flags).get<{ entries: AuditEntry[] }>(path);
         print(flags, { entries }, () =>
           table(
-            ['SEQ', 'TIME', 'ACTION', 'ACTOR', 'SUBJECT'],
-            entries.map((entry) => [String(entry.seq), entry.at, entry.action, `${entry.actor.kind}:${entry.actor.accessorId}`, entry.subject ?? '-']),
+            ['SEQ', 'TIME', 'ACTION', 'ACTOR', 'SUBJECT', 'CODE'],
+            entries.map((entry) => [String(entry.seq), entry.at, entry.action, `${entry.actor.kind}:${entry.actor.accessorId}`, entry.subject ?? '-', rejectionCode(entry)]),
           ),
         );
       }),
@@ -40,4 +40,10 @@ export function addAuditCommands(audit: Command, addClientOptions: (command: Com
         print(flags, verification, () => `OK: ${verification.count} audit entries verified; head hash ${verification.headHash ?? '(empty log)'}.`);
       }),
   );
+}
+
+/** The error code a rejection entry records, such as `manifest.reject`; `-` for other entries. */
+function rejectionCode(entry: AuditEntry): string {
+  const code = entry.details?.code;
+  return typeof code === 'string' ? code : '-';
 }
