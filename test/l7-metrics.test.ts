@@ -87,4 +87,18 @@ describe('HTTP metrics after known traffic', () => {
     assert.ok(seconds > 0, line);
     assert.ok(Math.abs(seconds - expected) < 60, `${seconds} vs ${expected}`);
   });
+
+  test('status shows the control-plane link', async () => {
+    const status = JSON.parse((await httpGet(web.adminPort!, '/status')).body) as {
+      svidNotAfter: string;
+      controlPlane: { url: string; watchConnected: boolean; connectionsOpened: number; nextRenewalAt: string | null; renewalFailures: number };
+    };
+    const link = status.controlPlane;
+    assert.equal(link.url, mesh.url);
+    assert.equal(link.watchConnected, true);
+    assert.equal(link.connectionsOpened, 1, 'watch, registration and health reports share one connection');
+    assert.equal(link.renewalFailures, 0);
+    const renewal = Date.parse(link.nextRenewalAt ?? '');
+    assert.ok(renewal > Date.now() && renewal < Date.parse(status.svidNotAfter), `renewal at ${link.nextRenewalAt}, expiry ${status.svidNotAfter}`);
+  });
 });

@@ -73,6 +73,7 @@ export class AdminServer {
           svidSerial: svid?.serial,
           svidNotAfter: svid?.notAfter.toISOString(),
           snapshotVersion: proxy.snapshotVersion,
+          controlPlane: proxy.controlPlane,
           appHealth: proxy.appHealth,
           attestation: proxy.attestation,
           tlsKey: tlsKeyLocation(proxy.options.tokenKey),

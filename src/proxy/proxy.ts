@@ -30,6 +30,19 @@ import { requiredModeViolation } from '../hardening/required-mode.ts';
 import type { RunMode } from '../hardening/production.ts';
 import type { TokenTlsKey } from './token-key.ts';
 
+/** The proxy's link to the control plane as `/status` shows it. */
+export interface ControlPlaneStatus {
+  url: string;
+  /** True while the watch stream for catalog and intention updates is open. */
+  watchConnected: boolean;
+  /** Connections (each with its own TLS handshake) opened to the control plane since start. */
+  connectionsOpened: number;
+  /** When the proxy renews its SVID next, as an ISO 8601 time; null while no renewal is scheduled. */
+  nextRenewalAt: string | null;
+  /** Renewal attempts that failed since the last success; each failure is retried with backoff. */
+  renewalFailures: number;
+}
+
 export interface ProxyOptions {
   /** Service this proxy fronts: `name` or `namespace/name`. */
   service: string;
@@ -142,6 +155,11 @@ export class SidecarProxy {
   #healthEndpoint: HealthEndpoint | undefined;
   readonly #monitor: AppMonitor;
   #renewTimer: NodeJS.Timeout | undefined;
+  /** When the renewal timer fires next; undefined while none is scheduled. */
+  #nextRenewalAt: Date | undefined;
+  /** Renewal attempts that failed since the last one that succeeded. */
+  #renewalFailures = 0;
+  #watchConnected = false;
   #inboundPort = 0;
   readonly #upstreamAddresses = new Map<string, SocketAddress>();
   #stopping = false;
@@ -214,6 +232,17 @@ export class SidecarProxy {
   /** The signed manifest this proxy verified and enforces, if any. */
   get enforcedManifest(): EnforcedManifest | undefined {
     return this.#manifestGuard.enforced;
+  }
+
+  /** The proxy's link to the control plane, for `/status`. */
+  get controlPlane(): ControlPlaneStatus {
+    return {
+      url: this.options.serverUrl,
+      watchConnected: this.#watchConnected,
+      connectionsOpened: this.#control?.sessionsOpened ?? 0,
+      nextRenewalAt: this.#nextRenewalAt?.toISOString() ?? null,
+      renewalFailures: this.#renewalFailures,
+    };
   }
 
   get snapshotVersion(): string | undefined {
@@ -348,7 +377,10 @@ export class SidecarProxy {
       client: () => this.#controlClient(),
       instanceId: () => this.#instanceId,
       onSnapshot: (snapshot) => this.#applySnapshot(snapshot),
-      onConnected: (connected) => this.metrics.controlPlaneConnected.set(connected ? 1 : 0),
+      onConnected: (connected) => {
+        this.#watchConnected = connected;
+        this.metrics.controlPlaneConnected.set(connected ? 1 : 0);
+      },
       onUnknownInstance: () => this.#registerAgain(advertise),
       log: this.log.child({ subsystem: 'watch' }),
     });
@@ -441,6 +473,7 @@ export class SidecarProxy {
     this.#monitor.stop();
     this.#watch?.stop();
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    this.#nextRenewalAt = undefined;
     this.#inbound?.stopAccepting();
     this.#inbound?.destroyAll();
     for (const listener of this.#outbound.values()) {
@@ -552,6 +585,7 @@ export class SidecarProxy {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    this.#nextRenewalAt = undefined;
     this.#monitor.stop();
     this.#inbound?.stopAccepting();
     for (const listener of this.#outbound.values()) {
@@ -598,6 +632,7 @@ export class SidecarProxy {
     (contexts.inboundOptions.key as Buffer | undefined)?.fill(0);
     contexts.inboundOptions.key = undefined;
     this.metrics.svidExpirySeconds.set((contexts.notAfter.getTime() - Date.now()) / 1000);
+    this.#renewalFailures = 0;
     this.#scheduleRenewal(renewalDelayMs(contexts));
     if (this.#control === undefined) {
       // Sessions open with the context current at that time, which a trust bundle update replaces too.
@@ -619,15 +654,19 @@ export class SidecarProxy {
 
   #scheduleRenewal(delayMs: number, retryMs = RENEW_RETRY_MIN_MS): void {
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    this.#nextRenewalAt = undefined;
     if (this.#stopping) return;
+    const delay = Math.min(delayMs, 2 ** 31 - 1);
+    this.#nextRenewalAt = new Date(Date.now() + delay);
     this.#renewTimer = setTimeout(() => {
       this.renewNow().catch((error: unknown) => {
+        this.#renewalFailures += 1;
         const expiresInMs = (this.#svid?.notAfter.getTime() ?? 0) - Date.now();
         const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL';
         this.log.warn({ code, reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
         this.#scheduleRenewal(retryMs, Math.min(RENEW_RETRY_MAX_MS, retryMs * 2));
       });
-    }, Math.min(delayMs, 2 ** 31 - 1));
+    }, delay);
     this.#renewTimer.unref();
   }
 
