@@ -36,7 +36,7 @@ describe('TLS session resumption between proxies', () => {
   let target: PeerTarget;
   const sessions = new PeerSessionCache();
   /** The session cached for the api instance, as connectPeer looks it up. */
-  const cached = (): Buffer | undefined => sessions.get(sessionCacheKey(target), target.secureContext, 'default/api');
+  const cached = (): Buffer | undefined => sessions.get(sessionCacheKey(target), target.secureContext, 'default/api')?.session;
 
   before(async () => {
     mesh = await startServer();

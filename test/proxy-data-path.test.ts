@@ -269,7 +269,7 @@ describe('peer session cache', () => {
     const cache = new PeerSessionCache();
     assert.equal(cache.get('a', context, 'default/api'), undefined);
     cache.set('a', context, 'default/api', session, Date.now() + 3_600_000);
-    assert.equal(cache.get('a', context, 'default/api'), session);
+    assert.equal(cache.get('a', context, 'default/api')?.session, session);
     assert.equal(cache.get('a', context, 'default/db'), undefined);
     // A mismatch drops the entry for good.
     assert.equal(cache.get('a', context, 'default/api'), undefined);
@@ -289,10 +289,10 @@ describe('peer session cache', () => {
     const now = 1_000_000;
     cache.get('a', context, 'default/api', now);
     cache.set('a', context, 'default/api', session, now + 10_000, now);
-    assert.equal(cache.get('a', context, 'default/api', now + 9_999), session);
+    assert.equal(cache.get('a', context, 'default/api', now + 9_999)?.session, session);
     assert.equal(cache.get('a', context, 'default/api', now + 10_000), undefined);
     cache.set('b', context, 'default/api', session, now + 3_600_000, now);
-    assert.equal(cache.get('b', context, 'default/api', now + MAX_SESSION_AGE_MS - 1), session);
+    assert.equal(cache.get('b', context, 'default/api', now + MAX_SESSION_AGE_MS - 1)?.session, session);
     assert.equal(cache.get('b', context, 'default/api', now + MAX_SESSION_AGE_MS), undefined);
   });
 
@@ -306,7 +306,8 @@ describe('peer session cache', () => {
     cache.set('a', context, 'default/api', session, now + 3_600_000, now);
     const later = Buffer.from('later');
     cache.set('a', context, 'default/api', later, undefined, now + 100_000);
-    assert.equal(cache.get('a', context, 'default/api', now + MAX_SESSION_AGE_MS - 1), later);
+    assert.equal(cache.get('a', context, 'default/api', now + MAX_SESSION_AGE_MS - 1)?.session, later);
+    assert.equal(cache.get('a', context, 'default/api', now + MAX_SESSION_AGE_MS - 1)?.peerNotAfter, now + 3_600_000, 'the certificate expiry of the full handshake is kept');
     assert.equal(cache.get('a', context, 'default/api', now + MAX_SESSION_AGE_MS), undefined);
   });
 });

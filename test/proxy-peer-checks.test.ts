@@ -20,7 +20,9 @@ import { exportSpki, randomSerialNumber } from '../src/pki/keys.ts';
 import { x509 } from '../src/pki/x509.ts';
 import { parseUpstream, type SidecarProxy } from '../src/proxy/index.ts';
 import { ProxyMetrics } from '../src/proxy/metrics.ts';
+import { connectPeer } from '../src/proxy/http/peer-connector.ts';
 import { OutboundListener } from '../src/proxy/outbound.ts';
+import { PeerSessionCache } from '../src/proxy/tls-sessions.ts';
 import { formatSpiffeId } from '../src/spiffe/index.ts';
 import { SqliteStore } from '../src/store/index.ts';
 import { TLS_CLIENT_OPTIONS, TLS_SERVER_OPTIONS } from '../src/tls/index.ts';
@@ -345,6 +347,26 @@ describe('inbound and upstream peer checks', () => {
     assert.equal(appConnections, connectionsBefore);
   });
 
+  test('connection closed at client SVID expiry', async () => {
+    const closedMetric = 'sealmesh_proxy_connections_closed_cert_expired_total';
+    const closedBefore = await counterValue(api.metrics.registry, closedMetric, 'direction="inbound"');
+    // Valid for the handshake, expired 3 s later.
+    const shortLived = await signLeaf(intermediate, [{ type: 'url', value: formatSpiffeId({ trustDomain: mesh.server.trustDomain, namespace: 'default', service: 'web' }) }], {
+      notBefore: new Date(Date.now() - 60_000),
+      notAfter: new Date(Date.now() + 3_000),
+    });
+    const socket = tlsConnect({ ...TLS_CLIENT_OPTIONS, host: '127.0.0.1', port: api.inboundPort, ca: mesh.ca, ...shortLived, checkServerIdentity: () => undefined });
+    const received: Buffer[] = [];
+    socket.on('data', (chunk: Buffer) => received.push(chunk));
+    socket.on('error', () => undefined);
+    socket.once('secureConnect', () => socket.write('GET /kept-alive HTTP/1.1\r\nHost: api\r\n\r\n'));
+    await eventually(() => /^HTTP\/1\.1 200 /.test(Buffer.concat(received).toString('utf8')), 5_000, 'the response on the kept-alive connection');
+    assert.equal(socket.closed, false, 'the connection is open before the SVID expires');
+
+    await waitForClose(socket);
+    await expectCounter(api.metrics.registry, closedMetric, 'direction="inbound"', closedBefore + 1);
+  });
+
   test('certificate with two URI SANs rejected', async () => {
     const trustDomain = mesh.server.trustDomain;
     const twoIds = await signLeaf(
@@ -496,6 +518,52 @@ describe('inbound and upstream peer checks', () => {
       // Every dial attempt fails the identity check and is counted once.
       await expectCounter(metrics.registry, rejectionsMetric, 'code="SEALMESH_ERR_PEER_IDENTITY_MISMATCH"', impostor.connections());
       assert.equal(await counterValue(metrics.registry, 'sealmesh_proxy_upstream_connections_total', 'upstream="api",result="connected"'), 0);
+    });
+
+    test('upstream connection closed at server SVID expiry', async () => {
+      const shortLived = await signLeaf(intermediate, [{ type: 'url', value: formatSpiffeId({ trustDomain: mesh.server.trustDomain, namespace: 'default', service: 'api' }) }], {
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter: new Date(Date.now() + 3_000),
+      });
+      const upstreamServer = await startFakeUpstream(shortLived, mesh.ca, mesh.server.trustDomain);
+      closers.push(upstreamServer.close);
+      const metrics = new ProxyMetrics();
+      const port = await startOutbound(upstreamServer.port, metrics);
+
+      const client = netConnect({ host: '127.0.0.1', port });
+      client.on('error', () => undefined);
+      const echoed = new Promise<string>((resolve) => client.once('data', (chunk: Buffer) => resolve(chunk.toString('utf8'))));
+      client.write('ping');
+      assert.equal(await echoed, 'ping');
+
+      await waitForClose(client);
+      assert.equal(await counterValue(metrics.registry, 'sealmesh_proxy_connections_closed_cert_expired_total', 'direction="outbound"'), 1);
+    });
+
+    test('pooled peer connection closed at server SVID expiry', async () => {
+      const notAfter = new Date(Date.now() + 3_000);
+      const shortLived = await signLeaf(intermediate, [{ type: 'url', value: formatSpiffeId({ trustDomain: mesh.server.trustDomain, namespace: 'default', service: 'api' }) }], {
+        notBefore: new Date(Date.now() - 60_000),
+        notAfter,
+      });
+      const upstreamServer = await startFakeUpstream(shortLived, mesh.ca, mesh.server.trustDomain);
+      closers.push(upstreamServer.close);
+      const expired: number[] = [];
+      const target = {
+        endpoint: { instanceId: 'fake-api', address: '127.0.0.1', port: upstreamServer.port, spiffeId: '', protocol: 'http' as const },
+        expected: { namespace: 'default', service: 'api' },
+        trustDomain: mesh.server.trustDomain,
+        secureContext: webContext,
+        alpn: ['http/1.1'],
+        connectTimeoutMs: 5_000,
+      };
+
+      const socket = await connectPeer(target, new PeerSessionCache(), (_socket, notAfter) => expired.push(notAfter));
+      assert.equal(socket.closed, false);
+
+      await waitForClose(socket);
+      // Certificate times have whole seconds.
+      assert.deepEqual(expired, [Math.floor(notAfter.getTime() / 1000) * 1000]);
     });
 
     test('instance with the upstream SVID connects', async () => {

@@ -61,6 +61,14 @@ export class RejectionLog {
   }
 
   warn(key: string, fields: Record<string, unknown>, message: string): void {
+    this.#write('warn', key, fields, message);
+  }
+
+  info(key: string, fields: Record<string, unknown>, message: string): void {
+    this.#write('info', key, fields, message);
+  }
+
+  #write(level: 'info' | 'warn', key: string, fields: Record<string, unknown>, message: string): void {
     const now = Date.now();
     let window = this.#windows.get(key);
     if (window === undefined || now - window.start >= 1000) {
@@ -74,6 +82,6 @@ export class RejectionLog {
       return;
     }
     window.written += 1;
-    this.#log.warn(fields, message);
+    this.#log[level](fields, message);
   }
 }

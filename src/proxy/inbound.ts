@@ -9,6 +9,7 @@ import type { Decision } from '../policy/index.ts';
 import type { ProxyMetrics } from './metrics.ts';
 import { isUnixAddress, type HostPort, type SocketAddress } from './address.ts';
 import type { InboundHttp } from './http/inbound-http.ts';
+import { onPeerCertificateExpiry } from './cert-expiry.ts';
 import { BufferedReader, closeAfterFlush, relay } from './relay.ts';
 
 /** A TLS client that has not finished its handshake by then is disconnected. */
@@ -171,13 +172,15 @@ export class InboundListener {
       return;
     }
     let peer: SpiffeId;
+    let notAfter: number;
     try {
       // Node verified the chain (rejectUnauthorized); this applies the SPIFFE X509-SVID name rules.
       const certificate = downstream.getPeerX509Certificate()!;
       peer = spiffeIdFromPeerCertificate(certificate, this.#options.trustDomain());
+      notAfter = Date.parse(certificate.validTo);
       // A resumed session skips chain verification, so a client certificate that expired since the
       // full handshake (at most the server's 300 s ticket lifetime ago) is rejected here.
-      if (downstream.isSessionReused() && Date.parse(certificate.validTo) <= Date.now()) {
+      if (downstream.isSessionReused() && notAfter <= Date.now()) {
         this.#reject('SEALMESH_ERR_TLS_HANDSHAKE_FAILED', { destination, remote: downstream.remoteAddress, reason: 'resumed session of an expired client certificate' });
         downstream.destroy();
         return;
@@ -200,7 +203,7 @@ export class InboundListener {
     }
     this.#allowedCount.inc();
     if (this.#options.http !== undefined) {
-      this.#acceptHttp(downstream, peer, this.#options.http.handler);
+      this.#acceptHttp(downstream, peer, notAfter, this.#options.http.handler);
       return;
     }
     const target = this.#options.app;
@@ -216,6 +219,7 @@ export class InboundListener {
     const connection: InboundConnection = { downstream, app, peer };
     this.#connections.add(connection);
     this.#activeCount.inc();
+    this.#closeAtExpiry(connection, notAfter);
     // The connection counts as active until both sockets have closed.
     let open = 2;
     const closed = (): void => {
@@ -248,7 +252,7 @@ export class InboundListener {
    * Hands a verified connection of an HTTP service to the HTTP handler. A peer that negotiated no
    * HTTP protocol is rejected: relaying its bytes would bypass the L7 permissions.
    */
-  #acceptHttp(downstream: TLSSocket, peer: SpiffeId, handler: InboundHttp): void {
+  #acceptHttp(downstream: TLSSocket, peer: SpiffeId, notAfter: number, handler: InboundHttp): void {
     const alpn = downstream.alpnProtocol;
     if (alpn !== 'h2' && alpn !== 'http/1.1') {
       this.#reject('SEALMESH_ERR_L7_PROTOCOL_MISMATCH', { source: formatServiceRef(peer), destination: this.#destination, remote: downstream.remoteAddress, reason: 'the peer negotiated no HTTP protocol (ALPN h2 or http/1.1) with an HTTP service' });
@@ -258,11 +262,32 @@ export class InboundListener {
     const connection: InboundConnection = { downstream, peer };
     this.#connections.add(connection);
     this.#activeCount.inc();
+    this.#closeAtExpiry(connection, notAfter);
     downstream.once('close', () => {
       this.#connections.delete(connection);
       this.#activeCount.dec();
     });
     handler.accept(downstream, peer);
+  }
+
+  /**
+   * Closes `connection` when the client certificate it was authenticated with expires, so that no
+   * connection outlives the SVID behind it. Requests in flight on it fail. A client that renews
+   * keeps working, because its next connection presents the new SVID.
+   */
+  #closeAtExpiry(connection: InboundConnection, notAfter: number): void {
+    const { downstream } = connection;
+    const expire = (): void => {
+      this.#options.metrics.closedCertExpired.inc({ direction: 'inbound' });
+      this.#rejections.info(
+        'cert-expired',
+        { source: formatServiceRef(connection.peer), destination: this.#destination, notAfter: new Date(notAfter).toISOString(), remote: downstream.remoteAddress },
+        'closing an established connection whose client certificate expired',
+      );
+      downstream.destroy();
+      connection.app?.destroy();
+    };
+    onPeerCertificateExpiry(downstream, notAfter, expire);
   }
 
   #reject(code: ErrorCode, fields: Record<string, unknown>, countInbound = true): void {

@@ -34,6 +34,13 @@ export class ProxyMetrics {
     registers: [this.registry],
   });
 
+  readonly closedCertExpired = new Counter({
+    name: 'sealmesh_proxy_connections_closed_cert_expired_total',
+    help: 'Established connections closed because the certificate that their peer authenticated with expired.',
+    labelNames: ['direction'] as const,
+    registers: [this.registry],
+  });
+
   readonly closedByPolicy = new Counter({
     name: 'sealmesh_proxy_connections_closed_by_policy_total',
     help: 'Established connections closed because an intention change now denies them.',

@@ -11,7 +11,8 @@ import { isUnixAddress, type SocketAddress, type UpstreamSpec } from './address.
 import type { OutboundHttp } from './http/outbound-http.ts';
 import type { ServiceProtocol } from './http/protocol.ts';
 import { BufferedReader, closeAfterFlush, relay } from './relay.ts';
-import { PeerSessionCache } from './tls-sessions.ts';
+import { onPeerCertificateExpiry } from './cert-expiry.ts';
+import { PeerSessionCache, type OfferedSession } from './tls-sessions.ts';
 import { DEFAULT_TRAFFIC_SETTINGS, UpstreamTraffic, type Admission } from './traffic/index.ts';
 
 /** One client connection on its way to an upstream instance, across its retries. */
@@ -193,7 +194,7 @@ export class OutboundListener {
       port: endpoint.port,
       secureContext,
       rejectUnauthorized: true,
-      ...(session !== undefined ? { session } : {}),
+      ...(session !== undefined ? { session: session.session } : {}),
       // Replaces hostname verification: the server must present the upstream's SPIFFE ID, so no
       // other mesh member can stand in for it even with a valid SVID of its own.
       checkServerIdentity: (_host: string, certificate: PeerCertificate): Error | undefined => {
@@ -258,6 +259,15 @@ export class OutboundListener {
       remote.once('error', () => client.destroy());
       remote.once('close', () => closeAfterFlush(client));
       client.once('close', () => closeAfterFlush(remote));
+      // The server's certificate is the one this handshake verified or, for a resumed session, the
+      // one that the full handshake behind it verified.
+      const notAfter = verifiedNotAfter ?? (session as OfferedSession).peerNotAfter;
+      onPeerCertificateExpiry(remote, notAfter, () => {
+        this.#options.metrics.closedCertExpired.inc({ direction: 'outbound' });
+        this.#rejections.info('cert-expired', { upstream, instance: endpoint.instanceId, notAfter: new Date(notAfter).toISOString() }, 'closing an established connection whose server certificate expired');
+        remote.destroy();
+        client.destroy();
+      });
       relay(client, remote, { b: reader });
       client.resume();
     });

@@ -1,6 +1,6 @@
 import { ApiClient, ControlConnection } from '../client/index.ts';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
-import { silentLogger, type Logger } from '../log/index.ts';
+import { RejectionLog, silentLogger, type Logger } from '../log/index.ts';
 import { decide, preparePermissionsSchema, type Decision } from '../policy/index.ts';
 import { formatServiceRef, parseServiceRef, type SpiffeId } from '../spiffe/index.ts';
 import type { Endpoint, ProxySnapshot } from '../server/index.ts';
@@ -414,6 +414,7 @@ export class SidecarProxy {
         log: this.log.child({ subsystem: 'traffic' }),
       });
       this.#traffic.set(upstream.service, traffic);
+      const expiryLog = new RejectionLog(log);
       const pool = new PeerPool({
         admitConnection: () => traffic.admitUpstreamConnection(),
         expected: { namespace: upstream.namespace, service: upstream.name },
@@ -423,6 +424,10 @@ export class SidecarProxy {
         connectTimeoutMs: traffic.settings.connectTimeoutMs,
         sessions: new PeerSessionCache(),
         onHandshake: (resumed) => this.metrics.http.handshakes.inc({ direction: 'outbound', resumed: String(resumed) }),
+        onPeerCertExpired: (endpoint, notAfter) => {
+          this.metrics.closedCertExpired.inc({ direction: 'outbound' });
+          expiryLog.info('cert-expired', { instance: endpoint.instanceId, notAfter: new Date(notAfter).toISOString() }, 'closing a pooled connection whose server certificate expired');
+        },
       });
       this.#peerPools.set(upstream.service, pool);
       const accessLog = this.#accessLog !== undefined ? { accessLog: this.#accessLog } : {};

@@ -13,7 +13,15 @@ interface Entry {
   session: Buffer;
   /** SPIFFE service reference that the full handshake verified. */
   peer: string;
+  /** notAfter of the certificate that the full handshake verified, in milliseconds since the epoch. */
+  peerNotAfter: number;
   expiresAt: number;
+}
+
+/** A session to offer, with the notAfter of the peer certificate that its full handshake verified. */
+export interface OfferedSession {
+  session: Buffer;
+  peerNotAfter: number;
 }
 
 /**
@@ -31,7 +39,7 @@ export class PeerSessionCache {
   readonly #entries = new Map<string, Entry>();
 
   /** Returns a session to resume for `key` when it was verified as `peer` under `context`. */
-  get(key: string, context: SecureContext, peer: string, now = Date.now()): Buffer | undefined {
+  get(key: string, context: SecureContext, peer: string, now = Date.now()): OfferedSession | undefined {
     if (context !== this.#context) {
       this.#entries.clear();
       this.#context = context;
@@ -43,7 +51,7 @@ export class PeerSessionCache {
       this.#entries.delete(key);
       return undefined;
     }
-    return entry.session;
+    return { session: entry.session, peerNotAfter: entry.peerNotAfter };
   }
 
   /**
@@ -54,12 +62,12 @@ export class PeerSessionCache {
   set(key: string, context: SecureContext, peer: string, session: Buffer, peerNotAfter: number | undefined, now = Date.now()): void {
     if (context !== this.#context) return;
     const previous = this.#entries.get(key);
-    let expiresAt: number;
-    if (peerNotAfter !== undefined) expiresAt = Math.min(now + MAX_SESSION_AGE_MS, peerNotAfter);
-    else if (previous !== undefined && previous.peer === peer) expiresAt = previous.expiresAt;
+    let entry: Entry;
+    if (peerNotAfter !== undefined) entry = { session, peer, peerNotAfter, expiresAt: Math.min(now + MAX_SESSION_AGE_MS, peerNotAfter) };
+    else if (previous !== undefined && previous.peer === peer) entry = { ...previous, session };
     else return;
     this.#entries.delete(key);
-    this.#entries.set(key, { session, peer, expiresAt });
+    this.#entries.set(key, entry);
     if (this.#entries.size > MAX_SESSIONS) {
       const oldest = this.#entries.keys().next().value;
       if (oldest !== undefined) this.#entries.delete(oldest);

@@ -2,7 +2,8 @@ import { connect as tlsConnect, type PeerCertificate, type SecureContext, type T
 import { isSealmeshError, SealmeshError } from '../../errors/index.ts';
 import { spiffeIdFromPeerCertificate } from '../../pki/peer.ts';
 import type { Endpoint } from '../../server/index.ts';
-import type { PeerSessionCache } from '../tls-sessions.ts';
+import { onPeerCertificateExpiry } from '../cert-expiry.ts';
+import type { OfferedSession, PeerSessionCache } from '../tls-sessions.ts';
 import type { TrafficRejection } from '../traffic/index.ts';
 
 export interface PeerTarget {
@@ -76,7 +77,8 @@ export class CircuitOpenError extends PeerConnectError {
 
 /**
  * Opens an mTLS connection to a peer proxy, resuming a cached session when one exists, and resolves
- * only after the peer's identity has been verified. ALPN offers `target.alpn`.
+ * only after the peer's identity has been verified. ALPN offers `target.alpn`. The connection is
+ * destroyed when the peer's certificate expires, after a call of `onPeerExpired`.
  *
  * On a resumed TLS 1.3 session the server sends no certificate and Node does not call
  * `checkServerIdentity`, so the identity is the one that the full handshake behind the session
@@ -84,7 +86,7 @@ export class CircuitOpenError extends PeerConnectError {
  * service, under the same client context and before the verified certificate's notAfter. Only the
  * server that issued the ticket can resume it.
  */
-export function connectPeer(target: PeerTarget, sessions: PeerSessionCache): Promise<TLSSocket> {
+export function connectPeer(target: PeerTarget, sessions: PeerSessionCache, onPeerExpired?: (socket: TLSSocket, notAfter: number) => void): Promise<TLSSocket> {
   const key = sessionCacheKey(target);
   const peerRef = `${target.expected.namespace}/${target.expected.service}`;
   return new Promise((resolve, reject) => {
@@ -95,7 +97,7 @@ export function connectPeer(target: PeerTarget, sessions: PeerSessionCache): Pro
       secureContext: target.secureContext,
       rejectUnauthorized: true,
       ALPNProtocols: target.alpn,
-      ...(offered !== undefined ? { session: offered } : {}),
+      ...(offered !== undefined ? { session: offered.session } : {}),
       // Replaces hostname verification on a full handshake, and verifyPeerIdentity repeats the check
       // after it. Node does not call this on a resumed session, which the session cache covers.
       checkServerIdentity: (_host: string, certificate: PeerCertificate): Error | undefined => {
@@ -139,6 +141,13 @@ export function connectPeer(target: PeerTarget, sessions: PeerSessionCache): Pro
         return;
       }
       if (pendingTicket !== undefined) sessions.set(key, target.secureContext, peerRef, pendingTicket, verified.notAfter);
+      // The connection closes when the server's certificate expires, the one this handshake verified
+      // or, for a resumed session, the one that the full handshake behind it verified.
+      const notAfter = verified.notAfter ?? (offered as OfferedSession).peerNotAfter;
+      onPeerCertificateExpiry(socket, notAfter, () => {
+        onPeerExpired?.(socket, notAfter);
+        socket.destroy();
+      });
       // The owner of the socket (an HTTP/2 session or an HTTP agent) adds its own error handling.
       // This listener keeps an error between hand-over and that point from being unhandled.
       socket.on('error', () => undefined);

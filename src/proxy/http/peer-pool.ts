@@ -30,6 +30,8 @@ export interface PeerPoolOptions {
    * the connection closes. Every connection is admitted when absent.
    */
   admitConnection?: () => Admission | TrafficRejection;
+  /** Called before a connection is closed because the peer's certificate expired; the owner counts and logs it. */
+  onPeerCertExpired?: (endpoint: Endpoint, notAfter: number) => void;
 }
 
 interface PeerEntry {
@@ -130,6 +132,7 @@ export class PeerPool {
       socket = await connectPeer(
         { endpoint, expected: this.#options.expected, trustDomain: this.#options.trustDomain(), secureContext, alpn, connectTimeoutMs: this.#options.connectTimeoutMs },
         this.#options.sessions,
+        (_socket, notAfter) => this.#options.onPeerCertExpired?.(endpoint, notAfter),
       );
     } catch (error) {
       admitted.release();
