@@ -362,13 +362,18 @@ export async function startBench(): Promise<Bench> {
   };
 }
 
-/** Resident set size in bytes and CPU time in milliseconds (user plus system) of a process, from /proc. */
-export function processUsage(pid: number): { rssBytes: number; cpuMs: number } {
+/**
+ * Resident set size in bytes and CPU time in milliseconds (user plus system) of a process, from
+ * /proc. The resident set splits into anonymous memory, which is the process's own, and
+ * file-backed pages such as those of the executable, which processes running the same file share.
+ */
+export function processUsage(pid: number): { rssBytes: number; rssAnonBytes: number; rssFileBytes: number; cpuMs: number } {
   const status = readFileSync(`/proc/${pid}/status`, 'utf8');
-  const rssKiB = Number(/VmRSS:\s+(\d+)/.exec(status)?.[1] ?? 0);
+  const kib = (field: string): number => Number(new RegExp(`${field}:\\s+(\\d+)`).exec(status)?.[1] ?? 0);
+  const rssKiB = kib('VmRSS');
   const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
   // Fields after the command name, which is in parentheses and may contain spaces.
   const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
   const ticks = Number(fields[11]) + Number(fields[12]);
-  return { rssBytes: rssKiB * 1024, cpuMs: (ticks * 1000) / 100 };
+  return { rssBytes: rssKiB * 1024, rssAnonBytes: kib('RssAnon') * 1024, rssFileBytes: kib('RssFile') * 1024, cpuMs: (ticks * 1000) / 100 };
 }

@@ -184,7 +184,14 @@ export async function datapathBenchmark(): Promise<Record<string, unknown>> {
     for (const target of targets) await runFixedRate({ port: target.port, path: '/1k', rate: 100, connections: 2, durationMs: 200, warmupMs: 0 });
     await new Promise((resolve) => setTimeout(resolve, 1000));
     const idleRss: Record<string, number[]> = {};
-    for (const target of targets.filter((entry) => entry.pids.length > 0)) idleRss[target.name] = target.pids.map((pid) => processUsage(pid).rssBytes);
+    const idleRssAnon: Record<string, number[]> = {};
+    const idleRssFile: Record<string, number[]> = {};
+    for (const target of targets.filter((entry) => entry.pids.length > 0)) {
+      const usages = target.pids.map((pid) => processUsage(pid));
+      idleRss[target.name] = usages.map((usage) => usage.rssBytes);
+      idleRssAnon[target.name] = usages.map((usage) => usage.rssAnonBytes);
+      idleRssFile[target.name] = usages.map((usage) => usage.rssFileBytes);
+    }
 
     const rounds: Record<string, RoundFigures[]> = Object.fromEntries(targets.map((target) => [target.name, []]));
     const rotation: Record<string, unknown>[] = [];
@@ -201,7 +208,7 @@ export async function datapathBenchmark(): Promise<Record<string, unknown>> {
     }
     const idleRssAfter: Record<string, number[]> = {};
     for (const target of targets.filter((entry) => entry.pids.length > 0)) idleRssAfter[target.name] = target.pids.map((pid) => processUsage(pid).rssBytes);
-    return { parameters: { rounds: ROUNDS, durationSeconds: DURATION_S, warmupSeconds: WARMUP_S, rates: RATES, latencyConnections: LATENCY_CONNECTIONS, saturationConnections: SATURATION_CONNECTIONS, bulkConnections: BULK_CONNECTIONS, newConnectionClients: NEW_CONNECTION_CLIENTS }, tools, ...summarize(rounds, idleRss, idleRssAfter), rotation };
+    return { parameters: { rounds: ROUNDS, durationSeconds: DURATION_S, warmupSeconds: WARMUP_S, rates: RATES, latencyConnections: LATENCY_CONNECTIONS, saturationConnections: SATURATION_CONNECTIONS, bulkConnections: BULK_CONNECTIONS, newConnectionClients: NEW_CONNECTION_CLIENTS }, tools, ...summarize(rounds, { total: idleRss, anonymous: idleRssAnon, fileBacked: idleRssFile }, idleRssAfter), rotation };
   } finally {
     await bench.stop();
   }
@@ -210,7 +217,11 @@ export async function datapathBenchmark(): Promise<Record<string, unknown>> {
 const MIB = 1024 * 1024;
 
 /** Medians with spreads per setup, and per-round ratios to the direct setup and between proxies. */
-function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<string, number[]>, idleRssAfter: Record<string, number[]>): Record<string, unknown> {
+function summarize(
+  rounds: Record<string, RoundFigures[]>,
+  idleRss: { total: Record<string, number[]>; anonymous: Record<string, number[]>; fileBacked: Record<string, number[]> },
+  idleRssAfter: Record<string, number[]>,
+): Record<string, unknown> {
   const names = Object.keys(rounds) as SetupName[];
   const latencyRates = RATES.filter((rate) => names.every((name) => rounds[name]?.[0]?.latency[String(rate)] !== undefined));
   const proxies = names.filter((name) => name !== 'direct');
@@ -255,6 +266,13 @@ function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<strin
     newConnections: perSetup((figures) => figures.newConnections.errors),
   };
   const toMiB = (values: Record<string, number[]>) => Object.fromEntries(Object.entries(values).map(([name, list]) => [name, list.map((bytes) => Math.round((bytes / MIB) * 10) / 10)]));
-  results.idleRssMiB = { afterStart: toMiB(idleRss), afterLoad: toMiB(idleRssAfter), order: ['client side', 'server side'] };
+  results.idleRssMiB = {
+    afterStart: toMiB(idleRss.total),
+    // Anonymous memory is each process's own. File-backed pages, mostly of the executable, are shared by every process that runs it.
+    afterStartAnonymous: toMiB(idleRss.anonymous),
+    afterStartFileBacked: toMiB(idleRss.fileBacked),
+    afterLoad: toMiB(idleRssAfter),
+    order: ['client side', 'server side'],
+  };
   return results;
 }
