@@ -35,7 +35,7 @@ export interface ControlPlaneStatus {
   url: string;
   /** True while the watch stream for catalog and intention updates is open. */
   watchConnected: boolean;
-  /** Connections (each with its own TLS handshake) opened to the control plane since start. */
+  /** Connections opened to the control plane since start, each with its own TLS handshake. Failed attempts are not counted. */
   connectionsOpened: number;
   /** When the proxy renews its SVID next, as an ISO 8601 time; null while no renewal is scheduled. */
   nextRenewalAt: string | null;
