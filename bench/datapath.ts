@@ -1,7 +1,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { SealmeshError } from '../src/errors/index.ts';
 import { runFixedRate, type LatencyFigures } from './loadgen.ts';
 import { NGINX_STREAM_MODULE, processUsage, startBench, TOOL_PACKAGES, type Bench } from './datapath-setups.ts';
+import { choiceListSetting, integerListSetting, integerSetting } from './settings.ts';
 
 /**
  * The data-path benchmark: the same nginx backend reached directly (B0) and through three pairs
@@ -9,22 +11,24 @@ import { NGINX_STREAM_MODULE, processUsage, startBench, TOOL_PACKAGES, type Benc
  * each round, with the order of the setups rotated round by round.
  */
 
-const seconds = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
-const DURATION_S = seconds('SEALMESH_BENCH_DURATION_S', 5);
-const WARMUP_S = seconds('SEALMESH_BENCH_WARMUP_S', 1);
-const ROUNDS = seconds('SEALMESH_BENCH_DATAPATH_ROUNDS', 3);
-const ROTATE_EVERY_S = seconds('SEALMESH_BENCH_ROTATE_S', 2);
-const RATES = (process.env.SEALMESH_BENCH_RATES ?? '1000,5000').split(',').map(Number);
+// wrk takes its duration in whole seconds, so every duration setting is a whole number.
+const DURATION_S = integerSetting('SEALMESH_BENCH_DURATION_S', 5);
+const WARMUP_S = integerSetting('SEALMESH_BENCH_WARMUP_S', 1, 0);
+const ROUNDS = integerSetting('SEALMESH_BENCH_DATAPATH_ROUNDS', 3);
+const ROTATE_EVERY_S = integerSetting('SEALMESH_BENCH_ROTATE_S', 2);
+const RATES = integerListSetting('SEALMESH_BENCH_RATES', [1000, 5000]);
 const LATENCY_CONNECTIONS = 16;
 const SATURATION_CONNECTIONS = 64;
 const BULK_CONNECTIONS = 8;
 const NEW_CONNECTION_CLIENTS = 16;
 /** Setups and scenarios to run, for profiling one of them; all when unset. */
-const SETUPS = process.env.SEALMESH_BENCH_SETUPS?.split(',');
-const SCENARIOS = process.env.SEALMESH_BENCH_SCENARIOS?.split(',');
-const wanted = (scenario: string): boolean => SCENARIOS === undefined || SCENARIOS.includes(scenario);
+const SETUP_NAMES = ['direct', 'sealmesh', 'haproxy', 'nginx'] as const;
+const SCENARIO_NAMES = ['latency', 'saturation', 'bulk', 'connections', 'rotation'] as const;
+const SETUPS = choiceListSetting('SEALMESH_BENCH_SETUPS', SETUP_NAMES);
+const SCENARIOS = choiceListSetting('SEALMESH_BENCH_SCENARIOS', SCENARIO_NAMES);
+const wanted = (scenario: (typeof SCENARIO_NAMES)[number]): boolean => SCENARIOS === undefined || SCENARIOS.includes(scenario);
 
-type SetupName = 'direct' | 'sealmesh' | 'haproxy' | 'nginx';
+type SetupName = (typeof SETUP_NAMES)[number];
 
 interface Target {
   name: SetupName;
@@ -56,7 +60,8 @@ export function checkTools(): Record<string, string> {
   }
   if (!existsSync(NGINX_STREAM_MODULE)) missing.add('libnginx-mod-stream');
   if (missing.size > 0) {
-    throw new Error(`the data-path benchmark needs Debian packages that are missing; install them with:\n  apt-get install -y ${[...missing].join(' ')}`);
+    const packages = [...missing].join(' ');
+    throw new SealmeshError('SEALMESH_ERR_BENCH_TOOL_MISSING', `the data-path benchmark needs Debian packages that are not installed (${packages}); install them with \`apt-get install -y ${packages}\``);
   }
   const firstLine = (command: string, args: string[]): string => {
     const result = spawnSync(command, args, { encoding: 'utf8' });

@@ -9,6 +9,7 @@ import { KeyFileSealProvider } from '../src/seal/index.ts';
 import { SealedStore, SqliteStore } from '../src/store/index.ts';
 import { TokenTlsKey } from '../src/proxy/token-key.ts';
 import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
+import { integerSetting } from './settings.ts';
 
 /**
  * The signing benchmark. It measures SVID issuance per second with the CA keys in process (sealed
@@ -19,10 +20,10 @@ import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
  * round by round.
  */
 
-const ROUNDS = Number(process.env.SEALMESH_BENCH_ROUNDS ?? 5);
-const SVIDS = Number(process.env.SEALMESH_BENCH_SVIDS ?? 300);
-const SIGNATURES = Number(process.env.SEALMESH_BENCH_SIGNATURES ?? 1000);
-const HANDSHAKES = Number(process.env.SEALMESH_BENCH_HANDSHAKES ?? 300);
+const ROUNDS = integerSetting('SEALMESH_BENCH_ROUNDS', 5);
+const SVIDS = integerSetting('SEALMESH_BENCH_SVIDS', 300);
+const SIGNATURES = integerSetting('SEALMESH_BENCH_SIGNATURES', 1000);
+const HANDSHAKES = integerSetting('SEALMESH_BENCH_HANDSHAKES', 300);
 const TRUST_DOMAIN = 'bench.sealmesh';
 const ENTITLED = { trustDomain: TRUST_DOMAIN, namespace: 'default', service: 'bench' };
 

@@ -135,6 +135,9 @@ export const ERROR_CODES = {
   SEALMESH_ERR_PERIMETER_TOOL_MISSING: { status: 500, summary: 'nft (package nftables) or ip (package iproute2) is not installed' },
   SEALMESH_ERR_NETNS_NOT_FOUND: { status: 404, summary: 'the named network namespace does not exist' },
   SEALMESH_ERR_NFT_APPLY_FAILED: { status: 500, summary: 'nft rejected or failed to load the perimeter ruleset' },
+
+  // Benchmarks (`npm run bench`).
+  SEALMESH_ERR_BENCH_TOOL_MISSING: { status: 500, summary: 'a program that a benchmark runs, such as wrk, HAProxy or nginx, is not installed' },
   SEALMESH_ERR_NFT_LIST_FAILED: { status: 500, summary: 'nft failed to list the perimeter table' },
 
   // Attestation: SEV-SNP verifier.
