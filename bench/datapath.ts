@@ -45,12 +45,20 @@ interface WrkFigures {
   cpuMsPer1000: number;
 }
 
-interface RoundFigures {
+/** One setup's figures of one round. A scenario that SEALMESH_BENCH_SCENARIOS leaves out is absent. */
+export interface RoundFigures {
   latency: Record<string, LatencyFigures & { cpuMsPer1000: number; rssBytes: number[] }>;
-  saturation: WrkFigures;
-  bulk: WrkFigures;
-  newConnections: WrkFigures;
+  saturation?: WrkFigures;
+  bulk?: WrkFigures;
+  newConnections?: WrkFigures;
 }
+
+/** The wrk scenarios with the figure each reports per setup. */
+const WRK_SCENARIOS = [
+  { scenario: 'saturation', label: 'saturationRps', figure: (figures: WrkFigures) => figures.rps },
+  { scenario: 'bulk', label: 'bulkMiBPerSecond', figure: (figures: WrkFigures) => figures.mibPerSecond },
+  { scenario: 'newConnections', label: 'newConnectionsPerSecond', figure: (figures: WrkFigures) => figures.rps },
+] as const;
 
 /** Checks every external tool and returns their versions; a missing one stops the benchmark with the install line. */
 export function checkTools(): Record<string, string> {
@@ -121,13 +129,12 @@ async function runLatency(target: Target, rate: number): Promise<LatencyFigures 
 }
 
 async function runRound(target: Target): Promise<RoundFigures> {
-  const latency: RoundFigures['latency'] = {};
-  const skipped: WrkFigures = { rps: NaN, mibPerSecond: NaN, errors: 0, cpuMsPer1000: NaN };
-  if (wanted('latency')) for (const rate of RATES) latency[String(rate)] = await runLatency(target, rate);
-  const saturation = wanted('saturation') ? runWrk(target, '/1k', SATURATION_CONNECTIONS) : skipped;
-  const bulk = wanted('bulk') ? runWrk(target, '/1m', BULK_CONNECTIONS) : skipped;
-  const newConnections = wanted('connections') ? runWrk(target, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']) : skipped;
-  return { latency, saturation, bulk, newConnections };
+  const figures: RoundFigures = { latency: {} };
+  if (wanted('latency')) for (const rate of RATES) figures.latency[String(rate)] = await runLatency(target, rate);
+  if (wanted('saturation')) figures.saturation = runWrk(target, '/1k', SATURATION_CONNECTIONS);
+  if (wanted('bulk')) figures.bulk = runWrk(target, '/1m', BULK_CONNECTIONS);
+  if (wanted('connections')) figures.newConnections = runWrk(target, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']);
+  return figures;
 }
 
 /** Scenario 5: fixed-rate load on sealmesh while both proxies renew their SVIDs in turn. */
@@ -214,8 +221,11 @@ export async function datapathBenchmark(): Promise<Record<string, unknown>> {
 
 const MIB = 1024 * 1024;
 
-/** Medians with spreads per setup, and per-round ratios to the direct setup and between proxies. */
-function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<string, number[]>, idleRssAfter: Record<string, number[]>): Record<string, unknown> {
+/**
+ * Returns medians with spreads per setup, and per-round ratios to the direct setup and between
+ * proxies. A wrk scenario that did not run in every round of every setup is left out of the report.
+ */
+export function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<string, number[]>, idleRssAfter: Record<string, number[]>): Record<string, unknown> {
   const names = Object.keys(rounds) as SetupName[];
   const latencyRates = RATES.filter((rate) => names.every((name) => rounds[name]?.[0]?.latency[String(rate)] !== undefined));
   const proxies = names.filter((name) => name !== 'direct');
@@ -245,20 +255,17 @@ function summarize(rounds: Record<string, RoundFigures[]>, idleRss: Record<strin
     for (const peer of proxies.filter((name) => name !== 'sealmesh' && names.includes('sealmesh'))) ratios[`sealmesh/${peer}`] = paired('sealmesh', peer, (x, y) => pick(x) / pick(y));
     results[label] = { figures: perSetup(pick), ratios };
   };
-  throughput('saturationRps', (figures) => figures.saturation.rps);
-  throughput('bulkMiBPerSecond', (figures) => figures.bulk.mibPerSecond);
-  throughput('newConnectionsPerSecond', (figures) => figures.newConnections.rps);
-  const cpu = (pick: (figures: RoundFigures) => WrkFigures) => Object.fromEntries(proxies.map((name) => [name, spread((rounds[name] ?? []).map((figures) => pick(figures).cpuMsPer1000))]));
-  results.cpuMsPer1000Requests = {
-    saturation: cpu((figures) => figures.saturation),
-    bulk: cpu((figures) => figures.bulk),
-    newConnections: cpu((figures) => figures.newConnections),
-  };
-  results.wrkErrors = {
-    saturation: perSetup((figures) => figures.saturation.errors),
-    bulk: perSetup((figures) => figures.bulk.errors),
-    newConnections: perSetup((figures) => figures.newConnections.errors),
-  };
+  const measured = WRK_SCENARIOS.filter(({ scenario }) => names.length > 0 && names.every((name) => (rounds[name] ?? []).every((figures) => figures[scenario] !== undefined)));
+  const wrkFigures = (figures: RoundFigures, scenario: (typeof WRK_SCENARIOS)[number]['scenario']): WrkFigures => figures[scenario] as WrkFigures;
+  for (const { scenario, label, figure } of measured) throughput(label, (figures) => figure(wrkFigures(figures, scenario)));
+  const cpuMsPer1000Requests: Record<string, unknown> = {};
+  const wrkErrors: Record<string, unknown> = {};
+  for (const { scenario } of measured) {
+    cpuMsPer1000Requests[scenario] = Object.fromEntries(proxies.map((name) => [name, spread((rounds[name] ?? []).map((figures) => wrkFigures(figures, scenario).cpuMsPer1000))]));
+    wrkErrors[scenario] = perSetup((figures) => wrkFigures(figures, scenario).errors);
+  }
+  results.cpuMsPer1000Requests = cpuMsPer1000Requests;
+  results.wrkErrors = wrkErrors;
   const toMiB = (values: Record<string, number[]>) => Object.fromEntries(Object.entries(values).map(([name, list]) => [name, list.map((bytes) => Math.round((bytes / MIB) * 10) / 10)]));
   results.idleRssMiB = { afterStart: toMiB(idleRss), afterLoad: toMiB(idleRssAfter), order: ['client side', 'server side'] };
   return results;
