@@ -663,6 +663,8 @@ export class SidecarProxy {
         this.#renewalFailures += 1;
         const expiresInMs = (this.#svid?.notAfter.getTime() ?? 0) - Date.now();
         const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL';
+        // NOTE: once the SVID has expired, the server rejects every renewal made with it, so these
+        // retries cannot succeed and the proxy recovers only when restarted with a new join token.
         this.log.warn({ code, reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
         this.#scheduleRenewal(retryMs, Math.min(RENEW_RETRY_MAX_MS, retryMs * 2));
       });
