@@ -70,7 +70,11 @@ const BENCHMARKS: Record<string, () => Promise<BenchmarkRun>> = {
     const settings = storeSettings();
     return () => storeBenchmark(settings);
   },
-  signing: async () => (await import('./signing.ts')).signingBenchmark,
+  signing: async () => {
+    const { checkSoftHsm, signingBenchmark } = await import('./signing.ts');
+    checkSoftHsm();
+    return signingBenchmark;
+  },
   datapath: async () => {
     const { checkTools, datapathBenchmark } = await import('./datapath.ts');
     checkTools();

@@ -8,7 +8,8 @@ import { CertificateAuthority, generateCsr, generateKeyPair, Pkcs11KeyCustody, p
 import { KeyFileSealProvider } from '../src/seal/index.ts';
 import { SealedStore, SqliteStore } from '../src/store/index.ts';
 import { TokenTlsKey } from '../src/proxy/token-key.ts';
-import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
+import { SealmeshError } from '../src/errors/index.ts';
+import { createSoftHsmToken, findSoftHsmModule, findSoftHsmUtil } from '../test/helpers/softhsm.ts';
 import { integerSetting } from './settings.ts';
 
 /**
@@ -130,6 +131,13 @@ function median(values: number[]): number {
 
 function summary(values: number[]): { median: number; min: number; max: number; runs: number[] } {
   return { median: Math.round(median(values)), min: Math.round(Math.min(...values)), max: Math.round(Math.max(...values)), runs: values.map((value) => Math.round(value)) };
+}
+
+/** Checks that SoftHSM2 is installed, and otherwise stops the benchmark with the install line. */
+export function checkSoftHsm(): void {
+  if (findSoftHsmUtil() === undefined || findSoftHsmModule() === undefined) {
+    throw new SealmeshError('SEALMESH_ERR_BENCH_TOOL_MISSING', 'the signing benchmark needs SoftHSM2 (softhsm2-util on PATH and libsofthsm2.so), which is not installed; install it with `apt-get install -y softhsm2`');
+  }
 }
 
 /** Runs the signing benchmark and returns its JSON-ready report. */

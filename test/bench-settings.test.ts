@@ -115,3 +115,17 @@ test('bench run names missing tools first', async () => {
     rmSync(bin, { recursive: true, force: true });
   }
 });
+
+test('bench run names missing SoftHSM2', async () => {
+  const bin = mkdtempSync(join(tmpdir(), 'sealmesh-bench-path-'));
+  try {
+    symlinkSync('/bin/sh', join(bin, 'sh'));
+    const result = await runBench(['signing'], { PATH: bin });
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /`apt-get install -y softhsm2` \(SEALMESH_ERR_BENCH_TOOL_MISSING\)/);
+    assert.doesNotMatch(result.stderr, /\n\s+at /, 'no stack trace');
+    assert.equal(result.stdout, '', 'no report was written');
+  } finally {
+    rmSync(bin, { recursive: true, force: true });
+  }
+});

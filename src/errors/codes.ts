@@ -137,7 +137,7 @@ export const ERROR_CODES = {
   SEALMESH_ERR_NFT_APPLY_FAILED: { status: 500, summary: 'nft rejected or failed to load the perimeter ruleset' },
 
   // Benchmarks (`npm run bench`).
-  SEALMESH_ERR_BENCH_TOOL_MISSING: { status: 500, summary: 'a program that a benchmark runs, such as wrk, HAProxy or nginx, is not installed' },
+  SEALMESH_ERR_BENCH_TOOL_MISSING: { status: 500, summary: 'a program that a benchmark runs, such as wrk, HAProxy, nginx or SoftHSM2, is not installed' },
   SEALMESH_ERR_NFT_LIST_FAILED: { status: 500, summary: 'nft failed to list the perimeter table' },
 
   // Attestation: SEV-SNP verifier.
