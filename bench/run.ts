@@ -96,10 +96,13 @@ async function main(): Promise<void> {
   const machine = { cpus: cpus().length, cpuModel: cpus()[0]?.model, memoryGiB: Math.round(totalmem() / 2 ** 30), node: process.version, openssl: process.versions.openssl };
   const startedAt = new Date().toISOString();
   const report: Record<string, unknown> = { startedAt, machine };
-  for (const [name, run] of runs) report[name] = await run();
   mkdirSync(join('bench', 'results'), { recursive: true });
   const path = join('bench', 'results', `${startedAt.replace(/[:.]/g, '-')}.json`);
-  writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
+  for (const [name, run] of runs) {
+    report[name] = await run();
+    // Written after each benchmark, so that one that fails later leaves the finished results.
+    writeFileSync(path, `${JSON.stringify(report, null, 2)}\n`);
+  }
   process.stdout.write(`${JSON.stringify(report, null, 2)}\nwritten to ${path}\n`);
 }
 

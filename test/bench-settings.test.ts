@@ -1,7 +1,7 @@
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
-import { mkdtempSync, rmSync, symlinkSync } from 'node:fs';
+import { mkdtempSync, readdirSync, readFileSync, rmSync, symlinkSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { join } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -11,8 +11,7 @@ import { isSealmeshError } from '../src/errors/index.ts';
 import { cliEnv } from './helpers/cli.ts';
 
 const run = promisify(execFile);
-const REPOSITORY = fileURLToPath(new URL('..', import.meta.url));
-const BENCH = join(REPOSITORY, 'bench', 'run.ts');
+const BENCH = fileURLToPath(new URL('../bench/run.ts', import.meta.url));
 
 interface BenchResult {
   code: number;
@@ -20,10 +19,13 @@ interface BenchResult {
   stderr: string;
 }
 
-/** Runs `npm run bench -- ARGS` as its script does, with only the SEALMESH_* variables in `env`. */
-async function runBench(args: string[], env: Record<string, string>): Promise<BenchResult> {
+/**
+ * Runs `npm run bench -- ARGS` with only the SEALMESH_* variables in `env`, in the directory `cwd`,
+ * under which the results go to bench/results.
+ */
+async function runBench(args: string[], env: Record<string, string>, cwd = tmpdir()): Promise<BenchResult> {
   try {
-    const { stdout, stderr } = await run(process.execPath, [BENCH, ...args], { cwd: REPOSITORY, env: cliEnv(env), timeout: 60_000 });
+    const { stdout, stderr } = await run(process.execPath, [BENCH, ...args], { cwd, env: cliEnv(env), timeout: 120_000 });
     return { code: 0, stdout, stderr };
   } catch (error) {
     const failed = error as { code: number; stdout: string; stderr: string };
@@ -127,5 +129,23 @@ test('bench run names missing SoftHSM2', async () => {
     assert.equal(result.stdout, '', 'no report was written');
   } finally {
     rmSync(bin, { recursive: true, force: true });
+  }
+});
+
+test('bench run keeps finished results', async () => {
+  // The control-plane server cannot start with an unknown Node.js option, so that benchmark fails
+  // after the store benchmark has finished.
+  const cwd = mkdtempSync(join(tmpdir(), 'sealmesh-bench-cwd-'));
+  try {
+    const result = await runBench(['store', 'controlplane'], { SEALMESH_BENCH_ROUNDS: '1', SEALMESH_BENCH_WRITES: '20', SEALMESH_BENCH_READS: '20', SEALMESH_BENCH_SERVER_ARGS: '--no-such-option' }, cwd);
+    assert.equal(result.code, 1, result.stderr);
+    assert.match(result.stderr, /control plane exited/);
+    const files = readdirSync(join(cwd, 'bench', 'results'));
+    assert.equal(files.length, 1, 'one result file');
+    const report = JSON.parse(readFileSync(join(cwd, 'bench', 'results', files[0] ?? ''), 'utf8')) as Record<string, unknown>;
+    assert.ok('store' in report, 'the store results were kept');
+    assert.ok(!('controlplane' in report));
+  } finally {
+    rmSync(cwd, { recursive: true, force: true });
   }
 });
