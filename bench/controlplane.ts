@@ -8,6 +8,7 @@ import { generateCsr, generateKeyPair, privateKeyToPem } from '../src/pki/index.
 import { formatSpiffeId } from '../src/spiffe/index.ts';
 import { TLS_CLIENT_OPTIONS } from '../src/tls/index.ts';
 import { processUsage } from './datapath-setups.ts';
+import { integerListSetting, integerSetting } from './settings.ts';
 
 /**
  * The control-plane benchmark: simulated proxies, each with its own SVID and a watch stream over a
@@ -16,11 +17,11 @@ import { processUsage } from './datapath-setups.ts';
  * an intention change takes to reach every stream, and the server's resident memory.
  */
 
-const COUNTS = (process.env.SEALMESH_BENCH_PROXIES ?? '1000,5000').split(',').map(Number).sort((a, b) => a - b);
-const CHANGES = Number(process.env.SEALMESH_BENCH_INTENTION_CHANGES ?? 5);
-const CONCURRENCY = Number(process.env.SEALMESH_BENCH_CP_CONCURRENCY ?? 32);
+const COUNTS = integerListSetting('SEALMESH_BENCH_PROXIES', [1000, 5000]).sort((a, b) => a - b);
+const CHANGES = integerSetting('SEALMESH_BENCH_INTENTION_CHANGES', 5);
+const CONCURRENCY = integerSetting('SEALMESH_BENCH_CP_CONCURRENCY', 32);
 const SERVICES = 50;
-const RENEWALS = Number(process.env.SEALMESH_BENCH_RENEWALS ?? 1000);
+const RENEWALS = integerSetting('SEALMESH_BENCH_RENEWALS', 1000);
 const MIB = 1024 * 1024;
 
 interface Simulated {

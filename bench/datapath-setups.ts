@@ -10,6 +10,7 @@ import { silentLogger } from '../src/log/index.ts';
 import { generateCsr, generateKeyPair, privateKeyToPem } from '../src/pki/index.ts';
 import { ControlPlane } from '../src/server/index.ts';
 import { formatSpiffeId } from '../src/spiffe/index.ts';
+import { integerSetting } from './settings.ts';
 
 /**
  * The processes behind the data-path benchmark, all on 127.0.0.1: one nginx backend and three
@@ -25,6 +26,8 @@ export const TOOL_PACKAGES: Record<string, string> = {
   nginx: 'nginx',
 };
 export const NGINX_STREAM_MODULE = '/usr/lib/nginx/modules/ngx_stream_module.so';
+/** HAProxy's buffer size (tune.bufsize), which bounds each read and each TLS write. 16 KiB is HAProxy's default. */
+const HAPROXY_BUFSIZE = integerSetting('SEALMESH_BENCH_HAPROXY_BUFSIZE', 16384);
 
 export const SERVER_SERVICE = 'bench-server';
 export const CLIENT_SERVICE = 'bench-client';
@@ -155,12 +158,10 @@ async function startBackend(dir: string): Promise<{ port: number; child: ChildPr
 async function startHaproxy(dir: string, backendPort: number, client: { combined: string; bundle: string }, server: { combined: string; bundle: string }): Promise<ProxyPair> {
   const clientPort = await freePort();
   const serverPort = await freePort();
-  // HAProxy's buffer size (tune.bufsize) bounds each read and each TLS write; 16 KiB is HAProxy's default.
-  const bufsize = Number(process.env.SEALMESH_BENCH_HAPROXY_BUFSIZE ?? 16384);
   const common = `global
   nbthread 1
   maxconn 8000
-  tune.bufsize ${bufsize}
+  tune.bufsize ${HAPROXY_BUFSIZE}
 defaults
   mode tcp
   timeout connect 5s

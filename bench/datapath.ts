@@ -1,7 +1,9 @@
 import { execFileSync, spawnSync } from 'node:child_process';
 import { existsSync } from 'node:fs';
+import { SealmeshError } from '../src/errors/index.ts';
 import { runFixedRate, type LatencyFigures } from './loadgen.ts';
 import { NGINX_STREAM_MODULE, processUsage, startBench, TOOL_PACKAGES, type Bench } from './datapath-setups.ts';
+import { choiceListSetting, integerListSetting, integerSetting } from './settings.ts';
 
 /**
  * The data-path benchmark: the same nginx backend reached directly (B0) and through three pairs
@@ -9,22 +11,24 @@ import { NGINX_STREAM_MODULE, processUsage, startBench, TOOL_PACKAGES, type Benc
  * each round, with the order of the setups rotated round by round.
  */
 
-const seconds = (name: string, fallback: number): number => Number(process.env[name] ?? fallback);
-const DURATION_S = seconds('SEALMESH_BENCH_DURATION_S', 5);
-const WARMUP_S = seconds('SEALMESH_BENCH_WARMUP_S', 1);
-const ROUNDS = seconds('SEALMESH_BENCH_DATAPATH_ROUNDS', 3);
-const ROTATE_EVERY_S = seconds('SEALMESH_BENCH_ROTATE_S', 2);
-const RATES = (process.env.SEALMESH_BENCH_RATES ?? '1000,5000').split(',').map(Number);
+// wrk takes its duration in whole seconds, so every duration setting is a whole number.
+const DURATION_S = integerSetting('SEALMESH_BENCH_DURATION_S', 5);
+const WARMUP_S = integerSetting('SEALMESH_BENCH_WARMUP_S', 1, 0);
+const ROUNDS = integerSetting('SEALMESH_BENCH_DATAPATH_ROUNDS', 3);
+const ROTATE_EVERY_S = integerSetting('SEALMESH_BENCH_ROTATE_S', 2);
+const RATES = integerListSetting('SEALMESH_BENCH_RATES', [1000, 5000]);
 const LATENCY_CONNECTIONS = 16;
 const SATURATION_CONNECTIONS = 64;
 const BULK_CONNECTIONS = 8;
 const NEW_CONNECTION_CLIENTS = 16;
 /** Setups and scenarios to run, for profiling one of them; all when unset. */
-const SETUPS = process.env.SEALMESH_BENCH_SETUPS?.split(',');
-const SCENARIOS = process.env.SEALMESH_BENCH_SCENARIOS?.split(',');
-const wanted = (scenario: string): boolean => SCENARIOS === undefined || SCENARIOS.includes(scenario);
+const SETUP_NAMES = ['direct', 'sealmesh', 'haproxy', 'nginx'] as const;
+const SCENARIO_NAMES = ['latency', 'saturation', 'bulk', 'connections', 'rotation'] as const;
+const SETUPS = choiceListSetting('SEALMESH_BENCH_SETUPS', SETUP_NAMES);
+const SCENARIOS = choiceListSetting('SEALMESH_BENCH_SCENARIOS', SCENARIO_NAMES);
+const wanted = (scenario: (typeof SCENARIO_NAMES)[number]): boolean => SCENARIOS === undefined || SCENARIOS.includes(scenario);
 
-type SetupName = 'direct' | 'sealmesh' | 'haproxy' | 'nginx';
+type SetupName = (typeof SETUP_NAMES)[number];
 
 interface Target {
   name: SetupName;
@@ -41,12 +45,20 @@ interface WrkFigures {
   cpuMsPer1000: number;
 }
 
-interface RoundFigures {
+/** One setup's figures of one round. A scenario that SEALMESH_BENCH_SCENARIOS leaves out is absent. */
+export interface RoundFigures {
   latency: Record<string, LatencyFigures & { cpuMsPer1000: number; rssBytes: number[] }>;
-  saturation: WrkFigures;
-  bulk: WrkFigures;
-  newConnections: WrkFigures;
+  saturation?: WrkFigures;
+  bulk?: WrkFigures;
+  newConnections?: WrkFigures;
 }
+
+/** The wrk scenarios with the figure each reports per setup. */
+const WRK_SCENARIOS = [
+  { scenario: 'saturation', label: 'saturationRps', figure: (figures: WrkFigures) => figures.rps },
+  { scenario: 'bulk', label: 'bulkMiBPerSecond', figure: (figures: WrkFigures) => figures.mibPerSecond },
+  { scenario: 'newConnections', label: 'newConnectionsPerSecond', figure: (figures: WrkFigures) => figures.rps },
+] as const;
 
 /** Checks every external tool and returns their versions; a missing one stops the benchmark with the install line. */
 export function checkTools(): Record<string, string> {
@@ -56,7 +68,8 @@ export function checkTools(): Record<string, string> {
   }
   if (!existsSync(NGINX_STREAM_MODULE)) missing.add('libnginx-mod-stream');
   if (missing.size > 0) {
-    throw new Error(`the data-path benchmark needs Debian packages that are missing; install them with:\n  apt-get install -y ${[...missing].join(' ')}`);
+    const packages = [...missing].join(' ');
+    throw new SealmeshError('SEALMESH_ERR_BENCH_TOOL_MISSING', `the data-path benchmark needs Debian packages that are not installed (${packages}); install them with \`apt-get install -y ${packages}\``);
   }
   const firstLine = (command: string, args: string[]): string => {
     const result = spawnSync(command, args, { encoding: 'utf8' });
@@ -116,13 +129,12 @@ async function runLatency(target: Target, rate: number): Promise<LatencyFigures 
 }
 
 async function runRound(target: Target): Promise<RoundFigures> {
-  const latency: RoundFigures['latency'] = {};
-  const skipped: WrkFigures = { rps: NaN, mibPerSecond: NaN, errors: 0, cpuMsPer1000: NaN };
-  if (wanted('latency')) for (const rate of RATES) latency[String(rate)] = await runLatency(target, rate);
-  const saturation = wanted('saturation') ? runWrk(target, '/1k', SATURATION_CONNECTIONS) : skipped;
-  const bulk = wanted('bulk') ? runWrk(target, '/1m', BULK_CONNECTIONS) : skipped;
-  const newConnections = wanted('connections') ? runWrk(target, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']) : skipped;
-  return { latency, saturation, bulk, newConnections };
+  const figures: RoundFigures = { latency: {} };
+  if (wanted('latency')) for (const rate of RATES) figures.latency[String(rate)] = await runLatency(target, rate);
+  if (wanted('saturation')) figures.saturation = runWrk(target, '/1k', SATURATION_CONNECTIONS);
+  if (wanted('bulk')) figures.bulk = runWrk(target, '/1m', BULK_CONNECTIONS);
+  if (wanted('connections')) figures.newConnections = runWrk(target, '/1k', NEW_CONNECTION_CLIENTS, ['-H', 'Connection: close']);
+  return figures;
 }
 
 /** Scenario 5: fixed-rate load on sealmesh while both proxies renew their SVIDs in turn. */
@@ -216,8 +228,11 @@ export async function datapathBenchmark(): Promise<Record<string, unknown>> {
 
 const MIB = 1024 * 1024;
 
-/** Medians with spreads per setup, and per-round ratios to the direct setup and between proxies. */
-function summarize(
+/**
+ * Returns medians with spreads per setup, and per-round ratios to the direct setup and between
+ * proxies. A wrk scenario that did not run in every round of every setup is left out of the report.
+ */
+export function summarize(
   rounds: Record<string, RoundFigures[]>,
   idleRss: { total: Record<string, number[]>; anonymous: Record<string, number[]>; fileBacked: Record<string, number[]> },
   idleRssAfter: Record<string, number[]>,
@@ -251,20 +266,17 @@ function summarize(
     for (const peer of proxies.filter((name) => name !== 'sealmesh' && names.includes('sealmesh'))) ratios[`sealmesh/${peer}`] = paired('sealmesh', peer, (x, y) => pick(x) / pick(y));
     results[label] = { figures: perSetup(pick), ratios };
   };
-  throughput('saturationRps', (figures) => figures.saturation.rps);
-  throughput('bulkMiBPerSecond', (figures) => figures.bulk.mibPerSecond);
-  throughput('newConnectionsPerSecond', (figures) => figures.newConnections.rps);
-  const cpu = (pick: (figures: RoundFigures) => WrkFigures) => Object.fromEntries(proxies.map((name) => [name, spread((rounds[name] ?? []).map((figures) => pick(figures).cpuMsPer1000))]));
-  results.cpuMsPer1000Requests = {
-    saturation: cpu((figures) => figures.saturation),
-    bulk: cpu((figures) => figures.bulk),
-    newConnections: cpu((figures) => figures.newConnections),
-  };
-  results.wrkErrors = {
-    saturation: perSetup((figures) => figures.saturation.errors),
-    bulk: perSetup((figures) => figures.bulk.errors),
-    newConnections: perSetup((figures) => figures.newConnections.errors),
-  };
+  const measured = WRK_SCENARIOS.filter(({ scenario }) => names.length > 0 && names.every((name) => (rounds[name] ?? []).every((figures) => figures[scenario] !== undefined)));
+  const wrkFigures = (figures: RoundFigures, scenario: (typeof WRK_SCENARIOS)[number]['scenario']): WrkFigures => figures[scenario] as WrkFigures;
+  for (const { scenario, label, figure } of measured) throughput(label, (figures) => figure(wrkFigures(figures, scenario)));
+  const cpuMsPer1000Requests: Record<string, unknown> = {};
+  const wrkErrors: Record<string, unknown> = {};
+  for (const { scenario } of measured) {
+    cpuMsPer1000Requests[scenario] = Object.fromEntries(proxies.map((name) => [name, spread((rounds[name] ?? []).map((figures) => wrkFigures(figures, scenario).cpuMsPer1000))]));
+    wrkErrors[scenario] = perSetup((figures) => wrkFigures(figures, scenario).errors);
+  }
+  results.cpuMsPer1000Requests = cpuMsPer1000Requests;
+  results.wrkErrors = wrkErrors;
   const toMiB = (values: Record<string, number[]>) => Object.fromEntries(Object.entries(values).map(([name, list]) => [name, list.map((bytes) => Math.round((bytes / MIB) * 10) / 10)]));
   results.idleRssMiB = {
     afterStart: toMiB(idleRss.total),

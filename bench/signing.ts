@@ -8,7 +8,9 @@ import { CertificateAuthority, generateCsr, generateKeyPair, Pkcs11KeyCustody, p
 import { KeyFileSealProvider } from '../src/seal/index.ts';
 import { SealedStore, SqliteStore } from '../src/store/index.ts';
 import { TokenTlsKey } from '../src/proxy/token-key.ts';
-import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
+import { SealmeshError } from '../src/errors/index.ts';
+import { createSoftHsmToken, findSoftHsmModule, findSoftHsmUtil } from '../test/helpers/softhsm.ts';
+import { integerSetting } from './settings.ts';
 
 /**
  * The signing benchmark. It measures SVID issuance per second with the CA keys in process (sealed
@@ -19,10 +21,10 @@ import { createSoftHsmToken } from '../test/helpers/softhsm.ts';
  * round by round.
  */
 
-const ROUNDS = Number(process.env.SEALMESH_BENCH_ROUNDS ?? 5);
-const SVIDS = Number(process.env.SEALMESH_BENCH_SVIDS ?? 300);
-const SIGNATURES = Number(process.env.SEALMESH_BENCH_SIGNATURES ?? 1000);
-const HANDSHAKES = Number(process.env.SEALMESH_BENCH_HANDSHAKES ?? 300);
+const ROUNDS = integerSetting('SEALMESH_BENCH_ROUNDS', 5);
+const SVIDS = integerSetting('SEALMESH_BENCH_SVIDS', 300);
+const SIGNATURES = integerSetting('SEALMESH_BENCH_SIGNATURES', 1000);
+const HANDSHAKES = integerSetting('SEALMESH_BENCH_HANDSHAKES', 300);
 const TRUST_DOMAIN = 'bench.sealmesh';
 const ENTITLED = { trustDomain: TRUST_DOMAIN, namespace: 'default', service: 'bench' };
 
@@ -129,6 +131,13 @@ function median(values: number[]): number {
 
 function summary(values: number[]): { median: number; min: number; max: number; runs: number[] } {
   return { median: Math.round(median(values)), min: Math.round(Math.min(...values)), max: Math.round(Math.max(...values)), runs: values.map((value) => Math.round(value)) };
+}
+
+/** Checks that SoftHSM2 is installed, and otherwise stops the benchmark with the install line. */
+export function checkSoftHsm(): void {
+  if (findSoftHsmUtil() === undefined || findSoftHsmModule() === undefined) {
+    throw new SealmeshError('SEALMESH_ERR_BENCH_TOOL_MISSING', 'the signing benchmark needs SoftHSM2 (softhsm2-util on PATH and libsofthsm2.so), which is not installed; install it with `apt-get install -y softhsm2`');
+  }
 }
 
 /** Runs the signing benchmark and returns its JSON-ready report. */

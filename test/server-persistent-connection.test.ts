@@ -2,7 +2,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { execFile } from 'node:child_process';
 import { once } from 'node:events';
-import { connect as connectTcp, createServer as createTcpServer, type Socket } from 'node:net';
+import { connect as connectTcp, createServer as createTcpServer, type AddressInfo, type Socket } from 'node:net';
 import { writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import type { Readable } from 'node:stream';
@@ -258,4 +258,21 @@ describe('persistent control-plane connection', () => {
     const { services } = await client.get<{ services: unknown[] }>('/v1/catalog/services');
     assert.ok(Array.isArray(services));
   });
+});
+
+test('refused connect is not counted as opened', async () => {
+  // A port that was just free, so the connection attempt is refused before any TLS handshake.
+  const listener = createTcpServer().listen(0, '127.0.0.1');
+  await once(listener, 'listening');
+  const { port } = listener.address() as AddressInfo;
+  await new Promise((resolve) => listener.close(resolve));
+
+  const connection = new ControlConnection(`https://127.0.0.1:${port}`, () => createSecureContext(TLS_CLIENT_OPTIONS));
+  try {
+    await assert.rejects(connection.request('GET', '/v1/bundle', {}, undefined, 5_000), /ECONNREFUSED/);
+    await assert.rejects(connection.request('GET', '/v1/bundle', {}, undefined, 5_000), /ECONNREFUSED/);
+    assert.equal(connection.sessionsOpened, 0);
+  } finally {
+    connection.close();
+  }
 });

@@ -46,7 +46,10 @@ export class ControlConnection {
     this.#ping = ping;
   }
 
-  /** Number of HTTP/2 sessions, each with its own TLS handshake, opened so far. */
+  /**
+   * Number of HTTP/2 sessions opened so far, each with its own TLS handshake. An attempt that fails
+   * before the handshake completes, such as one refused while the server is down, is not counted.
+   */
   get sessionsOpened(): number {
     return this.#sessionsOpened;
   }
@@ -116,7 +119,9 @@ export class ControlConnection {
     const current = this.#session;
     if (current !== undefined && !current.closed && !current.destroyed) return current;
     const session = connect(this.url, { ...TLS_CLIENT_OPTIONS, secureContext: this.#secureContext() });
-    this.#sessionsOpened += 1;
+    session.once('connect', () => {
+      this.#sessionsOpened += 1;
+    });
     // A session without open streams must not keep the process running; a pending request keeps
     // it running with its own timer.
     session.unref();

@@ -137,6 +137,9 @@ export const ERROR_CODES = {
   SEALMESH_ERR_NFT_APPLY_FAILED: { status: 500, summary: 'nft rejected or failed to load the perimeter ruleset' },
   SEALMESH_ERR_NFT_LIST_FAILED: { status: 500, summary: 'nft failed to list the perimeter table' },
 
+  // Benchmarks (`npm run bench`).
+  SEALMESH_ERR_BENCH_TOOL_MISSING: { status: 500, summary: 'a program that a benchmark runs, such as wrk, HAProxy, nginx or SoftHSM2, is not installed' },
+
   // Attestation: SEV-SNP verifier.
   SEALMESH_ERR_SNP_REPORT_MALFORMED: { status: 400, summary: 'the SEV-SNP report is not valid base64, is not 0x4A0 bytes, or has a nonzero reserved field' },
   SEALMESH_ERR_SNP_REPORT_VERSION_UNSUPPORTED: { status: 400, summary: 'the SEV-SNP report version is not 2, 3, 4 or 5' },

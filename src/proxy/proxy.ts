@@ -35,7 +35,7 @@ export interface ControlPlaneStatus {
   url: string;
   /** True while the watch stream for catalog and intention updates is open. */
   watchConnected: boolean;
-  /** Connections (each with its own TLS handshake) opened to the control plane since start. */
+  /** Connections opened to the control plane since start, each with its own TLS handshake. Failed attempts are not counted. */
   connectionsOpened: number;
   /** When the proxy renews its SVID next, as an ISO 8601 time; null while no renewal is scheduled. */
   nextRenewalAt: string | null;
@@ -668,6 +668,8 @@ export class SidecarProxy {
         this.#renewalFailures += 1;
         const expiresInMs = (this.#svid?.notAfter.getTime() ?? 0) - Date.now();
         const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL';
+        // NOTE: once the SVID has expired, the server rejects every renewal made with it, so these
+        // retries cannot succeed and the proxy recovers only when restarted with a new join token.
         this.log.warn({ code, reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
         this.#scheduleRenewal(retryMs, Math.min(RENEW_RETRY_MAX_MS, retryMs * 2));
       });
