@@ -41,6 +41,7 @@ export const ERROR_CODES = {
   // Peer certificate checks (mTLS).
   SEALMESH_ERR_PEER_NO_CERTIFICATE: { status: 401, summary: 'the peer presented no client certificate' },
   SEALMESH_ERR_PEER_CERT_UNTRUSTED: { status: 401, summary: 'the peer certificate does not chain to the trust bundle' },
+  SEALMESH_ERR_SVID_EXPIRED: { status: 503, summary: "the proxy's SVID expired before a renewal succeeded; the proxy needs a restart with a new join token" },
   SEALMESH_ERR_PEER_CERT_EXPIRED: { status: 401, summary: 'the client certificate of the connection has expired since its handshake' },
   SEALMESH_ERR_PEER_SAN_INVALID: { status: 401, summary: 'the peer certificate does not carry exactly one SPIFFE ID' },
   SEALMESH_ERR_PEER_FOREIGN_TRUST_DOMAIN: { status: 401, summary: 'the peer SPIFFE ID is in another trust domain' },

@@ -88,6 +88,11 @@ export interface ProxyOptions {
   exposureCheckIntervalMs?: number;
   /** Requested SVID TTL in seconds; the server's default when absent. */
   svidTtlSeconds?: number;
+  /**
+   * Wall-clock time in milliseconds since the epoch, by which the proxy decides that its SVID has
+   * expired; `Date.now` when absent. Tests pass a clock that runs ahead.
+   */
+  now?: () => number;
   /** How long SIGTERM waits for established connections to finish. */
   drainSeconds?: number;
   /** Interval of the health check of the app. */
@@ -155,6 +160,8 @@ export class SidecarProxy {
   #healthEndpoint: HealthEndpoint | undefined;
   readonly #monitor: AppMonitor;
   #renewTimer: NodeJS.Timeout | undefined;
+  /** Fires at the current SVID's notAfter, unless a renewal has replaced it by then. */
+  #expiryTimer: NodeJS.Timeout | undefined;
   /** When the renewal timer fires next; undefined while none is scheduled. */
   #nextRenewalAt: Date | undefined;
   /** Renewal attempts that failed since the last one that succeeded. */
@@ -206,7 +213,8 @@ export class SidecarProxy {
 
   /**
    * Settles with the error that made the proxy stop serving for good: a verified manifest that
-   * requires production mode while the proxy runs in development mode. The caller should stop it.
+   * requires production mode while the proxy runs in development mode, or an SVID that expired
+   * before a renewal succeeded. The caller should stop it.
    */
   get halted(): Promise<SealmeshError> {
     return this.#halt.promise;
@@ -478,6 +486,7 @@ export class SidecarProxy {
     this.#monitor.stop();
     this.#watch?.stop();
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    clearTimeout(this.#expiryTimer);
     this.#nextRenewalAt = undefined;
     this.#inbound?.stopAccepting();
     this.#inbound?.destroyAll();
@@ -590,6 +599,7 @@ export class SidecarProxy {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
+    clearTimeout(this.#expiryTimer);
     this.#nextRenewalAt = undefined;
     this.#monitor.stop();
     this.#inbound?.stopAccepting();
@@ -639,6 +649,7 @@ export class SidecarProxy {
     this.metrics.svidExpirySeconds.set((contexts.notAfter.getTime() - Date.now()) / 1000);
     this.#renewalFailures = 0;
     this.#scheduleRenewal(renewalDelayMs(contexts));
+    this.#scheduleExpiry(contexts);
     if (this.#control === undefined) {
       // Sessions open with the context current at that time, which a trust bundle update replaces too.
       this.#control = new ControlConnection(this.options.serverUrl, () => (this.#svid ?? contexts).control);
@@ -657,6 +668,32 @@ export class SidecarProxy {
     return this.#client.with({ connection: this.#control, token: undefined });
   }
 
+  /**
+   * Stops the proxy for good when `contexts` is still its SVID at its notAfter. The server rejects a
+   * renewal made with an expired SVID and peers reject its handshakes, so retrying cannot help: the
+   * proxy needs a restart with a new join token.
+   */
+  #scheduleExpiry(contexts: SvidContexts): void {
+    clearTimeout(this.#expiryTimer);
+    const check = (): void => {
+      if (this.#svid !== contexts || this.#stopping) return;
+      const remainingMs = contexts.notAfter.getTime() - (this.options.now?.() ?? Date.now());
+      if (remainingMs > 0) {
+        // setTimeout fires at once for a delay beyond 2^31 - 1 ms, so a far notAfter is reached in steps.
+        this.#expiryTimer = setTimeout(check, Math.min(remainingMs, 2 ** 31 - 1));
+        this.#expiryTimer.unref();
+        return;
+      }
+      const error = new SealmeshError(
+        'SEALMESH_ERR_SVID_EXPIRED',
+        `the proxy's SVID (serial ${contexts.serial}) expired at ${contexts.notAfter.toISOString()} before a renewal succeeded, after ${this.#renewalFailures} failed renewals; ` +
+          `check that the control plane at ${this.options.serverUrl} is reachable, then restart the proxy with a new join token`,
+      );
+      this.#refuseToRun(error, 'proxy stops serving: its SVID expired before a renewal succeeded');
+    };
+    check();
+  }
+
   #scheduleRenewal(delayMs: number, retryMs = RENEW_RETRY_MIN_MS): void {
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
     this.#nextRenewalAt = undefined;
@@ -668,8 +705,6 @@ export class SidecarProxy {
         this.#renewalFailures += 1;
         const expiresInMs = (this.#svid?.notAfter.getTime() ?? 0) - Date.now();
         const code = isSealmeshError(error) ? error.code : 'SEALMESH_ERR_INTERNAL';
-        // NOTE: once the SVID has expired, the server rejects every renewal made with it, so these
-        // retries cannot succeed and the proxy recovers only when restarted with a new join token.
         this.log.warn({ code, reason: (error as Error).message, retryInMs: retryMs, expiresInMs }, 'SVID renewal failed; serving on the current SVID and retrying');
         this.#scheduleRenewal(retryMs, Math.min(RENEW_RETRY_MAX_MS, retryMs * 2));
       });
@@ -709,7 +744,7 @@ export class SidecarProxy {
       this.metrics.manifestVersion.set(enforced.version);
       const violation = requiredModeViolation(enforced.posture, this.options.runMode ?? 'development', 'this proxy');
       if (violation !== undefined) {
-        this.#refuseToRun(violation);
+        this.#refuseToRun(violation, 'proxy stops serving: the manifest requires production mode');
         return;
       }
       const mode = enforced.posture.perimeter.appBinding === 'strict' ? 'strict' : (this.options.perimeter ?? 'warn');
@@ -733,11 +768,11 @@ export class SidecarProxy {
     this.#trustUpdate = this.#trustUpdate.then(() => this.#applyTrustBundle(bundle));
   }
 
-  /** Stops inbound traffic for good, logs and counts `error`, and settles `halted` with it. */
-  #refuseToRun(error: SealmeshError): void {
+  /** Stops inbound traffic for good, logs `message` and counts `error`, and settles `halted` with it. */
+  #refuseToRun(error: SealmeshError, message: string): void {
     this.#refusal = error;
     this.metrics.rejections.inc({ code: error.code });
-    this.log.error({ code: error.code, reason: error.message }, 'proxy stops serving: the manifest requires production mode');
+    this.log.error({ code: error.code, reason: error.message }, message);
     this.#inbound?.suspend(error.code, error.message);
     this.#halt.resolve(error);
   }
