@@ -587,6 +587,7 @@ describe('inbound and upstream peer checks', () => {
       }
       assert.deepEqual(genuine.peers, ['web']);
       assert.equal(await counterValue(metrics.registry, 'sealmesh_proxy_upstream_connections_total', 'upstream="api",result="connected"'), 1);
+      assert.equal(await counterValue(metrics.registry, 'sealmesh_proxy_tls_handshakes_total', 'direction="outbound",resumed="false"'), 1);
       assert.equal(await counterValue(metrics.registry, rejectionsMetric, 'code="SEALMESH_ERR_PEER_IDENTITY_MISMATCH"'), 0);
     });
   });

@@ -70,6 +70,8 @@ export class OutboundListener {
   readonly #activeCount: Gauge.Internal<'direction'>;
   readonly #connectedCount: Counter.Internal;
   readonly #resumedCount: Counter.Internal;
+  readonly #fullHandshakeCount: Counter.Internal;
+  readonly #resumedHandshakeCount: Counter.Internal;
 
   constructor(options: OutboundOptions) {
     this.#options = options;
@@ -79,6 +81,8 @@ export class OutboundListener {
     this.#activeCount = options.metrics.activeConnections.labels('outbound');
     this.#connectedCount = options.metrics.outboundConnections.labels(options.upstream.service, 'connected');
     this.#resumedCount = options.metrics.resumedSessions.labels(options.upstream.service);
+    this.#fullHandshakeCount = options.metrics.http.handshakes.labels({ direction: 'outbound', resumed: 'false' });
+    this.#resumedHandshakeCount = options.metrics.http.handshakes.labels({ direction: 'outbound', resumed: 'true' });
     this.#rejections = new RejectionLog(options.log);
   }
 
@@ -256,6 +260,7 @@ export class OutboundListener {
       dial.admission.established();
       this.#connectedCount.inc();
       if (remote.isSessionReused()) this.#resumedCount.inc();
+      (remote.isSessionReused() ? this.#resumedHandshakeCount : this.#fullHandshakeCount).inc();
       remote.once('error', () => client.destroy());
       remote.once('close', () => closeAfterFlush(client));
       client.once('close', () => closeAfterFlush(remote));

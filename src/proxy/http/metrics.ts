@@ -47,7 +47,7 @@ export class HttpMetrics {
     });
     this.handshakes = new Counter({
       name: 'sealmesh_proxy_tls_handshakes_total',
-      help: 'TLS handshakes with peer proxies that passed the identity checks, by direction and whether a session was resumed: every inbound connection, and outbound connections of HTTP upstreams.',
+      help: 'TLS handshakes with peer proxies that passed the identity checks, by direction and whether a session was resumed.',
       labelNames: ['direction', 'resumed'] as const,
       registers,
     });
