@@ -6,6 +6,7 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import type { ApiClient } from '../src/client/index.ts';
 import { createLogger, type Logger } from '../src/log/index.ts';
 import { KeyFileSealProvider } from '../src/seal/index.ts';
@@ -326,6 +327,35 @@ describe('verify-data', () => {
     assert.equal(result.code, 1, describeCli(result));
     assert.equal(result.stdout, '');
     assert.equal(cliErrorCode(result.stderr), 'SEALMESH_ERR_INTEGRITY_RECORD_ALTERED', result.stderr);
+  });
+});
+
+describe('deleted meta record', () => {
+  const dir = sealTempDir();
+  const dataDir = dir.dataDir;
+  const dbFile = join(dataDir, STORE_FILE);
+
+  before(async () => {
+    await withServer(dataDir, async (server) => {
+      await bootstrap(server);
+    });
+    const db = new DatabaseSync(dbFile);
+    try {
+      db.prepare('DELETE FROM kv WHERE key = ?').run('m/meta');
+    } finally {
+      db.close();
+    }
+  });
+  after(() => dir.remove());
+
+  test('server start names the record', async () => {
+    const original = sha256File(dbFile);
+    await assertRejectsWith(startControlPlane(dataDir), 'SEALMESH_ERR_INTEGRITY_RECORD_MISSING', /m\/meta/);
+    assert.equal(sha256File(dbFile), original, 'the start changed the store file');
+  });
+
+  test('offline verify-data names the record', async () => {
+    await assertRejectsWith(verifyDataDirectory({ dataDir, seal: { provider: 'keyfile' } }), 'SEALMESH_ERR_INTEGRITY_RECORD_MISSING', /m\/meta/);
   });
 });
 

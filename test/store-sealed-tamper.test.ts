@@ -311,6 +311,12 @@ test('meta record edited', async (t) => {
   await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_RECORD_ALTERED');
 });
 
+test('deleted meta record', async (t) => {
+  const fixture = await createFixture(t);
+  withDb(fixture.path, (db) => db.prepare('DELETE FROM kv WHERE key = ?').run('m/meta'));
+  await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_RECORD_MISSING');
+});
+
 test('older head entry in place of the head', async (t) => {
   const fixture = await createFixture(t);
   const [previous, head] = rows(fixture.path, 'm/chain/').slice(-2);

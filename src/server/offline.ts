@@ -24,7 +24,7 @@ function openExisting(path: string): SqliteStore {
 }
 
 async function providerFor(backend: SqliteStore, options: OfflineOptions): Promise<{ provider: SealProvider; storeId: string }> {
-  const meta = await SealedStore.readMeta(backend);
+  const meta = await SealedStore.readMetaStrict(backend);
   if (meta === undefined) {
     throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', `${options.dataDir} contains no sealed store; check --data-dir`);
   }

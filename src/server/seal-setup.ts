@@ -91,7 +91,8 @@ export async function openDataDirectory(options: OpenOptions): Promise<OpenedSta
   let counter: MonotonicCounter | undefined;
   let provider: SealProvider | undefined;
   try {
-    const meta = await SealedStore.readMeta(backend);
+    // A store whose meta record was deleted must not pass for an empty one and be initialised anew.
+    const meta = await SealedStore.readMetaStrict(backend);
     counter = await openCounter(options.counter, meta === undefined);
     const storeOptions = {
       ...(counter !== undefined ? { counter } : {}),
