@@ -12,7 +12,7 @@ import { createLogger, type Logger } from '../src/log/index.ts';
 import { KeyFileSealProvider } from '../src/seal/index.ts';
 import type { ControlPlane } from '../src/server/index.ts';
 import { verifyDataDirectory } from '../src/server/offline.ts';
-import type { SealConfig } from '../src/server/seal-setup.ts';
+import { createRotatedProvider, type SealConfig } from '../src/server/seal-setup.ts';
 import type { VerifyReport } from '../src/store/index.ts';
 import { runCli, type CliProcess } from './helpers/cli.ts';
 import { eventually } from './helpers/mesh.ts';
@@ -484,6 +484,16 @@ describe('sealed snapshots', () => {
       );
     });
   });
+});
+
+test('rotate-kek names the missing CLI input', async () => {
+  const dir = sealTempDir();
+  try {
+    await assertRejectsWith(createRotatedProvider('keyfile', {}, { provider: 'keyfile' }, dir.dataDir), 'SEALMESH_ERR_BAD_REQUEST', /--key-file PATH/);
+    await assertRejectsWith(createRotatedProvider('passphrase', {}, { provider: 'passphrase', passphrase: () => Promise.resolve('unused passphrase') }, dir.dataDir), 'SEALMESH_ERR_BAD_REQUEST', /SEALMESH_NEW_SEAL_PASSPHRASE/);
+  } finally {
+    dir.remove();
+  }
 });
 
 describe('key rotation on a running server', () => {

@@ -219,18 +219,31 @@ export async function createRotatedProvider(
 ): Promise<{ provider: SealProvider; params: Record<string, unknown>; shares?: string[] }> {
   switch (kind) {
     case 'keyfile': {
-      if (request.keyFile === undefined) throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'rotating a key-file seal needs the path of the new key file (keyFile)');
+      if (request.keyFile === undefined) {
+        throw new SealmeshError(
+          'SEALMESH_ERR_BAD_REQUEST',
+          'rotating a key-file seal needs the path of the new key file: pass --key-file PATH to `sealmesh operator rotate-kek` (keyFile in the API request)',
+        );
+      }
       const provider = await KeyFileSealProvider.create(resolve(request.keyFile), { dataDir });
       return { provider, params: { keyFile: resolve(request.keyFile) } };
     }
     case 'passphrase': {
-      if (request.passphrase === undefined) throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'rotating a passphrase seal needs the new passphrase (passphrase)');
+      if (request.passphrase === undefined) {
+        throw new SealmeshError(
+          'SEALMESH_ERR_BAD_REQUEST',
+          'rotating a passphrase seal needs the new passphrase: set SEALMESH_NEW_SEAL_PASSPHRASE for `sealmesh operator rotate-kek` (passphrase in the API request)',
+        );
+      }
       const { provider, params } = await PassphraseSealProvider.create(request.passphrase);
       return { provider, params: params as unknown as Record<string, unknown> };
     }
     case 'pkcs11': {
       if (current.provider !== 'pkcs11' || request.keyLabel === undefined) {
-        throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'rotating a PKCS#11 seal needs the label of the new key (keyLabel)');
+        throw new SealmeshError(
+          'SEALMESH_ERR_BAD_REQUEST',
+          'rotating a PKCS#11 seal needs the label of the new key: pass --key-label LABEL to `sealmesh operator rotate-kek` (keyLabel in the API request)',
+        );
       }
       const provider = await Pkcs11SealProvider.create({ ...current, keyLabel: request.keyLabel });
       return { provider, params: { tokenLabel: current.tokenLabel, keyLabel: request.keyLabel } };
