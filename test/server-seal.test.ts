@@ -148,6 +148,7 @@ describe('key-file seal on the server', () => {
     assert.ok(created !== undefined, `no 'sealed store created' line in ${JSON.stringify(lines.map((line) => line.msg))}`);
     assert.equal(created.provider, 'keyfile');
     assert.equal(created.strength, firstStatus?.strength);
+    assert.equal(created.keyFile, keyFile);
     assert.equal(created.level, 30, 'logged at info level');
   });
 
