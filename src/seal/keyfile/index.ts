@@ -86,7 +86,7 @@ export class KeyFileSealProvider extends MemoryKekProvider {
       if (errorCode(error) === 'EEXIST') {
         throw new SealmeshError(
           'SEALMESH_ERR_CONFLICT',
-          `key-file seal: ${absolute} already exists; open it instead, or move it away to create a new key`,
+          `key-file seal: ${absolute} already exists, and an existing key file is never overwritten; pass a path that does not exist yet`,
           { cause: error },
         );
       }
