@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { SealmeshError } from '../errors/index.ts';
 import {
@@ -268,4 +268,17 @@ export function describeSeal(provider: SealProvider, counter: MonotonicCounter |
         ? 'off: no monotonic counter is configured, so a restore of an older copy of the whole data directory is not detected'
         : `on: counter ${counter.name}`,
   };
+}
+
+/** Creates the data directory with mode 0700, or throws SEALMESH_ERR_CONFIG_INVALID when a file is in the way. */
+export function createDataDirectory(dataDir: string): void {
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') {
+      throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--data-dir ${dataDir} is not a directory (${code}); pass a directory, or a path that does not exist yet`, { cause: error });
+    }
+    throw error;
+  }
 }
