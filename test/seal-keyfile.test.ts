@@ -61,7 +61,7 @@ describe('KeyFileSealProvider', () => {
     const provider = await KeyFileSealProvider.create(path);
     await provider.close();
     const before = readFileSync(path, 'utf8');
-    await rejectsWith(KeyFileSealProvider.create(path), 'SEALMESH_ERR_CONFLICT', /already exists/);
+    await rejectsWith(KeyFileSealProvider.create(path), 'SEALMESH_ERR_CONFLICT', /already exists, .*pass a path that does not exist yet$/);
     assert.equal(readFileSync(path, 'utf8'), before);
   });
 
@@ -73,7 +73,8 @@ describe('KeyFileSealProvider', () => {
     const first = await KeyFileSealProvider.create(nextPath());
     const second = await KeyFileSealProvider.create(nextPath());
     const wrapped = await first.wrap(DATA_KEY, AAD);
-    await rejectsWith(second.unwrap(wrapped, AAD), 'SEALMESH_ERR_SEAL_UNWRAP_FAILED');
+    const escaped = second.path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
+    await rejectsWith(second.unwrap(wrapped, AAD), 'SEALMESH_ERR_SEAL_UNWRAP_FAILED', new RegExp(`\\(key file ${escaped}\\)$`));
     await first.close();
     await second.close();
   });
@@ -172,7 +173,7 @@ describe('KeyFileSealProvider', () => {
   test('directory rejected as corrupt', async () => {
     const path = join(dir.path, 'a-directory');
     mkdirSync(path, { mode: 0o700 });
-    await rejectsWith(KeyFileSealProvider.open(path, { dataDir }), 'SEALMESH_ERR_SEAL_KEY_CORRUPT', /not a regular file/);
+    await rejectsWith(KeyFileSealProvider.open(path, { dataDir }), 'SEALMESH_ERR_SEAL_KEY_CORRUPT', /not a regular file; pass the key file with --seal-key-file/);
   });
 
   test('closed provider rejects wrap', async () => {

@@ -241,6 +241,14 @@ describe('Shamir seal through the CLI', () => {
     assert.equal(await tryConnect(port), 'ECONNREFUSED');
   });
 
+  test('unknown body field is rejected', async () => {
+    const result = await postUnseal(socket, shares[0] as string, { extra: 1 });
+    assert.equal(result.status, 400);
+    const { error } = result.body as { error: { code: string; message: string } };
+    assert.equal(error.code, 'SEALMESH_ERR_BAD_REQUEST');
+    assert.equal(error.message, 'request body is invalid: Unrecognized key: "extra"');
+  });
+
   test('shares on stdin unseal the server', async () => {
     const result = await runCliWithStdin(['operator', 'unseal', '--data-dir', dataDir, '--json'], `${shares[1]}\n${shares[2]}\n`);
     assert.equal(result.code, 0, describeCli(result));
@@ -274,9 +282,9 @@ describe('Shamir seal through the CLI', () => {
 });
 
 /** POSTs one key share to the sealed-state socket and returns the HTTP status and the parsed body. */
-function postUnseal(socketPath: string, share: string): Promise<{ status: number; body: unknown }> {
+function postUnseal(socketPath: string, share: string, extraFields: Record<string, unknown> = {}): Promise<{ status: number; body: unknown }> {
   return new Promise((resolve, reject) => {
-    const payload = JSON.stringify({ share });
+    const payload = JSON.stringify({ share, ...extraFields });
     const req = request(
       { socketPath, method: 'POST', path: '/v1/operator/unseal', headers: { 'content-type': 'application/json' }, timeout: CLI_TIMEOUT_MS },
       (response) => {

@@ -6,12 +6,14 @@ import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { chmodSync, existsSync, readdirSync, readFileSync, renameSync, rmSync, statSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
+import { DatabaseSync } from 'node:sqlite';
 import type { ApiClient } from '../src/client/index.ts';
+import { isSealmeshError } from '../src/errors/index.ts';
 import { createLogger, type Logger } from '../src/log/index.ts';
 import { KeyFileSealProvider } from '../src/seal/index.ts';
 import type { ControlPlane } from '../src/server/index.ts';
-import { verifyDataDirectory } from '../src/server/offline.ts';
-import type { SealConfig } from '../src/server/seal-setup.ts';
+import { restoreSnapshot, verifyDataDirectory } from '../src/server/offline.ts';
+import { createRotatedProvider, type SealConfig } from '../src/server/seal-setup.ts';
 import type { VerifyReport } from '../src/store/index.ts';
 import { runCli, type CliProcess } from './helpers/cli.ts';
 import { eventually } from './helpers/mesh.ts';
@@ -147,6 +149,7 @@ describe('key-file seal on the server', () => {
     assert.ok(created !== undefined, `no 'sealed store created' line in ${JSON.stringify(lines.map((line) => line.msg))}`);
     assert.equal(created.provider, 'keyfile');
     assert.equal(created.strength, firstStatus?.strength);
+    assert.equal(created.keyFile, keyFile);
     assert.equal(created.level, 30, 'logged at info level');
   });
 
@@ -329,6 +332,35 @@ describe('verify-data', () => {
   });
 });
 
+describe('deleted meta record', () => {
+  const dir = sealTempDir();
+  const dataDir = dir.dataDir;
+  const dbFile = join(dataDir, STORE_FILE);
+
+  before(async () => {
+    await withServer(dataDir, async (server) => {
+      await bootstrap(server);
+    });
+    const db = new DatabaseSync(dbFile);
+    try {
+      db.prepare('DELETE FROM kv WHERE key = ?').run('m/meta');
+    } finally {
+      db.close();
+    }
+  });
+  after(() => dir.remove());
+
+  test('server start names the record', async () => {
+    const original = sha256File(dbFile);
+    await assertRejectsWith(startControlPlane(dataDir), 'SEALMESH_ERR_INTEGRITY_RECORD_MISSING', /m\/meta/);
+    assert.equal(sha256File(dbFile), original, 'the start changed the store file');
+  });
+
+  test('offline verify-data names the record', async () => {
+    await assertRejectsWith(verifyDataDirectory({ dataDir, seal: { provider: 'keyfile' } }), 'SEALMESH_ERR_INTEGRITY_RECORD_MISSING', /m\/meta/);
+  });
+});
+
 describe('sealed snapshots', () => {
   const dir = sealTempDir();
   const dataDir = dir.dataDir;
@@ -416,6 +448,27 @@ describe('sealed snapshots', () => {
     }
   });
 
+  test('restore names a missing snapshot file', async () => {
+    const missing = join(dir.path, 'missing-snapshot.db');
+    await assertRejectsWith(restoreSnapshot({ file: missing, dataDir, seal: { provider: 'keyfile' } }), 'SEALMESH_ERR_CONFIG_INVALID', /snapshot file .*missing-snapshot\.db does not exist/);
+  });
+
+  test('restore of a damaged snapshot file', async () => {
+    const damaged = join(dir.path, 'damaged-snapshot.db');
+    writeFileSync(damaged, 'not a database, only text\n'.repeat(200));
+    const before = sha256File(dbFile);
+    const filesBefore = readdirSync(dataDir).sort();
+    await assert.rejects(restoreSnapshot({ file: damaged, dataDir, seal: { provider: 'keyfile' } }), (error: unknown) => {
+      assert.ok(isSealmeshError(error), String(error));
+      assert.equal(error.code, 'SEALMESH_ERR_INTEGRITY_FILE_CORRUPT', error.message);
+      assert.match(error.message, /^snapshot .*damaged-snapshot\.db failed verification, so nothing was restored: /);
+      assert.doesNotMatch(error.message, /The data directory was changed outside sealmesh/);
+      return true;
+    });
+    assert.equal(sha256File(dbFile), before, 'the rejected restore changed the database');
+    assert.deepEqual(readdirSync(dataDir).sort(), filesBefore, 'the rejected restore left files behind');
+  });
+
   test('snapshot of another cluster is rejected', async () => {
     const other = sealTempDir();
     try {
@@ -454,6 +507,26 @@ describe('sealed snapshots', () => {
       );
     });
   });
+});
+
+test('rotate-kek names the missing CLI input', async () => {
+  const dir = sealTempDir();
+  try {
+    await assertRejectsWith(createRotatedProvider('keyfile', {}, { provider: 'keyfile' }, dir.dataDir), 'SEALMESH_ERR_BAD_REQUEST', /--key-file PATH/);
+    await assertRejectsWith(createRotatedProvider('passphrase', {}, { provider: 'passphrase', passphrase: () => Promise.resolve('unused passphrase') }, dir.dataDir), 'SEALMESH_ERR_BAD_REQUEST', /SEALMESH_NEW_SEAL_PASSPHRASE/);
+  } finally {
+    dir.remove();
+  }
+});
+
+test('data directory that is a file', async () => {
+  const dir = sealTempDir();
+  try {
+    writeFileSync(join(dir.path, 'file'), 'x');
+    await assertRejectsWith(startControlPlane(join(dir.path, 'file')), 'SEALMESH_ERR_CONFIG_INVALID', /--data-dir .*file is not a directory/);
+  } finally {
+    dir.remove();
+  }
 });
 
 describe('key rotation on a running server', () => {

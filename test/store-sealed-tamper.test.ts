@@ -136,6 +136,23 @@ test('flipped key column byte', async (t) => {
   await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_RECORD_UNEXPECTED');
 });
 
+test('key byte flipped in kv row', async (t) => {
+  const fixture = await createFixture(t);
+  const [target] = rows(fixture.path, 'd/');
+  assert.ok(target);
+  const name = Buffer.from(target.key);
+  const valueStart = target.value.subarray(0, 16);
+  // The kv row stores the name followed by the value. Its copy in the primary key index and the
+  // chain entries stay intact, so lookups through the index still find the original name.
+  const changed = flipInFile(fixture.path, name, name.length - 1, (bytes, at) => {
+    const followedByValue = bytes.subarray(at + name.length, at + name.length + valueStart.length).equals(valueStart);
+    const inWatchLog = bytes.subarray(at - 3, at).toString('latin1') === 'put';
+    return followedByValue && !inWatchLog;
+  });
+  assert.equal(changed, 1);
+  await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_FILE_CORRUPT');
+});
+
 test('flipped revision column', async (t) => {
   const fixture = await createFixture(t);
   const [target] = rows(fixture.path, 'd/');
@@ -196,8 +213,8 @@ test('file truncated to half', async (t) => {
   const fixture = await createFixture(t);
   truncateSync(fixture.path, Math.floor(readFileSync(fixture.path).length / 2));
   await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_FILE_CORRUPT');
-  // Without the quick check, the failed reads of the open itself report the damage.
-  await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_FILE_CORRUPT', { quickCheck: false });
+  // Without the file check, the failed reads of the open itself report the damage.
+  await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_FILE_CORRUPT', { fileCheck: false });
 });
 
 test('file truncated off a page boundary', async (t) => {
@@ -292,6 +309,12 @@ test('meta record edited', async (t) => {
   const edited = { ...JSON.parse(meta.value.toString('utf8')), providerParams: { salt: 'attacker-chosen' } };
   writeRow(fixture.path, { ...meta, value: Buffer.from(JSON.stringify(edited)) });
   await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_RECORD_ALTERED');
+});
+
+test('deleted meta record', async (t) => {
+  const fixture = await createFixture(t);
+  withDb(fixture.path, (db) => db.prepare('DELETE FROM kv WHERE key = ?').run('m/meta'));
+  await assertRejected(fixture, 'SEALMESH_ERR_INTEGRITY_RECORD_MISSING');
 });
 
 test('older head entry in place of the head', async (t) => {

@@ -1,8 +1,8 @@
-import { existsSync, mkdirSync } from 'node:fs';
+import { existsSync } from 'node:fs';
 import { dirname, resolve } from 'node:path';
 import type { SandboxGrant } from '../hardening/index.ts';
 import { defaultKeyFilePath } from '../seal/index.ts';
-import { defaultUnsealSocketPath } from '../server/seal-setup.ts';
+import { createDataDirectory as createServerDataDirectory, defaultUnsealSocketPath } from '../server/seal-setup.ts';
 import type { HardeningFlags } from './hardening-options.ts';
 import type { SealFlags } from './seal-flags.ts';
 
@@ -32,5 +32,5 @@ export function serverGrant(flags: HardeningFlags & SealFlags & { config?: strin
  * create them on a first start.
  */
 export function createDataDirectory(dataDir: string): void {
-  mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  createServerDataDirectory(dataDir);
 }

@@ -1,9 +1,9 @@
-import { copyFileSync, existsSync, renameSync, rmSync, chmodSync } from 'node:fs';
+import { copyFileSync, existsSync, renameSync, rmSync, chmodSync, statSync } from 'node:fs';
 import { basename, join } from 'node:path';
 import { AuditLog } from '../audit/index.ts';
 import { SealmeshError } from '../errors/index.ts';
 import { ShamirSealProvider, type MonotonicCounter, type SealProvider } from '../seal/index.ts';
-import { openSqliteBackend, SealedStore, verifySealedStore, type SqliteStore, type VerifyReport } from '../store/index.ts';
+import { isIntegrityError, openSqliteBackend, SealedStore, snapshotIntegrityError, verifySealedStore, type SqliteStore, type VerifyReport } from '../store/index.ts';
 import { assertServerStopped } from './seal-lifecycle.ts';
 import { openCounter, openProvider, STORE_FILE, type CounterConfig, type SealConfig } from './seal-setup.ts';
 
@@ -24,7 +24,7 @@ function openExisting(path: string): SqliteStore {
 }
 
 async function providerFor(backend: SqliteStore, options: OfflineOptions): Promise<{ provider: SealProvider; storeId: string }> {
-  const meta = await SealedStore.readMeta(backend);
+  const meta = await SealedStore.readMetaStrict(backend);
   if (meta === undefined) {
     throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', `${options.dataDir} contains no sealed store; check --data-dir`);
   }
@@ -71,6 +71,9 @@ export async function restoreSnapshot(options: OfflineOptions & { file: string }
   const removeStaging = (): void => {
     for (const path of [staging, `${staging}-wal`, `${staging}-shm`]) rmSync(path, { force: true });
   };
+  if (!existsSync(options.file) || !statSync(options.file).isFile()) {
+    throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `snapshot file ${options.file} does not exist or is not a regular file; check the path`);
+  }
   removeStaging();
   copyFileSync(options.file, staging);
   chmodSync(staging, 0o600);
@@ -83,7 +86,13 @@ export async function restoreSnapshot(options: OfflineOptions & { file: string }
       await current.close();
     }
   }
-  const backend = openSqliteBackend(staging);
+  let backend: SqliteStore;
+  try {
+    backend = openSqliteBackend(staging);
+  } catch (error) {
+    removeStaging();
+    throw isIntegrityError(error) ? snapshotIntegrityError(error, options.file) : error;
+  }
   let provider: SealProvider | undefined;
   let counter: MonotonicCounter | undefined;
   let store: SealedStore | undefined;
@@ -121,7 +130,7 @@ export async function restoreSnapshot(options: OfflineOptions & { file: string }
     if (store !== undefined) await store.close();
     else await backend.close();
     removeStaging();
-    throw error;
+    throw isIntegrityError(error) ? snapshotIntegrityError(error, options.file) : error;
   } finally {
     if (store !== undefined) await store.close();
     else await backend.close();

@@ -2,7 +2,7 @@ import { existsSync, readFileSync, rmSync, writeFileSync } from 'node:fs';
 import { join } from 'node:path';
 import { SealmeshError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
-import { ShamirUnsealer, type MonotonicCounter, type SealProvider } from '../seal/index.ts';
+import { KeyFileSealProvider, ShamirUnsealer, type MonotonicCounter, type SealProvider } from '../seal/index.ts';
 import type { SealedStore, SqliteStore, VerifyReport } from '../store/index.ts';
 import type { ControlPlane } from './server.ts';
 import {
@@ -213,7 +213,9 @@ export class SealLifecycle {
     this.#backend = backend;
     this.#provider = provider;
     this.#counter = counter;
-    this.#log.info({ ...describeSeal(provider, counter), created }, created ? 'sealed store created' : 'sealed store opened and verified');
+    // The key file can come from four places (see openProvider), so the log names the one opened.
+    const keyFile = provider instanceof KeyFileSealProvider ? { keyFile: provider.path } : {};
+    this.#log.info({ ...describeSeal(provider, counter), ...keyFile, created }, created ? 'sealed store created' : 'sealed store opened and verified');
     this.#recordsUnderOldKeys = store.openReport?.recordsUnderOldKeys ?? 0;
     if (this.#recordsUnderOldKeys > 0) {
       this.#log.info({ recordsUnderOldKeys: this.#recordsUnderOldKeys }, 'resuming re-encryption under the current data key');

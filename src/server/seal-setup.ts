@@ -1,4 +1,4 @@
-import { existsSync } from 'node:fs';
+import { existsSync, mkdirSync } from 'node:fs';
 import { basename, dirname, join, resolve } from 'node:path';
 import { SealmeshError } from '../errors/index.ts';
 import {
@@ -91,7 +91,8 @@ export async function openDataDirectory(options: OpenOptions): Promise<OpenedSta
   let counter: MonotonicCounter | undefined;
   let provider: SealProvider | undefined;
   try {
-    const meta = await SealedStore.readMeta(backend);
+    // A store whose meta record was deleted must not pass for an empty one and be initialised anew.
+    const meta = await SealedStore.readMetaStrict(backend);
     counter = await openCounter(options.counter, meta === undefined);
     const storeOptions = {
       ...(counter !== undefined ? { counter } : {}),
@@ -218,18 +219,31 @@ export async function createRotatedProvider(
 ): Promise<{ provider: SealProvider; params: Record<string, unknown>; shares?: string[] }> {
   switch (kind) {
     case 'keyfile': {
-      if (request.keyFile === undefined) throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'rotating a key-file seal needs the path of the new key file (keyFile)');
+      if (request.keyFile === undefined) {
+        throw new SealmeshError(
+          'SEALMESH_ERR_BAD_REQUEST',
+          'rotating a key-file seal needs the path of the new key file: pass --key-file PATH to `sealmesh operator rotate-kek` (keyFile in the API request)',
+        );
+      }
       const provider = await KeyFileSealProvider.create(resolve(request.keyFile), { dataDir });
       return { provider, params: { keyFile: resolve(request.keyFile) } };
     }
     case 'passphrase': {
-      if (request.passphrase === undefined) throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'rotating a passphrase seal needs the new passphrase (passphrase)');
+      if (request.passphrase === undefined) {
+        throw new SealmeshError(
+          'SEALMESH_ERR_BAD_REQUEST',
+          'rotating a passphrase seal needs the new passphrase: set SEALMESH_NEW_SEAL_PASSPHRASE for `sealmesh operator rotate-kek` (passphrase in the API request)',
+        );
+      }
       const { provider, params } = await PassphraseSealProvider.create(request.passphrase);
       return { provider, params: params as unknown as Record<string, unknown> };
     }
     case 'pkcs11': {
       if (current.provider !== 'pkcs11' || request.keyLabel === undefined) {
-        throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', 'rotating a PKCS#11 seal needs the label of the new key (keyLabel)');
+        throw new SealmeshError(
+          'SEALMESH_ERR_BAD_REQUEST',
+          'rotating a PKCS#11 seal needs the label of the new key: pass --key-label LABEL to `sealmesh operator rotate-kek` (keyLabel in the API request)',
+        );
       }
       const provider = await Pkcs11SealProvider.create({ ...current, keyLabel: request.keyLabel });
       return { provider, params: { tokenLabel: current.tokenLabel, keyLabel: request.keyLabel } };
@@ -254,4 +268,17 @@ export function describeSeal(provider: SealProvider, counter: MonotonicCounter |
         ? 'off: no monotonic counter is configured, so a restore of an older copy of the whole data directory is not detected'
         : `on: counter ${counter.name}`,
   };
+}
+
+/** Creates the data directory with mode 0700, or throws SEALMESH_ERR_CONFIG_INVALID when a file is in the way. */
+export function createDataDirectory(dataDir: string): void {
+  try {
+    mkdirSync(dataDir, { recursive: true, mode: 0o700 });
+  } catch (error) {
+    const code = (error as NodeJS.ErrnoException).code;
+    if (code === 'EEXIST' || code === 'ENOTDIR') {
+      throw new SealmeshError('SEALMESH_ERR_CONFIG_INVALID', `--data-dir ${dataDir} is not a directory (${code}); pass a directory, or a path that does not exist yet`, { cause: error });
+    }
+    throw error;
+  }
 }

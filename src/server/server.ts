@@ -1,4 +1,4 @@
-import { mkdirSync, writeFileSync, chmodSync } from 'node:fs';
+import { writeFileSync, chmodSync } from 'node:fs';
 import { hostname } from 'node:os';
 import { createServer as createNetServer, isIP } from 'node:net';
 import { join } from 'node:path';
@@ -27,7 +27,7 @@ import { registerRoutes } from './routes.ts';
 import { WatchHub } from './watch.ts';
 import { CA_PRUNE_INTERVAL_MS, CaRotation } from './ca-rotation.ts';
 import { SealLifecycle } from './seal-lifecycle.ts';
-import type { CounterConfig, SealConfig } from './seal-setup.ts';
+import { createDataDirectory, type CounterConfig, type SealConfig } from './seal-setup.ts';
 
 export const DEFAULT_SERVER_HOST = '127.0.0.1';
 export const DEFAULT_SERVER_PORT = 8501;
@@ -181,7 +181,7 @@ export class ControlPlane {
    * `whenOpen` resolves after enough key shares arrive.
    */
   async start(): Promise<void> {
-    mkdirSync(this.options.dataDir, { recursive: true, mode: 0o700 });
+    createDataDirectory(this.options.dataDir);
     // A taken address fails here, before a new cluster is created in an empty data directory.
     await probeListen(this.options.host ?? DEFAULT_SERVER_HOST, this.options.port ?? DEFAULT_SERVER_PORT);
     if (this.options.store !== undefined) {

@@ -3,6 +3,7 @@ import { chmodSync, lstatSync, unlinkSync } from 'node:fs';
 import { z } from 'zod';
 import { isSealmeshError, SealmeshError } from '../errors/index.ts';
 import type { Logger } from '../log/index.ts';
+import { parseBody } from './request.ts';
 
 /** State reported by the sealed-state control socket. */
 export interface SealStatus {
@@ -85,7 +86,7 @@ export class UnsealSocket {
       const path = (request.url ?? '/').split('?')[0];
       if (request.method === 'GET' && path === '/v1/status') return send(200, this.#handlers.status());
       if (request.method === 'POST' && path === '/v1/operator/init') {
-        const body = parseBody(initBody, await readJson(request));
+        const body = parseBody(initBody, await readJson(request), 'request body');
         if (body.keyThreshold > body.keyShares) {
           throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `key threshold ${body.keyThreshold} exceeds the number of key shares ${body.keyShares}`);
         }
@@ -94,7 +95,7 @@ export class UnsealSocket {
         return send(200, result);
       }
       if (request.method === 'POST' && path === '/v1/operator/unseal') {
-        const body = parseBody(unsealBody, await readJson(request));
+        const body = parseBody(unsealBody, await readJson(request), 'request body');
         return send(200, await this.#handlers.unseal(body.share));
       }
       throw new SealmeshError('SEALMESH_ERR_NOT_FOUND', `no route ${request.method} ${path} on the sealed-state socket`);
@@ -107,14 +108,6 @@ export class UnsealSocket {
   }
 }
 
-function parseBody<T extends z.ZodType>(schema: T, value: unknown): z.infer<T> {
-  const result = schema.safeParse(value);
-  if (!result.success) {
-    const issue = result.error.issues[0];
-    throw new SealmeshError('SEALMESH_ERR_BAD_REQUEST', `request body field ${issue?.path.join('.') ?? ''} is invalid: ${issue?.message ?? 'does not match the schema'}`);
-  }
-  return result.data;
-}
 
 async function readJson(request: IncomingMessage): Promise<unknown> {
   const chunks: Buffer[] = [];

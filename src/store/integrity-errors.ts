@@ -68,3 +68,12 @@ export async function callBackend<T>(action: string, call: () => Promise<T>): Pr
 export function isIntegrityError(error: unknown): error is SealmeshError {
   return isSealmeshError(error) && error.code.startsWith('SEALMESH_ERR_INTEGRITY_');
 }
+
+/**
+ * Returns `error` reworded for a sealed snapshot file that failed its checks before a restore: the
+ * advice to restore the data directory does not apply, because the directory was left unchanged.
+ */
+export function snapshotIntegrityError(error: SealmeshError, file: string): SealmeshError {
+  const reason = error.message.replace(` ${RESTORE_ADVICE}`, '').replace(RESTORE_ADVICE, '').replace(/[.\s]+$/, '');
+  return new SealmeshError(error.code, `snapshot ${file} failed verification, so nothing was restored: ${reason}. Choose another snapshot`, { cause: error });
+}

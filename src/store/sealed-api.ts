@@ -10,3 +10,4 @@ export {
   type SealedFileOptions,
 } from './sealed-file.ts';
 export { verifySealedStore, type VerifyOptions, type VerifyReport } from './integrity-verify.ts';
+export { isIntegrityError, snapshotIntegrityError } from './integrity-errors.ts';

@@ -17,21 +17,22 @@ export interface SealedFileOptions {
   /** Settings of the SQLite backend. */
   sqlite?: SqliteStoreOptions;
   /**
-   * Runs SQLite's `PRAGMA quick_check` over the whole file before opening it, so damage in pages
-   * that no record read touches is found too. Its time grows with the file size. Default true.
+   * Runs SQLite's `PRAGMA integrity_check` over the whole file before opening it, so damage in
+   * pages that no record read touches is found too, and so is an index entry that no longer
+   * matches its table row. Its time grows with the file size. Default true.
    */
-  quickCheck?: boolean;
+  fileCheck?: boolean;
 }
 
 const MAX_REPORTED_PROBLEMS = 3;
 
 /**
- * Opens the SQLite backend at `path`, after a quick check of an existing file. Throws
+ * Opens the SQLite backend at `path`, after an integrity check of an existing file. Throws
  * SEALMESH_ERR_INTEGRITY_FILE_CORRUPT when SQLite finds the file truncated or corrupted, and
  * SEALMESH_ERR_STORE_OPEN_FAILED for other open failures.
  */
 export function openSqliteBackend(path: string, options: SealedFileOptions = {}): SqliteStore {
-  if (options.quickCheck !== false && existsSync(path)) quickCheck(path);
+  if (options.fileCheck !== false && existsSync(path)) checkFile(path);
   try {
     // Watchers of a sealed store follow `d/` records only; the chain entries and other `m/`
     // records need no watch history.
@@ -101,18 +102,20 @@ function requireFile(path: string): string {
 }
 
 /**
- * Runs `PRAGMA quick_check` on a separate connection. Throws SEALMESH_ERR_INTEGRITY_FILE_CORRUPT
- * when SQLite reports a problem or fails with a corruption error. Other failures are left to
- * `SqliteStore.open`, which reports them with its own code.
+ * Runs `PRAGMA integrity_check` on a separate connection. Throws
+ * SEALMESH_ERR_INTEGRITY_FILE_CORRUPT when SQLite reports a problem or fails with a corruption
+ * error. Other failures are left to `SqliteStore.open`, which reports them with its own code.
+ * `quick_check` is not enough: it skips the comparison of index entries with table rows, so a name
+ * changed in the kv row alone would pass it while lookups through the index still see the old name.
  */
-function quickCheck(path: string): void {
+function checkFile(path: string): void {
   let db: DatabaseSync | undefined;
   let problems: string[] = [];
   try {
     db = new DatabaseSync(path);
-    problems = db.prepare('PRAGMA quick_check').all().map((row) => String(row.quick_check)).filter((text) => text !== 'ok');
+    problems = db.prepare('PRAGMA integrity_check').all().map((row) => String(row.integrity_check)).filter((text) => text !== 'ok');
   } catch (error) {
-    if (isCorruptionError(error)) throw mapBackendError(error, `quick check of ${path}`);
+    if (isCorruptionError(error)) throw mapBackendError(error, `integrity check of ${path}`);
   } finally {
     if (db?.isOpen) db.close();
   }
@@ -120,7 +123,7 @@ function quickCheck(path: string): void {
   const firstProblems = problems.slice(0, MAX_REPORTED_PROBLEMS).join('; ');
   throw new SealmeshError(
     'SEALMESH_ERR_INTEGRITY_FILE_CORRUPT',
-    `sealed store file ${path} failed the SQLite quick check with ${problems.length} problems (${firstProblems}). ` +
+    `sealed store file ${path} failed the SQLite integrity check with ${problems.length} ${problems.length === 1 ? 'problem' : 'problems'} (${firstProblems}). ` +
       'The data directory was changed outside sealmesh: stop the server and restore it from a trusted backup',
   );
 }

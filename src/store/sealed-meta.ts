@@ -4,7 +4,7 @@
 import { SealmeshError } from '../errors/index.ts';
 import type { SealProvider } from '../seal/types.ts';
 import { callBackend, recordError, storeError } from './integrity-errors.ts';
-import { FORMAT_VERSION, KEYRING_KEY, type Keyring, META_KEY, STORE_ID_BYTES, decodeKeyring, encodeKeyring } from './sealed-format.ts';
+import { FORMAT_VERSION, INTERNAL_PREFIX, KEYRING_KEY, type Keyring, META_KEY, STORE_ID_BYTES, decodeKeyring, encodeKeyring } from './sealed-format.ts';
 import type { Store } from './types.ts';
 
 /** The meta record, readable without the KEK. */
@@ -72,6 +72,23 @@ export async function readMeta(backend: Store): Promise<SealedMeta | undefined> 
   return record === undefined ? undefined : parseMeta(record.value, record.modRevision);
 }
 
+/**
+ * Reads the meta record without any key, or returns undefined for an empty backend. Throws
+ * SEALMESH_ERR_INTEGRITY_RECORD_MISSING when the meta record is missing but other internal records
+ * of a sealed store remain, because only an edit outside the sealed store removes it, and
+ * SEALMESH_ERR_INTEGRITY_STORE_MISMATCH when the backend contains records of no sealed store.
+ */
+export async function readMetaStrict(backend: Store): Promise<SealedMeta | undefined> {
+  const meta = await readMeta(backend);
+  if (meta !== undefined) return meta;
+  const records = await callBackend('record list', () => backend.list(''));
+  if (records.length === 0) return undefined;
+  if (records.some((record) => record.key.startsWith(INTERNAL_PREFIX))) {
+    throw recordError('SEALMESH_ERR_INTEGRITY_RECORD_MISSING', META_KEY, undefined, `the meta record is missing, but the backend contains ${records.length} other records of a sealed store`);
+  }
+  throw storeError('SEALMESH_ERR_INTEGRITY_STORE_MISMATCH', `the meta record ${META_KEY} is missing and the backend contains ${records.length} records of no sealed store`);
+}
+
 /** Wraps `keyring` under the provider's KEK, binding `storeId`, and returns the value of `m/keyring`. */
 export async function wrapKeyring(provider: SealProvider, storeId: Buffer, keyring: Keyring): Promise<Uint8Array> {
   const plaintext = encodeKeyring(keyring);
@@ -92,21 +109,18 @@ export interface LoadedKeys {
 
 /**
  * Reads the meta record and unwraps the keyring, reading no user record. Throws
- * SEALMESH_ERR_NOT_INITIALIZED for an empty backend, SEALMESH_ERR_INTEGRITY_STORE_MISMATCH when
- * the meta record is missing from a non-empty backend or names another store than the keyring, and
- * the provider's error (SEALMESH_ERR_SEAL_UNWRAP_FAILED for a wrong KEK) when unwrapping fails.
+ * SEALMESH_ERR_NOT_INITIALIZED for an empty backend, the errors of `readMetaStrict` for a missing
+ * meta record, SEALMESH_ERR_INTEGRITY_STORE_MISMATCH when the meta record names another store than
+ * the keyring, and the provider's error (SEALMESH_ERR_SEAL_UNWRAP_FAILED for a wrong KEK) when
+ * unwrapping fails.
  */
 export async function loadKeys(backend: Store, provider: SealProvider): Promise<LoadedKeys> {
-  const meta = await readMeta(backend);
+  const meta = await readMetaStrict(backend);
   if (meta === undefined) {
-    const records = await callBackend('record list', () => backend.list(''));
-    if (records.length === 0) {
-      throw new SealmeshError(
-        'SEALMESH_ERR_NOT_INITIALIZED',
-        'the backend holds no sealed store: initialise one with SealedStore.initialize',
-      );
-    }
-    throw storeError('SEALMESH_ERR_INTEGRITY_STORE_MISMATCH', `the meta record ${META_KEY} is missing but the backend contains ${records.length} records`);
+    throw new SealmeshError(
+      'SEALMESH_ERR_NOT_INITIALIZED',
+      'the backend holds no sealed store: initialise one with SealedStore.initialize',
+    );
   }
 
   const record = await callBackend('keyring read', () => backend.get(KEYRING_KEY));

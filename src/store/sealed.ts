@@ -21,7 +21,7 @@ import {
   zeroKeyring,
 } from './sealed-format.ts';
 import { reencryptRecords, retireDataKeys, rewrapKeys, rotateDataKey } from './sealed-keys.ts';
-import { type SealedMeta, encodeMeta, isJsonObject, loadKeys, readMeta, wrapKeyring } from './sealed-meta.ts';
+import { type SealedMeta, encodeMeta, isJsonObject, loadKeys, readMeta, readMetaStrict, wrapKeyring } from './sealed-meta.ts';
 import { EntryCache, OpenedRecordCache, type SealedState, missingRecord, openLiveRecord } from './sealed-state.ts';
 import {
   DEFAULT_EPOCH_MS,
@@ -149,6 +149,15 @@ export class SealedStore implements Store {
   /** Reads the clear meta record, or returns undefined when the backend contains no sealed store. Needs no KEK. */
   static async readMeta(backend: Store): Promise<SealedStoreMeta | undefined> {
     const meta = await readMeta(backend);
+    return meta === undefined ? undefined : { storeId: meta.storeId, providerName: meta.providerName, providerParams: meta.providerParams };
+  }
+
+  /**
+   * Reads the clear meta record like `readMeta`, but returns undefined only for an empty backend and
+   * throws SEALMESH_ERR_INTEGRITY_RECORD_MISSING when other records remain without it. Needs no KEK.
+   */
+  static async readMetaStrict(backend: Store): Promise<SealedStoreMeta | undefined> {
+    const meta = await readMetaStrict(backend);
     return meta === undefined ? undefined : { storeId: meta.storeId, providerName: meta.providerName, providerParams: meta.providerParams };
   }
 

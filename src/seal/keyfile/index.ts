@@ -54,6 +54,18 @@ export class KeyFileSealProvider extends MemoryKekProvider {
     this.path = path;
   }
 
+  /** Unwraps like every in-memory KEK, but names the key file when authentication fails. */
+  override async unwrap(wrapped: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
+    try {
+      return await super.unwrap(wrapped, aad);
+    } catch (error) {
+      if (error instanceof SealmeshError && error.code === 'SEALMESH_ERR_SEAL_UNWRAP_FAILED') {
+        throw new SealmeshError(error.code, `${error.message} (key file ${this.path})`, { cause: error });
+      }
+      throw error;
+    }
+  }
+
   /**
    * Writes a new random key to `path` with mode 0600, creating missing parent directories with
    * mode 0700. Throws SEALMESH_ERR_CONFLICT when the file exists, because overwriting it would
@@ -74,7 +86,7 @@ export class KeyFileSealProvider extends MemoryKekProvider {
       if (errorCode(error) === 'EEXIST') {
         throw new SealmeshError(
           'SEALMESH_ERR_CONFLICT',
-          `key-file seal: ${absolute} already exists; open it instead, or move it away to create a new key`,
+          `key-file seal: ${absolute} already exists, and an existing key file is never overwritten; pass a path that does not exist yet`,
           { cause: error },
         );
       }
@@ -131,7 +143,7 @@ export class KeyFileSealProvider extends MemoryKekProvider {
     try {
       const stats = await handle.stat();
       if (!stats.isFile() || stats.ino !== linkStats.ino || stats.dev !== linkStats.dev) {
-        throw new SealmeshError('SEALMESH_ERR_SEAL_KEY_CORRUPT', `key-file seal: ${absolute} is not a regular file; create it with the init command`);
+        throw new SealmeshError('SEALMESH_ERR_SEAL_KEY_CORRUPT', `key-file seal: ${absolute} is not a regular file; pass the key file with --seal-key-file, or restore it from a backup`);
       }
       assertOwnerOnly(absolute, stats);
       if (stats.size > MAX_KEY_FILE_BYTES) {
