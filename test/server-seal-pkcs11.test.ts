@@ -4,7 +4,7 @@
  */
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
-import { cpSync, rmSync } from 'node:fs';
+import { cpSync, readFileSync, rmSync } from 'node:fs';
 import { join } from 'node:path';
 import type { ApiClient } from '../src/client/index.ts';
 import { TokenSession } from '../src/seal/pkcs11/session.ts';
@@ -253,6 +253,25 @@ describe('PKCS#11 seal and counter on the server', { skip: skip ?? false }, () =
       } finally {
         rmSync(dataDir, { recursive: true });
         cpSync(restoredDir, dataDir, { recursive: true });
+      }
+    });
+
+    test('deleted store is a rollback', async () => {
+      const savedDir = join(dir.path, 'data-saved');
+      cpSync(dataDir, savedDir, { recursive: true });
+      const bundle = readFileSync(join(dataDir, 'trust-bundle.pem'), 'utf8');
+      for (const suffix of ['', '-wal', '-shm']) rmSync(join(dataDir, `sealmesh.db${suffix}`), { force: true });
+      try {
+        const result = await failedStart(dataDir, args());
+        assert.equal(cliErrorCode(result.stderr), 'SEALMESH_ERR_INTEGRITY_ROLLBACK', result.stderr);
+        assert.match(result.stderr, /contains no store, but the rollback counter .*rollback-counter is at \d+/);
+        assert.equal(readFileSync(join(dataDir, 'trust-bundle.pem'), 'utf8'), bundle, 'no new cluster replaced the trust bundle');
+        // Nothing was initialised by the refused start, so the next start is refused the same way.
+        const again = await failedStart(dataDir, args());
+        assert.equal(cliErrorCode(again.stderr), 'SEALMESH_ERR_INTEGRITY_ROLLBACK', again.stderr);
+      } finally {
+        rmSync(dataDir, { recursive: true });
+        cpSync(savedDir, dataDir, { recursive: true });
       }
     });
 

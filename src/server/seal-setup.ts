@@ -80,6 +80,21 @@ export async function openCounter(config: CounterConfig | undefined, createIfMis
 }
 
 /**
+ * Throws SEALMESH_ERR_INTEGRITY_ROLLBACK when `counter` has advanced although the data directory
+ * contains no store. The counter advances only once a store has written, so a store existed there
+ * and was deleted. Starting a new cluster would roll the directory back to empty without notice.
+ */
+async function rejectDeletedStore(counter: MonotonicCounter, dataDir: string): Promise<void> {
+  const value = await counter.read();
+  if (value === 0n) return;
+  throw new SealmeshError(
+    'SEALMESH_ERR_INTEGRITY_ROLLBACK',
+    `the data directory ${dataDir} contains no store, but the rollback counter ${counter.name} is at ${value}, so a store was there and has been deleted. ` +
+      'Restore the data directory from a trusted backup or a snapshot (`sealmesh operator snapshot restore`). To start a new cluster on purpose, use another counter label',
+  );
+}
+
+/**
  * Opens the store in `dataDir` with the configured seal provider, creating both on first start.
  * The keyring is unwrapped before any record is read, so a missing, wrong or corrupted seal key
  * fails with the provider's error before the data is used, and the store is verified in full
@@ -94,6 +109,7 @@ export async function openDataDirectory(options: OpenOptions): Promise<OpenedSta
     // A store whose meta record was deleted must not pass for an empty one and be initialised anew.
     const meta = await SealedStore.readMetaStrict(backend);
     counter = await openCounter(options.counter, meta === undefined);
+    if (meta === undefined && counter !== undefined) await rejectDeletedStore(counter, options.dataDir);
     const storeOptions = {
       ...(counter !== undefined ? { counter } : {}),
       ...(options.onIntegrityError !== undefined ? { onIntegrityError: options.onIntegrityError } : {}),
