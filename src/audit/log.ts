@@ -20,6 +20,9 @@ import type { Store, StoreRecord } from '../store/types.ts';
  * NOTE: the chain detects an edit, removal or reordering of some entries. Someone who can write
  * the store can still rewrite every entry and the head together. Detecting that needs a copy of
  * the head hash kept elsewhere, such as in the sealed store's integrity chain or off the host.
+ *
+ * NOTE: callers append an entry after the change it records, in a write of its own, so an append
+ * that fails (for example after the store detected tampering) leaves that change without an entry.
  */
 
 /** The events that are audited. */
