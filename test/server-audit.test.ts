@@ -204,7 +204,12 @@ describe('audit entry of a snapshot restore', () => {
     const first = await startServer({ dataDir });
     await first.operator.post('/v1/intentions', { source: 'web', destination: 'api', action: 'allow' });
     await first.server.seal.snapshotTo(snapshotFile);
+    // A write after the snapshot, which the restore discards.
+    await first.operator.post('/v1/intentions', { source: 'web', destination: 'db', action: 'allow' });
     await first.stop();
+    const replaced = SqliteStore.open(join(dataDir, 'sealmesh.db'));
+    const replacedRevision = await replaced.revision();
+    await replaced.close();
 
     await restoreSnapshot({ file: snapshotFile, dataDir, seal: { provider: 'keyfile' } });
 
@@ -217,6 +222,9 @@ describe('audit entry of a snapshot restore', () => {
         ['operator.init', 'intention.create', 'snapshot.restore'],
       );
       assert.equal(entries[2]?.subject, 'snapshot.db');
+      const details = entries[2]?.details as { revision: number; replacedRevision: number };
+      assert.equal(details.replacedRevision, replacedRevision, 'the entry names the revision of the store it replaced');
+      assert.ok(details.revision < details.replacedRevision);
       assert.deepEqual(await server.audit.verify(), { ok: true, count: 3, headHash: entries[2]?.hash });
     } finally {
       await server.stop();

@@ -78,10 +78,13 @@ export async function restoreSnapshot(options: OfflineOptions & { file: string }
   copyFileSync(options.file, staging);
   chmodSync(staging, 0o600);
   let currentStoreId: string | undefined;
+  /** Revision of the store being replaced, which the audit entry records: the restore discards its later writes. */
+  let replacedRevision: number | undefined;
   if (existsSync(target)) {
     const current = openSqliteBackend(target);
     try {
       currentStoreId = (await SealedStore.readMeta(current))?.storeId;
+      if (currentStoreId !== undefined) replacedRevision = await current.revision();
     } finally {
       await current.close();
     }
@@ -117,7 +120,7 @@ export async function restoreSnapshot(options: OfflineOptions & { file: string }
       action: 'snapshot.restore',
       actor: { kind: 'system', accessorId: 'offline-restore' },
       subject: basename(options.file),
-      details: { storeId: opened.storeId, revision: report.revision },
+      details: { storeId: opened.storeId, revision: report.revision, ...(replacedRevision !== undefined ? { replacedRevision } : {}) },
     });
     await store.close();
     store = undefined;
