@@ -37,6 +37,8 @@ interface SealStatus {
 
 interface InitOutput {
   shares: string[];
+  keyShares: number;
+  keyThreshold: number;
   token: string;
   accessorId: string;
   trustDomain: string;
@@ -60,6 +62,7 @@ describe('Shamir seal through the CLI', () => {
   let firstStart = { connect: '', socketMode: 0, status: undefined as CliResult | undefined };
   let init: CliResult | undefined;
   let shares: string[] = [];
+  let initCounts: { keyShares: number; keyThreshold: number } | undefined;
   let operatorToken = '';
   let otherShares: string[] = [];
 
@@ -97,6 +100,7 @@ describe('Shamir seal through the CLI', () => {
     init = await runCli(['operator', 'init', '--key-shares', '3', '--key-threshold', '2', '--data-dir', dataDir, '--json'], { timeoutMs: CLI_TIMEOUT_MS });
     if (init.code === 0) {
       const output = parseCliJson<InitOutput>(init);
+      initCounts = { keyShares: output.keyShares, keyThreshold: output.keyThreshold };
       shares = output.shares;
       operatorToken = output.token;
       await waitForStderr(server, /sealmesh server started/, SERVER_READY_TIMEOUT_MS);
@@ -143,6 +147,7 @@ describe('Shamir seal through the CLI', () => {
     assert.equal(init.code, 0, describeCli(init));
     assert.equal(shares.length, 3);
     assert.equal(new Set(shares).size, 3, 'the shares differ');
+    assert.deepEqual(initCounts, { keyShares: 3, keyThreshold: 2 }, 'the output names how many shares unseal');
     assert.ok(operatorToken.length > 0);
   });
 

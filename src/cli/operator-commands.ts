@@ -146,7 +146,7 @@ export function addOperatorCommands(operator: Command, addClientOptions: (comman
             '/v1/operator/init',
             { keyShares, keyThreshold },
           );
-          print(flags, result, () =>
+          print(flags, { ...result, keyShares, keyThreshold }, () =>
             [
               ...result.shares.map((share, index) => `Key share ${index + 1}: ${share}`),
               '',
@@ -154,7 +154,7 @@ export function addOperatorCommands(operator: Command, addClientOptions: (comman
               `Accessor ID:   ${result.accessorId}`,
               `Token:         ${result.token}`,
               '',
-              `Give each key share to a different operator. ${keyThreshold} of them unseal the server after every restart.`,
+              `Give each key share to a different operator. ${keyThreshold === 1 ? 'Any one of them unseals' : `Any ${keyThreshold} of them unseal`} the server after every restart.`,
               'The shares and the token are shown once and cannot be recovered.',
             ].join('\n'),
           );
