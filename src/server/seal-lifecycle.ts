@@ -118,8 +118,8 @@ export class SealLifecycle {
     this.#log.warn(
       { socket: socketPath },
       opened.state === 'sealed'
-        ? 'the server is sealed: submit key shares with `sealmesh operator unseal`'
-        : 'the data directory is not initialised: run `sealmesh operator init --key-shares N --key-threshold M`',
+        ? `the server is sealed: submit key shares with \`sealmesh operator unseal --data-dir ${this.#dataDir}\``
+        : `the data directory is not initialised: run \`sealmesh operator init --key-shares N --key-threshold M --data-dir ${this.#dataDir}\``,
     );
   }
 
@@ -242,7 +242,7 @@ export class SealLifecycle {
     const unsealer = this.#unsealer;
     if (pending?.state !== 'sealed' || unsealer === undefined) {
       if (this.#store !== undefined) return this.sealStatus();
-      throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', 'the data directory is not initialised: run `sealmesh operator init --key-shares N --key-threshold M` first');
+      throw new SealmeshError('SEALMESH_ERR_NOT_INITIALIZED', `the data directory is not initialised: run \`sealmesh operator init --key-shares N --key-threshold M --data-dir ${this.#dataDir}\` first`);
     }
     const progress = unsealer.submit(share);
     this.#log.info({ progress: progress.progress, threshold: progress.threshold }, 'key share accepted');
