@@ -12,7 +12,7 @@ import type { OutboundHttp } from './http/outbound-http.ts';
 import type { ServiceProtocol } from './http/protocol.ts';
 import { BufferedReader, closeAfterFlush, relay } from './relay.ts';
 import { onPeerCertificateExpiry } from './cert-expiry.ts';
-import { PeerSessionCache, type OfferedSession } from './tls-sessions.ts';
+import { PeerSessionCache } from './tls-sessions.ts';
 import { DEFAULT_TRAFFIC_SETTINGS, UpstreamTraffic, type Admission } from './traffic/index.ts';
 
 /** One client connection on its way to an upstream instance, across its retries. */
@@ -266,7 +266,13 @@ export class OutboundListener {
       client.once('close', () => closeAfterFlush(remote));
       // The server's certificate is the one this handshake verified or, for a resumed session, the
       // one that the full handshake behind it verified.
-      const notAfter = verifiedNotAfter ?? (session as OfferedSession).peerNotAfter;
+      const notAfter = verifiedNotAfter ?? session?.peerNotAfter;
+      if (notAfter === undefined) {
+        // Unreachable while Node calls checkServerIdentity on every full handshake; fails closed otherwise.
+        remote.destroy();
+        client.destroy();
+        return;
+      }
       onPeerCertificateExpiry(remote, notAfter, () => {
         this.#options.metrics.closedCertExpired.inc({ direction: 'outbound' });
         this.#rejections.info('cert-expired', { upstream, instance: endpoint.instanceId, notAfter: new Date(notAfter).toISOString() }, 'closing an established connection whose server certificate expired');
