@@ -281,13 +281,13 @@ describe('sealmesh CLI against a server process', () => {
   test('unknown option is a usage error', async () => {
     const result = await runCli(['service', 'list', '--no-such-option', ...connection()]);
     assert.equal(result.code, 2, describeResult(result));
-    assert.match(result.stderr, /unknown option '--no-such-option'/);
+    assert.match(result.stderr, /unknown option '--no-such-option' \(SEALMESH_ERR_CONFIG_INVALID\)$/m);
   });
 
   test('unknown command is a usage error', async () => {
     const result = await runCli(['no-such-command']);
     assert.equal(result.code, 2, describeResult(result));
-    assert.match(result.stderr, /unknown command 'no-such-command'/);
+    assert.match(result.stderr, /unknown command 'no-such-command' \(SEALMESH_ERR_CONFIG_INVALID\)$/m);
   });
 
   test('missing required option is a usage error', async () => {
@@ -305,7 +305,7 @@ describe('sealmesh CLI against a server process', () => {
   test('missing argument is a usage error', async () => {
     const result = await runCli(['intention', 'delete', 'web', ...connection()]);
     assert.equal(result.code, 2, describeResult(result));
-    assert.match(result.stderr, /missing required argument 'dst'/);
+    assert.match(result.stderr, /missing required argument 'dst' \(SEALMESH_ERR_CONFIG_INVALID\)$/m);
   });
 
   test('intention create without action is a usage error', async () => {

@@ -182,7 +182,7 @@ test('unknown key without a near match', async (t) => {
 test('server key unknown to the proxy', async (t) => {
   const path = writeConfig(t, 'proxy.yaml', 'data_dir: /var/lib/sealmesh\n');
 
-  await assert.rejects(loadLocalConfig(path, 'proxy'), hasCode('SEALMESH_ERR_CONFIG_UNKNOWN_KEY', /not a proxy setting/));
+  await assert.rejects(loadLocalConfig(path, 'proxy'), hasCode('SEALMESH_ERR_CONFIG_UNKNOWN_KEY', /"data_dir" is not a proxy setting\. Allowed keys: service, /));
 });
 
 test('upstream service names are not setting names', async (t) => {

@@ -59,6 +59,10 @@ describe('sealmesh dev', () => {
     assert.ok(existsSync(banner.workDir), `${banner.workDir} exists while dev runs`);
   });
 
+  test('banner names its own pid for SIGINT', () => {
+    assert.match(dev.stdout(), new RegExp(`^From a script, send SIGINT to this process instead: kill -INT ${dev.child.pid}$`, 'm'));
+  });
+
   test('allowed call goes web -> api -> db', async () => {
     const response = await httpGet(banner.allowedPort, '/');
     assert.equal(response.status, 200, response.body);

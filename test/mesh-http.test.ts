@@ -1,6 +1,7 @@
 import { after, before, describe, test } from 'node:test';
 import assert from 'node:assert/strict';
 import { connect } from 'node:net';
+import { pino } from 'pino';
 import type { SidecarProxy } from '../src/proxy/index.ts';
 import { allow, eventually, waitForDecision, httpGet, startEchoApp, startHttpApp, startProxy, startServer, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
@@ -10,6 +11,7 @@ describe('HTTP across two proxies', () => {
   let api: SidecarProxy;
   let db: SidecarProxy;
   const closers: Array<() => Promise<void>> = [];
+  const dbLogLines: string[] = [];
 
   before(async () => {
     mesh = await startServer();
@@ -17,7 +19,7 @@ describe('HTTP across two proxies', () => {
     const dbApp = await startHttpApp('db');
     closers.push(apiApp.close, dbApp.close);
     api = await startProxy(mesh, 'api', apiApp.port);
-    db = await startProxy(mesh, 'db', dbApp.port);
+    db = await startProxy(mesh, 'db', dbApp.port, [], { log: pino({ level: 'info' }, { write: (line: string) => dbLogLines.push(line) }) });
     web = await startProxy(mesh, 'web', 1, ['api', 'db']);
     await allow(mesh, 'web', 'api');
     await waitForEndpoints(web, 'api');
@@ -62,6 +64,13 @@ describe('HTTP across two proxies', () => {
     await allow(mesh, 'web', 'db', 'deny');
     await closed;
     assert.ok(Date.now() - changedAt < 3_000, 'connection closed within 3 s of the change');
+    const closing = dbLogLines
+      .map((line) => JSON.parse(line) as { level: number; code?: string; source?: string; msg: string })
+      .find((entry) => entry.msg === 'closing an established connection that an intention now denies');
+    assert.ok(closing !== undefined, `no closing line in the db proxy log:\n${dbLogLines.join('')}`);
+    assert.equal(closing.code, 'SEALMESH_ERR_INTENTION_DENIED');
+    assert.equal(closing.level, 40, 'logged as a warning, like a denied new connection');
+    assert.equal(closing.source, 'web');
   });
 
   test('exact intention beats wildcard deny', async () => {

@@ -74,7 +74,7 @@ describe('KeyFileSealProvider', () => {
     const second = await KeyFileSealProvider.create(nextPath());
     const wrapped = await first.wrap(DATA_KEY, AAD);
     const escaped = second.path.replace(/[.*+?^${}()|[\]\\]/g, '\\$&');
-    await rejectsWith(second.unwrap(wrapped, AAD), 'SEALMESH_ERR_SEAL_UNWRAP_FAILED', new RegExp(`\\(key file ${escaped}\\)$`));
+    await rejectsWith(second.unwrap(wrapped, AAD), 'SEALMESH_ERR_SEAL_UNWRAP_FAILED', new RegExp(`\\(key file ${escaped}\\)\\. Pass the key file that sealed this data with --seal-key-file, or restore ${escaped} from a backup$`));
     await first.close();
     await second.close();
   });

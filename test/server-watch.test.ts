@@ -46,7 +46,7 @@ async function startHub(t: TestContext): Promise<{ hub: WatchHub; catalog: Catal
     bundle: () => [],
     log: silentLogger(),
     leaseSeconds: 60,
-    manifests: new ManifestService(store, 3600),
+    manifests: new ManifestService(store, trustDomain, 3600),
   });
   await hub.start();
   t.after(() => hub.stop());

@@ -1,5 +1,5 @@
 import { Command, Option } from 'commander';
-import { SealmeshError } from '../errors/index.ts';
+import { SealmeshError, type ErrorCode } from '../errors/index.ts';
 import type { Intention } from '../policy/index.ts';
 import type { Instance, ServiceSummary, TokenRecord } from '../server/index.ts';
 import { clientFromFlags, parseDuration, print, table, type ClientFlags } from './output.ts';
@@ -46,12 +46,22 @@ function attestationCell(instance: Instance): string {
   return details.length === 0 ? attestation.provider : `${attestation.provider} (${details.join(', ')})`;
 }
 
+/**
+ * Adds the code of a bad command-line value to a usage error that commander reports itself (an
+ * unknown option, a missing argument), so that it carries a code like the errors of the commands.
+ */
+function withUsageCode(message: string): string {
+  const code: ErrorCode = 'SEALMESH_ERR_CONFIG_INVALID';
+  return message.endsWith('\n') ? `${message.slice(0, -1)} (${code})\n` : `${message} (${code})`;
+}
+
 /** Builds the `sealmesh` command tree. Each action returns once its work is done. */
 export function buildProgram(): Command {
   const program = new Command('sealmesh')
     .description('sealmesh: a service mesh built to keep keys, configuration and access policies safe from whoever can read the disk, the configuration or process memory (docs/threat-model.md says what holds today)')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)');
+    .showHelpAfterError('(run with --help for usage)')
+    .configureOutput({ outputError: (message, write) => write(withUsageCode(message)) });
 
   const server = program
     .command('server')

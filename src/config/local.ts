@@ -292,7 +292,7 @@ export function parseLocalConfig<P extends LocalConfigProgram>(
       const suggestion = closestName(key, Object.keys(allowed));
       throw new SealmeshError(
         'SEALMESH_ERR_CONFIG_UNKNOWN_KEY',
-        `${source}: key ${JSON.stringify(key)} is not a ${program} setting${suggestion === undefined ? '' : `; did you mean ${JSON.stringify(suggestion)}?`} Allowed keys: ${Object.keys(allowed).join(', ')}`,
+        `${source}: key ${JSON.stringify(key)} is not a ${program} setting${suggestion === undefined ? '.' : `; did you mean ${JSON.stringify(suggestion)}?`} Allowed keys: ${Object.keys(allowed).join(', ')}`,
       );
     }
     config[entry.property] = entry.read(value, { key, source, baseDir });

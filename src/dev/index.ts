@@ -191,6 +191,7 @@ export async function runDev(flags: { port?: string }): Promise<void> {
       '',
       `Processes: ${children.map((child) => child.pid).join(' ')}`,
       'Press Ctrl-C to stop every process of the dev mesh.',
+      `From a script, send SIGINT to this process instead: kill -INT ${process.pid}`,
       '',
     ];
     started = true;

@@ -127,8 +127,8 @@ export class InboundListener {
       if (decision.allowed) continue;
       closed += 1;
       this.#options.metrics.closedByPolicy.inc();
-      this.#options.log.info(
-        { source: formatServiceRef(connection.peer), destination: this.#destination, intention: decision.reason },
+      this.#options.log.warn(
+        { code: 'SEALMESH_ERR_INTENTION_DENIED', source: formatServiceRef(connection.peer), destination: this.#destination, intention: decision.reason },
         'closing an established connection that an intention now denies',
       );
       connection.downstream.destroy();

@@ -50,15 +50,18 @@ export function manifestChainKey(version: number): string {
 /** Applies manifests and reads the chain and the settings in force; see the file comment for the keys. */
 export class ManifestService {
   readonly #store: Store;
+  readonly #trustDomain: string;
   readonly #fallbackTtlSeconds: number;
   readonly #runMode: RunMode;
 
   /**
-   * `fallbackTtlSeconds` is the default SVID TTL while no manifest is applied. `runMode` is the
-   * server's `--mode`, against which a manifest's `hardening.requireProductionMode` is checked.
+   * `trustDomain` is the cluster's, which every applied manifest must name. `fallbackTtlSeconds` is
+   * the default SVID TTL while no manifest is applied. `runMode` is the server's `--mode`, against
+   * which a manifest's `hardening.requireProductionMode` is checked.
    */
-  constructor(store: Store, fallbackTtlSeconds: number, runMode: RunMode = 'development') {
+  constructor(store: Store, trustDomain: string, fallbackTtlSeconds: number, runMode: RunMode = 'development') {
     this.#store = store;
+    this.#trustDomain = trustDomain;
     this.#fallbackTtlSeconds = fallbackTtlSeconds;
     this.#runMode = runMode;
   }
@@ -121,7 +124,8 @@ export class ManifestService {
   /**
    * Accepts `candidate` with `acceptManifest` against the current manifest and stores it as the new
    * current manifest. The first manifest must be version 1 and is pinned as the genesis. Throws the
-   * codes of `acceptManifest`, SEALMESH_ERR_PRODUCTION_MODE_REQUIRED when the manifest requires
+   * codes of `acceptManifest`, SEALMESH_ERR_MANIFEST_INVALID when the manifest names another trust
+   * domain than the cluster's, SEALMESH_ERR_PRODUCTION_MODE_REQUIRED when the manifest requires
    * production mode and this server does not run in it, and SEALMESH_ERR_CONFLICT when another
    * apply won the race.
    */
@@ -130,6 +134,14 @@ export class ManifestService {
     const current = await this.current();
     const document = parseSignedManifest(candidate, 'candidate manifest');
     const accepted = acceptManifest(document, current?.document);
+    // acceptManifest keeps later versions on the genesis's trust domain, so only this check ties
+    // the chain to the cluster. Proxies reject every snapshot whose manifest names another one.
+    if (accepted.manifest.trustDomain !== this.#trustDomain) {
+      throw new SealmeshError(
+        'SEALMESH_ERR_MANIFEST_INVALID',
+        `manifest version ${accepted.manifest.version} names trust domain ${accepted.manifest.trustDomain}, but this cluster's trust domain is ${this.#trustDomain}; create the manifest with --trust-domain ${this.#trustDomain}`,
+      );
+    }
     // Storing it would leave a server that refuses its own manifest at the next start.
     const violation = requiredModeViolation(effectivePosture(accepted.manifest), this.#runMode, 'this server');
     if (violation !== undefined) throw violation;

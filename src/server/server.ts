@@ -196,7 +196,7 @@ export class ControlPlane {
    * requires production mode and the server does not run in it. Nothing is served before this check.
    */
   async #refuseUnlessRunModeAllowed(store: Store): Promise<void> {
-    const posture = await new ManifestService(store, DEFAULT_SVID_TTL_SECONDS).posture();
+    const posture = await new ManifestService(store, this.#trustDomain, DEFAULT_SVID_TTL_SECONDS).posture();
     const violation = requiredModeViolation(posture, this.options.runMode ?? 'development', 'this server');
     if (violation === undefined) return;
     this.metrics.rejections.inc({ code: violation.code });
@@ -233,7 +233,7 @@ export class ControlPlane {
     const audit = new AuditLog(store);
     this.#audit = audit;
     const svidTtlSeconds = this.options.svidTtlSeconds ?? DEFAULT_SVID_TTL_SECONDS;
-    const manifests = new ManifestService(store, svidTtlSeconds, this.options.runMode);
+    const manifests = new ManifestService(store, this.#trustDomain, svidTtlSeconds, this.options.runMode);
     const verifiers =
       this.options.verifiers ??
       createVerifierRegistry(createCollateralSources(this.options.collateral ?? {}, store, this.log.child({ subsystem: 'collateral' })));

@@ -54,13 +54,20 @@ export class KeyFileSealProvider extends MemoryKekProvider {
     this.path = path;
   }
 
-  /** Unwraps like every in-memory KEK, but names the key file when authentication fails. */
+  /**
+   * Unwraps like every in-memory KEK, but names the key file and the next step when authentication
+   * fails.
+   */
   override async unwrap(wrapped: Uint8Array, aad: Uint8Array): Promise<Uint8Array> {
     try {
       return await super.unwrap(wrapped, aad);
     } catch (error) {
       if (error instanceof SealmeshError && error.code === 'SEALMESH_ERR_SEAL_UNWRAP_FAILED') {
-        throw new SealmeshError(error.code, `${error.message} (key file ${this.path})`, { cause: error });
+        throw new SealmeshError(
+          error.code,
+          `${error.message} (key file ${this.path}). Pass the key file that sealed this data with --seal-key-file, or restore ${this.path} from a backup`,
+          { cause: error },
+        );
       }
       throw error;
     }
