@@ -6,6 +6,9 @@ import { join } from 'node:path';
 import { DatabaseSync } from 'node:sqlite';
 import { type TestContext, test } from 'node:test';
 import { type ErrorCode, type SealmeshError, isSealmeshError } from '../src/errors/index.ts';
+import { silentLogger } from '../src/log/index.ts';
+import { ServerMetrics } from '../src/server/metrics.ts';
+import { storeHandlers } from '../src/server/seal-lifecycle.ts';
 import {
   SealedStore,
   type SealedFileOptions,
@@ -762,4 +765,21 @@ test('watch drops a tampered history event', async (t) => {
   assert.equal(integrityErrors.length, 1);
   assert.equal(integrityErrors[0]?.code, 'SEALMESH_ERR_INTEGRITY_RECORD_ALTERED');
   assert.match(integrityErrors[0]?.message ?? '', /revision 3/);
+});
+
+test('server store handlers count a tampered event', async (t) => {
+  const metrics = new ServerMetrics();
+  const { store, path } = await openStore(t, storeHandlers(silentLogger(), metrics));
+  await store.put('svc/a', text('1'));
+  await store.put('svc/b', text('2'));
+
+  const db = new DatabaseSync(path);
+  const logged = db.prepare("SELECT value FROM log WHERE revision = 2 AND key LIKE 'd/%'").get();
+  db.prepare("UPDATE log SET value = ? WHERE revision = 3 AND key LIKE 'd/%'").run(logged?.value as Uint8Array);
+  db.close();
+
+  store.watch('svc/', 0, () => undefined);
+  await settle();
+  const rejections = await metrics.rejections.get();
+  assert.equal(rejections.values.find((value) => value.labels.code === 'SEALMESH_ERR_INTEGRITY_RECORD_ALTERED')?.value, 1);
 });

@@ -16,6 +16,7 @@ import {
   type OpenedState,
 } from './seal-setup.ts';
 import { UnsealSocket, type SealStatus } from './unseal.ts';
+import type { ServerMetrics } from './metrics.ts';
 
 /** Records re-encrypted per step of a background data-key rotation. */
 const REENCRYPT_BATCH = 100;
@@ -257,12 +258,8 @@ export class SealLifecycle {
     return this.sealStatus();
   }
 
-  /** Handlers that report integrity and counter failures of the store to the server log. */
-  #storeHandlers(): { onIntegrityError: (error: SealmeshError) => void; onCounterError: (error: unknown) => void } {
-    return {
-      onIntegrityError: (error) => this.#log.error({ code: error.code, reason: error.message }, 'a stored record failed authentication and was not delivered'),
-      onCounterError: (error) => this.#log.error({ err: error }, 'failed to advance the rollback counter; the next start may report a rollback'),
-    };
+  #storeHandlers(): StoreHandlers {
+    return storeHandlers(this.#log, this.#server.metrics);
   }
 
   #startReencryption(): void {
@@ -293,4 +290,24 @@ export class SealLifecycle {
     }
     return this.#store;
   }
+}
+
+/** Callbacks through which the sealed store reports failures that no caller receives. */
+export interface StoreHandlers {
+  onIntegrityError: (error: SealmeshError) => void;
+  onCounterError: (error: unknown) => void;
+}
+
+/**
+ * Returns handlers that log the store's integrity and counter failures, and count an integrity
+ * failure (a stored record that failed authentication and was not delivered) as a rejection.
+ */
+export function storeHandlers(log: Logger, metrics: ServerMetrics): StoreHandlers {
+  return {
+    onIntegrityError: (error) => {
+      metrics.rejections.inc({ code: error.code });
+      log.error({ code: error.code, reason: error.message }, 'a stored record failed authentication and was not delivered');
+    },
+    onCounterError: (error) => log.error({ err: error }, 'failed to advance the rollback counter; the next start may report a rollback'),
+  };
 }
