@@ -5,6 +5,7 @@ import { after, before, describe, test } from 'node:test';
 import { fileURLToPath } from 'node:url';
 import * as grpc from '@grpc/grpc-js';
 import * as protoLoader from '@grpc/proto-loader';
+import { pino } from 'pino';
 import type { SidecarProxy } from '../src/proxy/index.ts';
 import { allow, eventually, startProxy, startServer, waitForDecision, waitForEndpoints, type TestServer } from './helpers/mesh.ts';
 
@@ -215,11 +216,12 @@ describe('gRPC stream denied in flight', () => {
   let web: SidecarProxy;
   let client: EchoClient;
   const accessLines: string[] = [];
+  const echoLogLines: string[] = [];
 
   before(async () => {
     mesh = await startServer();
     app = await startGrpcApp();
-    api = await startProxy(mesh, 'echo', app.port, [], { protocol: 'grpc' });
+    api = await startProxy(mesh, 'echo', app.port, [], { protocol: 'grpc', log: pino({ level: 'info' }, { write: (line: string) => echoLogLines.push(line) }) });
     web = await startProxy(mesh, 'web', 1, ['echo'], { accessLog: { sampleRate: 1, write: (line) => accessLines.push(line) } });
     await allow(mesh, 'web', 'echo');
     await waitForEndpoints(web, 'echo');
@@ -258,6 +260,13 @@ describe('gRPC stream denied in flight', () => {
     assert.equal(line.protocol, 'gRPC');
     assert.equal(line.status, 200);
     assert.equal(line.grpc_status, grpc.status.PERMISSION_DENIED);
+
+    const aborting = echoLogLines
+      .map((entry) => JSON.parse(entry) as { level: number; code?: string; msg: string })
+      .find((entry) => entry.msg === 'aborting an HTTP exchange that an intention now denies');
+    assert.ok(aborting !== undefined, 'the echo proxy logged the abort');
+    assert.equal(aborting.code, 'SEALMESH_ERR_INTENTION_DENIED');
+    assert.equal(aborting.level, 40, 'logged as a warning, like a denied request');
   });
 });
 

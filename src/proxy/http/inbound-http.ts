@@ -131,7 +131,10 @@ export class InboundHttp {
       if (decision.allowed) continue;
       aborted += 1;
       this.#options.metrics.closedByPolicy.inc();
-      this.#options.log.info({ source: context.source, destination: this.#destination, intention: decision.reason }, 'aborting an HTTP exchange that an intention now denies');
+      this.#options.log.warn(
+        { code: 'SEALMESH_ERR_INTENTION_DENIED', source: context.source, destination: this.#destination, intention: decision.reason },
+        'aborting an HTTP exchange that an intention now denies',
+      );
       exchange.abort(this.#denialMessage(decision, context.source));
     }
     return aborted;
