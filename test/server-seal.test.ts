@@ -278,6 +278,7 @@ describe('verify-data', () => {
   const dataDir = dir.dataDir;
   const bundle = join(dataDir, 'trust-bundle.pem');
   let onlineResult: Awaited<ReturnType<typeof runCli>> | undefined;
+  let offlineWhileRunning: Awaited<ReturnType<typeof runCli>> | undefined;
 
   before(async () => {
     await withServer(dataDir, async (server) => {
@@ -289,6 +290,7 @@ describe('verify-data', () => {
       onlineResult = await runCli(['operator', 'verify-data', '--addr', `${address.host}:${address.port}`, '--ca-file', bundle, '--token', token, '--json'], {
         timeoutMs: CLI_TIMEOUT_MS,
       });
+      offlineWhileRunning = await runCli(['operator', 'verify-data', '--data-dir', dataDir], { timeoutMs: CLI_TIMEOUT_MS });
     });
   });
   after(() => dir.remove());
@@ -300,6 +302,13 @@ describe('verify-data', () => {
     assert.equal(output.ok, true);
     assert.ok(output.report.records > 0, `records: ${output.report.records}`);
     assert.ok(output.report.chainEntries >= output.report.revision, 'one chain entry per write');
+  });
+
+  test('offline verification of a running server rejected', () => {
+    assert.ok(offlineWhileRunning !== undefined);
+    assert.equal(offlineWhileRunning.code, 1, describeCli(offlineWhileRunning));
+    assert.match(offlineWhileRunning.stderr, /SEALMESH_ERR_CONFLICT/);
+    assert.match(offlineWhileRunning.stderr, /verify-data` without --data-dir/);
   });
 
   test('offline verification of the stopped directory', async () => {

@@ -27,7 +27,7 @@ const REENCRYPT_PAUSE_MS = 50;
 export const PID_FILE = 'server.pid';
 
 /** Throws SEALMESH_ERR_CONFLICT when the server named in the pid file of `dataDir` is still running. */
-export function assertServerStopped(dataDir: string): void {
+export function assertServerStopped(dataDir: string, next = 'stop it first'): void {
   const pidFile = join(dataDir, PID_FILE);
   if (!existsSync(pidFile)) return;
   const pid = Number(readFileSync(pidFile, 'utf8').trim());
@@ -37,7 +37,7 @@ export function assertServerStopped(dataDir: string): void {
   } catch {
     return;
   }
-  throw new SealmeshError('SEALMESH_ERR_CONFLICT', `a sealmesh server (pid ${pid}) is running on ${dataDir}; stop it first`);
+  throw new SealmeshError('SEALMESH_ERR_CONFLICT', `a sealmesh server (pid ${pid}) is running on ${dataDir}; ${next}`);
 }
 
 export interface KekRotationRequest {
