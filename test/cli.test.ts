@@ -284,6 +284,12 @@ describe('sealmesh CLI against a server process', () => {
     assert.match(result.stderr, /unknown option '--no-such-option' \(SEALMESH_ERR_CONFIG_INVALID\)$/m);
   });
 
+  test('usage error under --json is JSON', async () => {
+    const result = await runCli(['service', 'list', '--no-such-option', '--json', ...connection()]);
+    assert.equal(result.code, 2, describeResult(result));
+    assert.deepEqual(JSON.parse(result.stderr), { error: { code: 'SEALMESH_ERR_CONFIG_INVALID', message: "unknown option '--no-such-option'" } });
+  });
+
   test('unknown command is a usage error', async () => {
     const result = await runCli(['no-such-command']);
     assert.equal(result.code, 2, describeResult(result));

@@ -5,7 +5,7 @@ import { EXIT_USAGE, reportError } from './output.ts';
 
 /** Runs the CLI with `argv` and returns the exit code: 0 success, 1 failure, 2 usage error. */
 export async function main(argv: string[]): Promise<number> {
-  const program = buildProgram();
+  const program = buildProgram(argv.includes('--json'));
   program.exitOverride();
   for (const command of program.commands) {
     command.exitOverride();

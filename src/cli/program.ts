@@ -49,19 +49,24 @@ function attestationCell(instance: Instance): string {
 /**
  * Adds the code of a bad command-line value to a usage error that commander reports itself (an
  * unknown option, a missing argument), so that it carries a code like the errors of the commands.
+ * With `json` the error is written as the commands write theirs under `--json`.
  */
-function withUsageCode(message: string): string {
+function withUsageCode(message: string, json: boolean): string {
   const code: ErrorCode = 'SEALMESH_ERR_CONFIG_INVALID';
+  if (json) return `${JSON.stringify({ error: { code, message: message.replace(/^error: /, '').trim() } })}\n`;
   return message.endsWith('\n') ? `${message.slice(0, -1)} (${code})\n` : `${message} (${code})`;
 }
 
-/** Builds the `sealmesh` command tree. Each action returns once its work is done. */
-export function buildProgram(): Command {
+/**
+ * Builds the `sealmesh` command tree. Each action returns once its work is done. `json` is set when
+ * the command line has `--json`, so that usage errors come as JSON too.
+ */
+export function buildProgram(json = false): Command {
   const program = new Command('sealmesh')
     .description('sealmesh: a service mesh built to keep keys, configuration and access policies safe from whoever can read the disk, the configuration or process memory (docs/threat-model.md says what holds today)')
     .version('0.1.0')
-    .showHelpAfterError('(run with --help for usage)')
-    .configureOutput({ outputError: (message, write) => write(withUsageCode(message)) });
+    .showHelpAfterError(json ? false : '(run with --help for usage)')
+    .configureOutput({ outputError: (message, write) => write(withUsageCode(message, json)) });
 
   const server = program
     .command('server')
