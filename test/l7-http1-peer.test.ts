@@ -27,7 +27,7 @@ describe('peer that negotiates only HTTP/1.1', () => {
   /** The peer's connection that carried each request path, and the connections that have closed. */
   const socketOf = new Map<string, Socket>();
   const closed = new WeakSet<Socket>();
-  /** Answers to `/slow` requests, sent when the test calls them. */
+  /** Responses to `/slow` requests, which the test sends when it calls them. */
   const held: Array<() => void> = [];
   let pool: PeerPool;
   let secureContext: SecureContext;
@@ -102,7 +102,7 @@ describe('peer that negotiates only HTTP/1.1', () => {
     const first = await pool.channel(endpoint);
     assert.equal(first.kind, 'h1');
     if (first.kind !== 'h1') return;
-    // One connection busy with a request the peer has not answered yet, and one idle kept-alive connection.
+    // One connection busy with a request that the peer has not responded to yet, and one idle kept-alive connection.
     const slow = get(first.agent, '/slow');
     await eventually(() => held.length === 1, 5_000, 'the peer holds the slow request');
     assert.equal(await get(first.agent, '/idle'), '1.1 /idle');

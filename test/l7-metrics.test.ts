@@ -99,6 +99,7 @@ describe('HTTP metrics after known traffic', () => {
     assert.equal(link.connectionsOpened, 1, 'watch, registration and health reports share one connection');
     assert.equal(link.renewalFailures, 0);
     const renewal = Date.parse(link.nextRenewalAt ?? '');
-    assert.ok(renewal > Date.now() && renewal < Date.parse(status.svidNotAfter), `renewal at ${link.nextRenewalAt}, expiry ${status.svidNotAfter}`);
+    assert.ok(renewal > Date.now(), `renewal at ${link.nextRenewalAt} is in the future`);
+    assert.ok(renewal < Date.parse(status.svidNotAfter), `renewal at ${link.nextRenewalAt} comes before the expiry ${status.svidNotAfter}`);
   });
 });

@@ -42,7 +42,7 @@ export function addAuditCommands(audit: Command, addClientOptions: (command: Com
   );
 }
 
-/** The error code a rejection entry records, such as `manifest.reject`; `-` for other entries. */
+/** Returns the error code that a rejection entry such as `manifest.reject` records, or `-` for other entries. */
 function rejectionCode(entry: AuditEntry): string {
   const code = entry.details?.code;
   return typeof code === 'string' ? code : '-';

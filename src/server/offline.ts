@@ -43,8 +43,8 @@ async function providerFor(backend: SqliteStore, options: OfflineOptions): Promi
  * counter, rollback. Throws the integrity error that names the first failed record and check.
  */
 export async function verifyDataDirectory(options: OfflineOptions): Promise<VerifyReport> {
-  // A running server may rotate keys or write while the check reads, which could report a change
-  // that is not tampering; the server verifies its own store consistently through its API.
+  // A running server may rotate keys or write while the check reads, so the check could report a
+  // change that is not tampering. The server verifies its own store consistently through its API.
   assertServerStopped(options.dataDir, 'verify its store through the server instead (`sealmesh operator verify-data` without --data-dir), or stop it first');
   const backend = openExisting(join(options.dataDir, STORE_FILE));
   let provider: SealProvider | undefined;
