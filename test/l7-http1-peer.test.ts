@@ -28,7 +28,7 @@ describe('peer that negotiates only HTTP/1.1', () => {
   const socketOf = new Map<string, Socket>();
   const closed = new WeakSet<Socket>();
   /** Responses to `/slow` requests, which the test sends when it calls them. */
-  const held: Array<() => void> = [];
+  const pendingSlowResponses: Array<() => void> = [];
   let pool: PeerPool;
   let secureContext: SecureContext;
 
@@ -55,7 +55,7 @@ describe('peer that negotiates only HTTP/1.1', () => {
         res.end(`${req.httpVersion} ${req.url}`);
       };
       socketOf.set(req.url ?? '', req.socket);
-      if (req.url === '/slow') held.push(answer);
+      if (req.url === '/slow') pendingSlowResponses.push(answer);
       else answer();
     });
     peer.on('secureConnection', (socket) => {
@@ -104,7 +104,7 @@ describe('peer that negotiates only HTTP/1.1', () => {
     if (first.kind !== 'h1') return;
     // One connection busy with a request that the peer has not responded to yet, and one idle kept-alive connection.
     const slow = get(first.agent, '/slow');
-    await eventually(() => held.length === 1, 5_000, 'the peer holds the slow request');
+    await eventually(() => pendingSlowResponses.length === 1, 5_000, 'the peer holds the slow request');
     assert.equal(await get(first.agent, '/idle'), '1.1 /idle');
     const busySocket = socketOf.get('/slow') as Socket;
     const idleSocket = socketOf.get('/idle') as Socket;
@@ -119,7 +119,7 @@ describe('peer that negotiates only HTTP/1.1', () => {
     // The idle connection closes at once; the busy one stays until its response ends.
     await eventually(() => closed.has(idleSocket), 5_000, 'the idle connection to close');
     assert.equal(closed.has(busySocket), false, 'the busy connection stays open until its response');
-    (held.shift() as () => void)();
+    (pendingSlowResponses.shift() as () => void)();
     assert.equal(await slow, '1.1 /slow');
     await eventually(() => closed.has(busySocket), 5_000, 'the busy connection to close after its response');
 

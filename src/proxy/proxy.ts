@@ -29,6 +29,7 @@ import type { AttestationMode } from '../attest/providers/index.ts';
 import { requiredModeViolation } from '../hardening/required-mode.ts';
 import type { RunMode } from '../hardening/production.ts';
 import type { TokenTlsKey } from './token-key.ts';
+import { runAtWallClock } from './cert-expiry.ts';
 
 /** The proxy's link to the control plane as `/status` shows it. */
 export interface ControlPlaneStatus {
@@ -160,8 +161,8 @@ export class SidecarProxy {
   #healthEndpoint: HealthEndpoint | undefined;
   readonly #monitor: AppMonitor;
   #renewTimer: NodeJS.Timeout | undefined;
-  /** Fires at the current SVID's notAfter, unless a renewal has replaced it by then. */
-  #expiryTimer: NodeJS.Timeout | undefined;
+  /** Cancels the check at the current SVID's notAfter, which stops the proxy unless a renewal replaced the SVID. */
+  #cancelExpiry: () => void = () => undefined;
   /** When the renewal timer fires next; undefined while none is scheduled. */
   #nextRenewalAt: Date | undefined;
   /** Renewal attempts that failed since the last one that succeeded. */
@@ -486,7 +487,7 @@ export class SidecarProxy {
     this.#monitor.stop();
     this.#watch?.stop();
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
-    clearTimeout(this.#expiryTimer);
+    this.#cancelExpiry();
     this.#nextRenewalAt = undefined;
     this.#inbound?.stopAccepting();
     this.#inbound?.destroyAll();
@@ -599,7 +600,7 @@ export class SidecarProxy {
     if (this.#stopping) return;
     this.#stopping = true;
     if (this.#renewTimer !== undefined) clearTimeout(this.#renewTimer);
-    clearTimeout(this.#expiryTimer);
+    this.#cancelExpiry();
     this.#nextRenewalAt = undefined;
     this.#monitor.stop();
     this.#inbound?.stopAccepting();
@@ -674,24 +675,20 @@ export class SidecarProxy {
    * proxy needs a restart with a new join token.
    */
   #scheduleExpiry(contexts: SvidContexts): void {
-    clearTimeout(this.#expiryTimer);
-    const check = (): void => {
-      if (this.#svid !== contexts || this.#stopping) return;
-      const remainingMs = contexts.notAfter.getTime() - (this.options.now?.() ?? Date.now());
-      if (remainingMs > 0) {
-        // setTimeout fires at once for a delay beyond 2^31 - 1 ms, so a far notAfter is reached in steps.
-        this.#expiryTimer = setTimeout(check, Math.min(remainingMs, 2 ** 31 - 1));
-        this.#expiryTimer.unref();
-        return;
-      }
-      const error = new SealmeshError(
-        'SEALMESH_ERR_SVID_EXPIRED',
-        `the proxy's SVID (serial ${contexts.serial}) expired at ${contexts.notAfter.toISOString()} before a renewal succeeded, after ${this.#renewalFailures} failed renewals; ` +
-          `check that the control plane at ${this.options.serverUrl} is reachable, then restart the proxy with a new join token`,
-      );
-      this.#refuseToRun(error, 'proxy stops serving: its SVID expired before a renewal succeeded');
-    };
-    check();
+    this.#cancelExpiry();
+    this.#cancelExpiry = runAtWallClock(
+      contexts.notAfter.getTime(),
+      () => {
+        if (this.#svid !== contexts || this.#stopping) return;
+        const error = new SealmeshError(
+          'SEALMESH_ERR_SVID_EXPIRED',
+          `the proxy's SVID (serial ${contexts.serial}) expired at ${contexts.notAfter.toISOString()} before a renewal succeeded, after ${this.#renewalFailures} failed renewals; ` +
+            `check that the control plane at ${this.options.serverUrl} is reachable, then restart the proxy with a new join token`,
+        );
+        this.#refuseToRun(error, 'proxy stops serving: its SVID expired before a renewal succeeded');
+      },
+      this.options.now,
+    );
   }
 
   #scheduleRenewal(delayMs: number, retryMs = RENEW_RETRY_MIN_MS): void {
